@@ -1,0 +1,17 @@
+"""Decoder language models behind one functional interface, and their weight import."""
+
+from bonjax.models.decoder import DecoderConfig, DecoderLM, positions_from_mask
+from bonjax.models.gemma3 import Gemma3, Gemma3Config
+from bonjax.models.gpt2 import GPT2, GPT2Config
+from bonjax.models.kv_cache import KVCache
+
+__all__ = [
+    "DecoderConfig",
+    "DecoderLM",
+    "GPT2",
+    "GPT2Config",
+    "Gemma3",
+    "Gemma3Config",
+    "KVCache",
+    "positions_from_mask",
+]

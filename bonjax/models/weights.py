@@ -1,0 +1,361 @@
+"""Weight import without torch: Hugging Face checkpoint directories and GGUF files.
+
+Each importer produces a flat ``{"blocks.0.q": array}`` dictionary in bonjax's layout and hands
+it to :func:`place_params`, which checks every shape against the config and puts each tensor
+straight onto its shards (with a mesh, no device ever holds a full copy).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Callable, Mapping
+from pathlib import Path
+
+import jax
+import ml_dtypes
+import numpy as np
+from flax import nnx
+from jax.sharding import Mesh
+
+from bonjax import sharding as shd
+from bonjax.models.decoder import DecoderConfig, DecoderLM
+from bonjax.models.gemma3 import Gemma3Config
+from bonjax.models.gpt2 import GPT2Config
+
+__all__ = [
+    "CheckpointError",
+    "load_hf_decoder",
+    "load_gguf_decoder",
+    "hf_decoder_config",
+    "gguf_decoder_config",
+    "place_params",
+]
+
+
+class CheckpointError(ValueError):
+    """A checkpoint is missing, truncated, or does not match its config."""
+
+
+def _path_name(path) -> str:
+    return ".".join(str(getattr(k, "key", getattr(k, "idx", getattr(k, "name", k))))
+                    for k in path)
+
+
+def place_params(config: DecoderConfig, tensors: Mapping[str, np.ndarray], source: str,
+                 mesh: Mesh | None = None,
+                 rules: shd.ShardingRules = shd.ShardingRules()) -> tuple[DecoderLM, nnx.State]:
+    """Builds a model from a flat dict of bonjax-layout tensors, checking names and shapes."""
+    lm, abstract = DecoderLM.abstract(config)
+    shardings = shd.param_shardings(abstract, mesh, rules) if mesh is not None else None
+    expected: set[str] = set()
+
+    def fill(path, variable):
+        name = _path_name(path)
+        expected.add(name)
+        if name not in tensors:
+            raise CheckpointError(f"{source}: no tensor for parameter {name!r} "
+                                  f"(expected shape {variable.value.shape})")
+        array = np.asarray(tensors[name])
+        if array.shape != variable.value.shape:
+            raise CheckpointError(f"{source}: tensor for {name!r} has shape {array.shape}, the "
+                                  f"config needs {variable.value.shape}")
+        return variable.replace(array.astype(variable.value.dtype))
+
+    host = jax.tree_util.tree_map_with_path(fill, abstract,
+                                            is_leaf=lambda x: isinstance(x, nnx.Variable))
+    unused = sorted(set(tensors) - expected)
+    if unused:
+        raise CheckpointError(f"{source}: tensors not used by the model: {unused[:8]}")
+    params = jax.device_put(host, shardings) if shardings is not None else jax.device_put(host)
+    return lm, params
+
+
+# ----------------------------------------------------------------------------- HF directories
+
+def _read_safetensors(directory: Path) -> dict[str, np.ndarray]:
+    from safetensors import safe_open
+
+    index = directory / "model.safetensors.index.json"
+    if index.exists():
+        files = sorted(set(json.loads(index.read_text())["weight_map"].values()))
+    else:
+        files = sorted(p.name for p in directory.glob("*.safetensors"))
+    if not files:
+        raise CheckpointError(f"{directory}: no *.safetensors file (only safetensors checkpoints "
+                              "are supported; convert .bin files with transformers first)")
+    tensors: dict[str, np.ndarray] = {}
+    for name in files:
+        path = directory / name
+        if not path.exists():
+            raise CheckpointError(f"{directory}: shard {name} listed in the index is missing")
+        try:
+            with safe_open(str(path), framework="flax") as f:
+                for key in f.keys():
+                    array = np.asarray(f.get_tensor(key))
+                    if array.dtype == ml_dtypes.bfloat16 or array.dtype == np.float16:
+                        array = array.astype(np.float32)
+                    tensors[key] = array
+        except CheckpointError:
+            raise
+        except Exception as e:  # safetensors raises its own error types on truncation
+            raise CheckpointError(f"{path}: cannot read safetensors file ({e})") from e
+    return tensors
+
+
+def hf_decoder_config(hf: Mapping, **overrides) -> DecoderConfig:
+    """bonjax config from a Hugging Face ``config.json`` dict (gpt2 or gemma3 text models)."""
+    model_type = hf.get("model_type")
+    if model_type == "gemma3" and "text_config" in hf:
+        hf = {**hf["text_config"], "model_type": "gemma3_text"}
+        model_type = "gemma3_text"
+    if model_type == "gpt2":
+        return GPT2Config(
+            vocab_size=hf["vocab_size"], max_positions=hf["n_positions"],
+            num_layers=hf["n_layer"], num_heads=hf["n_head"], d_model=hf["n_embd"],
+            mlp_dim=hf.get("n_inner") or 4 * hf["n_embd"],
+            layer_norm_eps=hf.get("layer_norm_epsilon", 1e-5),
+            bos_id=hf.get("bos_token_id", 50256), eos_id=hf.get("eos_token_id", 50256),
+            pad_id=hf.get("pad_token_id") or hf.get("eos_token_id", 50256), **overrides)
+    if model_type == "gemma3_text":
+        layer_types = hf.get("layer_types")
+        pattern = hf.get("sliding_window_pattern", 6)
+        if layer_types:
+            globals_ = [i for i, t in enumerate(layer_types) if t == "full_attention"]
+            pattern = globals_[0] + 1 if globals_ else len(layer_types) + 1
+            expected = [i for i in range(len(layer_types)) if (i + 1) % pattern == 0]
+            if globals_ != expected:
+                raise CheckpointError(f"unsupported layer_types pattern: global layers {globals_}")
+        rope = hf.get("rope_parameters") or {}
+        full = rope.get("full_attention", {}) if isinstance(rope, dict) else {}
+        local = rope.get("sliding_attention", {}) if isinstance(rope, dict) else {}
+        scaling = hf.get("rope_scaling") or full
+        scale = float(scaling.get("factor", 1.0)) if scaling.get("rope_type") == "linear" else 1.0
+        return Gemma3Config(
+            vocab_size=hf["vocab_size"], max_positions=hf.get("max_position_embeddings", 32768),
+            num_layers=hf["num_hidden_layers"], num_heads=hf["num_attention_heads"],
+            num_kv_heads=hf["num_key_value_heads"], head_dim=hf["head_dim"],
+            d_model=hf["hidden_size"], mlp_dim=hf["intermediate_size"],
+            sliding_window=hf["sliding_window"], sliding_window_pattern=pattern,
+            rope_local_base=local.get("rope_theta", hf.get("rope_local_base_freq", 10_000.0)),
+            rope_global_base=full.get("rope_theta", hf.get("rope_theta", 1_000_000.0)),
+            rope_global_scale=scale,
+            query_pre_attn_scalar=hf.get("query_pre_attn_scalar", hf["head_dim"]),
+            rms_norm_eps=hf.get("rms_norm_eps", 1e-6),
+            final_logit_softcap=hf.get("final_logit_softcapping"),
+            bos_id=hf.get("bos_token_id", 2), eos_id=_first(hf.get("eos_token_id", 1)),
+            pad_id=hf.get("pad_token_id", 0), **overrides)
+    raise CheckpointError(f"unsupported model_type {model_type!r}; bonjax imports gpt2 and "
+                          "gemma3 decoders")
+
+
+def _first(x):
+    return x[0] if isinstance(x, list | tuple) else x
+
+
+def _strip(tensors: dict[str, np.ndarray], prefixes: tuple[str, ...]) -> dict[str, np.ndarray]:
+    out = {}
+    for key, value in tensors.items():
+        for p in prefixes:
+            if key.startswith(p):
+                key = key[len(p):]
+                break
+        out[key] = value
+    return out
+
+
+def _gpt2_from_hf(cfg: GPT2Config, t: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    t = _strip(t, ("transformer.",))
+    N, H, D = cfg.num_heads, cfg.head_dim, cfg.d_model
+    out = {"wte": t.pop("wte.weight"), "wpe": t.pop("wpe.weight"),
+           "ln_f.scale": t.pop("ln_f.weight"), "ln_f.bias": t.pop("ln_f.bias")}
+    t.pop("lm_head.weight", None)  # tied to wte
+    for i in range(cfg.num_layers):
+        h, b = f"h.{i}.", f"blocks.{i}."
+        out[b + "ln_1.scale"] = t.pop(h + "ln_1.weight")
+        out[b + "ln_1.bias"] = t.pop(h + "ln_1.bias")
+        out[b + "qkv"] = _reshape(t.pop(h + "attn.c_attn.weight"), (D, 3, N, H), h + "c_attn")
+        out[b + "qkv_bias"] = _reshape(t.pop(h + "attn.c_attn.bias"), (3, N, H), h + "c_attn")
+        out[b + "out"] = _reshape(t.pop(h + "attn.c_proj.weight"), (N, H, D), h + "c_proj")
+        out[b + "out_bias"] = t.pop(h + "attn.c_proj.bias")
+        out[b + "ln_2.scale"] = t.pop(h + "ln_2.weight")
+        out[b + "ln_2.bias"] = t.pop(h + "ln_2.bias")
+        out[b + "fc"] = t.pop(h + "mlp.c_fc.weight")
+        out[b + "fc_bias"] = t.pop(h + "mlp.c_fc.bias")
+        out[b + "proj"] = t.pop(h + "mlp.c_proj.weight")
+        out[b + "proj_bias"] = t.pop(h + "mlp.c_proj.bias")
+        t.pop(h + "attn.bias", None)
+        t.pop(h + "attn.masked_bias", None)
+    out.update(t)  # anything left is reported as unused by place_params
+    return out
+
+
+def _reshape(array: np.ndarray, shape: tuple[int, ...], name: str) -> np.ndarray:
+    if array.size != int(np.prod(shape)):
+        raise CheckpointError(f"tensor {name} has shape {array.shape}, the config needs "
+                              f"{int(np.prod(shape))} elements arranged as {shape}")
+    return array.reshape(shape)
+
+
+def _gemma3_layout(cfg: Gemma3Config, get: Callable[[str], np.ndarray],
+                   names: Mapping[str, str], norm_offset: float) -> dict[str, np.ndarray]:
+    """Shared Gemma 3 mapping; ``names`` maps bonjax names to source names (``{i}`` = layer)."""
+    N, K, H, D = cfg.num_heads, cfg.num_kv_heads, cfg.head_dim, cfg.d_model
+    out = {"embed": get(names["embed"]),
+           "final_norm.scale": get(names["final_norm"]) - norm_offset}
+    for i in range(cfg.num_layers):
+        def g(key, i=i):
+            return get(names[key].format(i=i))
+        b = f"blocks.{i}."
+        out[b + "q"] = _reshape(g("q").T, (D, N, H), names["q"].format(i=i))
+        out[b + "k"] = _reshape(g("k").T, (D, K, H), names["k"].format(i=i))
+        out[b + "v"] = _reshape(g("v").T, (D, K, H), names["v"].format(i=i))
+        out[b + "o"] = _reshape(g("o").T, (N, H, D), names["o"].format(i=i))
+        out[b + "gate"] = g("gate").T
+        out[b + "up"] = g("up").T
+        out[b + "down"] = g("down").T
+        for norm in ("q_norm", "k_norm", "pre_attn_norm", "post_attn_norm", "pre_mlp_norm",
+                     "post_mlp_norm"):
+            out[b + norm + ".scale"] = g(norm) - norm_offset
+    return out
+
+
+_GEMMA3_HF = {
+    "embed": "embed_tokens.weight", "final_norm": "norm.weight",
+    "q": "layers.{i}.self_attn.q_proj.weight", "k": "layers.{i}.self_attn.k_proj.weight",
+    "v": "layers.{i}.self_attn.v_proj.weight", "o": "layers.{i}.self_attn.o_proj.weight",
+    "q_norm": "layers.{i}.self_attn.q_norm.weight", "k_norm": "layers.{i}.self_attn.k_norm.weight",
+    "gate": "layers.{i}.mlp.gate_proj.weight", "up": "layers.{i}.mlp.up_proj.weight",
+    "down": "layers.{i}.mlp.down_proj.weight",
+    "pre_attn_norm": "layers.{i}.input_layernorm.weight",
+    "post_attn_norm": "layers.{i}.post_attention_layernorm.weight",
+    "pre_mlp_norm": "layers.{i}.pre_feedforward_layernorm.weight",
+    "post_mlp_norm": "layers.{i}.post_feedforward_layernorm.weight",
+}
+
+_GEMMA3_GGUF = {
+    "embed": "token_embd.weight", "final_norm": "output_norm.weight",
+    "q": "blk.{i}.attn_q.weight", "k": "blk.{i}.attn_k.weight", "v": "blk.{i}.attn_v.weight",
+    "o": "blk.{i}.attn_output.weight", "q_norm": "blk.{i}.attn_q_norm.weight",
+    "k_norm": "blk.{i}.attn_k_norm.weight", "gate": "blk.{i}.ffn_gate.weight",
+    "up": "blk.{i}.ffn_up.weight", "down": "blk.{i}.ffn_down.weight",
+    "pre_attn_norm": "blk.{i}.attn_norm.weight",
+    "post_attn_norm": "blk.{i}.post_attention_norm.weight",
+    "pre_mlp_norm": "blk.{i}.ffn_norm.weight", "post_mlp_norm": "blk.{i}.post_ffw_norm.weight",
+}
+
+
+def _getter(tensors: dict[str, np.ndarray], source: str) -> Callable[[str], np.ndarray]:
+    used: set[str] = set()
+
+    def get(name: str) -> np.ndarray:
+        if name not in tensors:
+            raise CheckpointError(f"{source}: tensor {name!r} is missing")
+        used.add(name)
+        return tensors[name]
+
+    get.used = used  # type: ignore[attr-defined]
+    return get
+
+
+def load_hf_decoder(directory: str | os.PathLike, mesh: Mesh | None = None,
+                    rules: shd.ShardingRules = shd.ShardingRules(),
+                    **config_overrides) -> tuple[DecoderLM, nnx.State]:
+    """Loads a GPT-2 or Gemma 3 Hugging Face checkpoint directory (config.json + safetensors)."""
+    directory = Path(directory)
+    config_path = directory / "config.json"
+    if not config_path.exists():
+        raise CheckpointError(f"{directory}: no config.json (not a Hugging Face checkpoint "
+                              "directory)")
+    cfg = hf_decoder_config(json.loads(config_path.read_text()), **config_overrides)
+    raw = _read_safetensors(directory)
+    if isinstance(cfg, GPT2Config):
+        tensors = _gpt2_from_hf(cfg, dict(raw))
+    else:
+        raw = _strip(raw, ("model.language_model.", "language_model.model.", "model."))
+        raw.pop("lm_head.weight", None)
+        get = _getter(raw, str(directory))
+        tensors = _gemma3_layout(cfg, get, _GEMMA3_HF, norm_offset=0.0)
+        tensors.update({k: v for k, v in raw.items() if k not in get.used
+                        and not k.startswith(("vision_tower.", "multi_modal_projector."))})
+    return place_params(cfg, tensors, str(directory), mesh, rules)
+
+
+# ----------------------------------------------------------------------------- GGUF
+
+def _gguf_reader(path: Path):
+    import gguf
+
+    if not path.exists():
+        raise CheckpointError(f"GGUF file {path} does not exist")
+    try:
+        return gguf.GGUFReader(str(path))
+    except Exception as e:  # the reader raises assorted errors on truncated files
+        raise CheckpointError(f"{path}: cannot read GGUF file, truncated or corrupt ({e})") from e
+
+
+def gguf_decoder_config(path: str | os.PathLike, **overrides) -> Gemma3Config:
+    """bonjax config from a GGUF file's metadata (gemma3 architecture)."""
+    reader = _gguf_reader(Path(path))
+    return _gguf_config(reader, Path(path), **overrides)
+
+
+def _gguf_config(reader, path: Path, **overrides) -> Gemma3Config:
+    def field(name, default=None):
+        f = reader.fields.get(name)
+        return default if f is None else f.contents()
+
+    arch = field("general.architecture")
+    if arch != "gemma3":
+        raise CheckpointError(f"{path}: GGUF architecture {arch!r} is not supported (gemma3)")
+    head_dim = int(field("gemma3.attention.key_length", 256))
+    return Gemma3Config(
+        vocab_size=len(field("tokenizer.ggml.tokens")),
+        max_positions=int(field("gemma3.context_length", 32768)),
+        num_layers=int(field("gemma3.block_count")),
+        num_heads=int(field("gemma3.attention.head_count")),
+        num_kv_heads=int(field("gemma3.attention.head_count_kv")),
+        head_dim=head_dim,
+        d_model=int(field("gemma3.embedding_length")),
+        mlp_dim=int(field("gemma3.feed_forward_length")),
+        sliding_window=int(field("gemma3.attention.sliding_window", 512)),
+        rope_global_base=float(field("gemma3.rope.freq_base", 1_000_000.0)),
+        rope_global_scale=float(field("gemma3.rope.scaling.factor", 1.0)),
+        query_pre_attn_scalar=float(head_dim),
+        rms_norm_eps=float(field("gemma3.attention.layer_norm_rms_epsilon", 1e-6)),
+        bos_id=int(field("tokenizer.ggml.bos_token_id", 2)),
+        eos_id=int(field("tokenizer.ggml.eos_token_id", 1)),
+        pad_id=int(field("tokenizer.ggml.padding_token_id", 0)),
+        **overrides)
+
+
+def load_gguf_decoder(path: str | os.PathLike, mesh: Mesh | None = None,
+                      rules: shd.ShardingRules = shd.ShardingRules(),
+                      **config_overrides) -> tuple[DecoderLM, nnx.State]:
+    """Loads (and dequantises to float32) a Gemma 3 GGUF file.
+
+    GGUF stores Gemma's RMSNorm scales with the ``+1`` folded in; bonjax keeps ``w`` with the
+    norm computing ``x * (1 + w)``, so 1 is subtracted here.
+    """
+    import gguf
+
+    path = Path(path)
+    reader = _gguf_reader(path)
+    cfg = _gguf_config(reader, path, **config_overrides)
+    by_name = {t.name: t for t in reader.tensors}
+    cache: dict[str, np.ndarray] = {}
+
+    def get(name: str) -> np.ndarray:
+        if name not in by_name:
+            raise CheckpointError(f"{path}: tensor {name!r} is missing")
+        if name not in cache:
+            t = by_name[name]
+            try:
+                cache[name] = np.asarray(gguf.quants.dequantize(t.data, t.tensor_type),
+                                         dtype=np.float32)
+            except Exception as e:
+                raise CheckpointError(f"{path}: cannot dequantise {name} ({e})") from e
+        return cache.pop(name)
+
+    tensors = _gemma3_layout(cfg, get, _GEMMA3_GGUF, norm_offset=1.0)
+    return place_params(cfg, tensors, str(path), mesh, rules)

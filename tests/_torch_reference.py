@@ -1,0 +1,83 @@
+"""Builders of small random-weight transformers (PyTorch) models saved as HF directories."""
+
+from __future__ import annotations
+
+import numpy as np
+
+
+def left_padded_batch(lengths, vocab_size, pad_id, seed=0):
+    """Random token rows, left-padded to the longest: (tokens_BxT, mask_BxT) numpy arrays."""
+    rng = np.random.default_rng(seed)
+    T = max(lengths)
+    tokens = np.full((len(lengths), T), pad_id, np.int32)
+    mask = np.zeros((len(lengths), T), bool)
+    for i, n in enumerate(lengths):
+        tokens[i, T - n:] = rng.integers(3, vocab_size, n)
+        mask[i, T - n:] = True
+    return tokens, mask
+
+
+def torch_logits(model, tokens, mask):
+    """Reference logits with explicit left-padding positions (as bonjax computes them)."""
+    import torch
+
+    positions = np.maximum(np.cumsum(mask, axis=1) - 1, 0)
+    with torch.no_grad():
+        out = model(input_ids=torch.tensor(tokens, dtype=torch.long),
+                    attention_mask=torch.tensor(mask, dtype=torch.long),
+                    position_ids=torch.tensor(positions, dtype=torch.long))
+    return out.logits.float().numpy()
+
+
+def save_gpt2(path, seed=0, dtype="float32", **config):
+    import torch
+    import transformers
+
+    torch.manual_seed(seed)
+    cfg = transformers.GPT2Config(**{**dict(vocab_size=97, n_positions=64, n_embd=32, n_layer=2,
+                                            n_head=4, resid_pdrop=0.0, embd_pdrop=0.0,
+                                            attn_pdrop=0.0, bos_token_id=0, eos_token_id=1,
+                                            pad_token_id=0), **config})
+    model = transformers.GPT2LMHeadModel(cfg).eval()
+    _randomize(model, seed)
+    return _save_and_reload(model, path, dtype)
+
+
+def save_gemma3(path, seed=0, dtype="float32", **config):
+    import torch
+    import transformers
+
+    torch.manual_seed(seed)
+    base = dict(vocab_size=101, hidden_size=32, intermediate_size=64, num_hidden_layers=3,
+                num_attention_heads=4, num_key_value_heads=2, head_dim=8, sliding_window=4,
+                query_pre_attn_scalar=8, max_position_embeddings=128,
+                layer_types=["sliding_attention", "sliding_attention", "full_attention"],
+                bos_token_id=2, eos_token_id=1, pad_token_id=0)
+    cfg = transformers.Gemma3TextConfig(**{**base, **config})
+    cfg._attn_implementation = "eager"
+    model = transformers.Gemma3ForCausalLM(cfg).eval()
+    _randomize(model, seed)
+    return _save_and_reload(model, path, dtype)
+
+
+def _save_and_reload(model, path, dtype):
+    """Saves in ``dtype`` and returns the float32 model read back from the saved files."""
+    import torch
+
+    model.to(getattr(torch, dtype)).save_pretrained(path, safe_serialization=True)
+    reloaded = type(model).from_pretrained(path, dtype=torch.float32,
+                                           attn_implementation="eager")
+    return reloaded.eval()
+
+
+def _randomize(model, seed):
+    """Non-trivial weights everywhere (norm scales and biases too), so every term is tested."""
+    import torch
+
+    g = torch.Generator().manual_seed(seed + 1)
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if p.ndim == 1:
+                p.copy_(0.3 * torch.randn(p.shape, generator=g) + (1.0 if "ln_" in name else 0.0))
+            else:
+                p.copy_(0.15 * torch.randn(p.shape, generator=g))
