@@ -1,8 +1,7 @@
 """Bidirectional encoder classifiers: BERT (Devlin et al. 2019) and DistilBERT (Sanh et al. 2019).
 
-Both are post-LayerNorm transformers with learned absolute positions and an exact (erf) GELU MLP;
-they differ only in the embedding (BERT adds a token-type embedding, always type 0 here) and in
-the sentence head. The sentence representation is either
+Post-LayerNorm transformers with learned absolute positions and an exact (erf) GELU MLP; they
+differ in the embedding (BERT adds a token-type embedding, type 0 here) and the sentence head:
 
 - ``Pooling.CLS``: the architecture's own pooler on the first token, ``tanh(W h_[CLS] + b)`` for
   BERT and ``relu(W h_[CLS] + b)`` for DistilBERT (what ``*ForSequenceClassification`` uses), or
@@ -68,8 +67,27 @@ class Pooling(enum.Enum):
     MEAN = "mean"  # masked mean of the last hidden states (sentence-transformers)
 
 
+class _Checks:
+    """Validation and derived sizes shared by the encoder configs."""
+
+    def __post_init__(self):
+        for name in ("vocab_size", "max_positions", "num_layers", "num_heads", "mlp_dim",
+                     "num_classes"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be positive, got {getattr(self, name)}")
+        if self.d_model % self.num_heads:
+            raise ValueError(f"d_model {self.d_model} is not divisible by num_heads "
+                             f"{self.num_heads}")
+        if not isinstance(self.pooling, Pooling):
+            raise ValueError(f"pooling must be a Pooling, got {self.pooling!r}")
+
+    @property
+    def head_dim(self) -> int:
+        return self.d_model // self.num_heads
+
+
 @dataclasses.dataclass(frozen=True)
-class BertConfig:
+class BertConfig(_Checks):
     """Static BERT hyperparameters; the defaults are all-MiniLM-L6-v2's encoder."""
 
     vocab_size: int = 30522
@@ -85,13 +103,6 @@ class BertConfig:
     pad_id: int = 0
     dtype: str = "float32"
     param_dtype: str = "float32"
-
-    def __post_init__(self):
-        _validate(self)
-
-    @property
-    def head_dim(self) -> int:
-        return self.d_model // self.num_heads
 
     @property
     def pooler_activation(self):
@@ -111,7 +122,7 @@ class BertConfig:
 
 
 @dataclasses.dataclass(frozen=True)
-class DistilBertConfig:
+class DistilBertConfig(_Checks):
     """Static DistilBERT hyperparameters; the defaults are distilbert-base-uncased with 2 classes
     (the architecture of the vBoN paper's ``distilbert-imdb`` reward)."""
 
@@ -128,16 +139,9 @@ class DistilBertConfig:
     dtype: str = "float32"
     param_dtype: str = "float32"
 
-    def __post_init__(self):
-        _validate(self)
-
     @property
     def type_vocab_size(self) -> int:
         return 0
-
-    @property
-    def head_dim(self) -> int:
-        return self.d_model // self.num_heads
 
     @property
     def pooler_activation(self):
@@ -156,17 +160,6 @@ class DistilBertConfig:
 
 
 EncoderConfig = BertConfig | DistilBertConfig
-
-
-def _validate(cfg) -> None:
-    if cfg.d_model % cfg.num_heads:
-        raise ValueError(f"d_model {cfg.d_model} is not divisible by num_heads {cfg.num_heads}")
-    if not isinstance(cfg.pooling, Pooling):
-        raise ValueError(f"pooling must be a Pooling, got {cfg.pooling!r}")
-    for name in ("vocab_size", "max_positions", "num_layers", "num_heads", "mlp_dim",
-                 "num_classes"):
-        if getattr(cfg, name) < 1:
-            raise ValueError(f"{name} must be positive, got {getattr(cfg, name)}")
 
 
 def masked_mean(x_BxTxD: jax.Array, mask_BxT: jax.Array) -> jax.Array:
@@ -423,13 +416,7 @@ class _Checkpoint:
 
     def get(self, name: str, expected_shape: tuple[int, ...]) -> np.ndarray:
         if name not in self._where:
-            legacy = {"LayerNorm.weight": "LayerNorm.gamma", "LayerNorm.bias": "LayerNorm.beta"}
-            for new, old in legacy.items():
-                if name.endswith(new) and name[: -len(new)] + old in self._where:
-                    name = name[: -len(new)] + old
-                    break
-            else:
-                raise ValueError(f"tensor {name!r} is missing from the checkpoint in {self.path}")
+            raise ValueError(f"tensor {name!r} is missing from the checkpoint in {self.path}")
         value = np.asarray(self._where[name].get_tensor(name))
         if tuple(value.shape) != tuple(expected_shape):
             raise ValueError(f"tensor {name!r} has shape {tuple(value.shape)} in the checkpoint "
