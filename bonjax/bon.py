@@ -1,0 +1,202 @@
+"""Best-of-N: selection of the best and worst of N completions, and the mathematics of BoN.
+
+Selection rule. Per prompt, the best completion is the one with the largest reward and the worst
+the one with the smallest; among tied rewards the LOWEST DRAW INDEX wins, for best and worst
+alike. Rewards are compared in the total order of `bonjax.ecdf.order_keys`: NaN ranks below every
+value (so a NaN is never best unless all N are NaN, and is the worst), NaNs tie with each other,
+`-0.0 == +0.0`, and +/-inf are ordinary ordered values.
+
+Because the N draws are i.i.d., "the first of the tied draws wins" is the same as a uniformly
+random tie-break, so the selected completion follows rule (a) below (BOND, Theorem 1), which
+`bon_distribution_draw_index` computes exactly. Rule (b), a fixed order on outcomes, is
+`bon_distribution_fixed_order`. With the reference-policy quantities for one prompt
+
+    p_lt(y) = P_{y' ~ pi_ref}[r(y') < r(y)],    p_le(y) = P_{y' ~ pi_ref}[r(y') <= r(y)],
+
+  (a) ties broken by draw index, G the outcomes with reward r(y) (Sessa et al. 2024, Thm. 1):
+        pi_BoN(y) = pi_ref(y) / pi_ref(G) * (p_le(y)^N - p_lt(y)^N)
+  (b) ties broken by a fixed order on outcomes, F(y) the mass strictly below y in that order
+      (Amini et al. 2025):
+        pi_BoN(y) = (F(y) + pi_ref(y))^N - F(y)^N.
+
+They agree when no two outcomes share a reward. For continuous rewards (no ties)
+`pi_N(y) = N Q(r(y))^(N-1) pi_ref(y)` with `Q` the reward CDF under pi_ref, so
+
+    win rate of BoN against one pi_ref sample = N / (N + 1),
+    KL(pi_N || pi_ref) = log N - (N - 1) / N,
+
+and with ties both are upper bounds (Beirami et al. 2024, arXiv 2401.01879).
+The exact-distribution and analytic functions are float64 numpy: they are reference oracles and
+plot curves, not training-time code.
+"""
+
+from __future__ import annotations
+
+import numbers
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from bonjax.ecdf import order_keys
+
+__all__ = [
+    "bon_distribution_draw_index",
+    "bon_distribution_fixed_order",
+    "bon_kl",
+    "bon_win_rate",
+    "select_best_and_worst",
+    "take_selected",
+]
+
+
+def _check_rewards_BxN(rewards_BxN) -> jax.Array:
+    rewards_BxN = jnp.asarray(rewards_BxN)
+    if rewards_BxN.ndim != 2:
+        raise ValueError(f"rewards must have shape [B, N], got shape {rewards_BxN.shape}")
+    if rewards_BxN.shape[0] == 0:
+        raise ValueError(f"rewards have an empty batch: B = 0 (shape {rewards_BxN.shape})")
+    if rewards_BxN.shape[1] < 1:
+        raise ValueError(f"Best-of-N needs N >= 1 completions, got N = {rewards_BxN.shape[1]}")
+    if not jnp.issubdtype(rewards_BxN.dtype, jnp.floating):
+        raise ValueError(f"rewards must have a floating dtype, got {rewards_BxN.dtype}")
+    return rewards_BxN
+
+
+@jax.jit
+def _best_and_worst(rewards_BxN: jax.Array) -> tuple[jax.Array, jax.Array]:
+    keys_BxN = order_keys(rewards_BxN)
+    # argmax/argmin return the first occurrence: the lowest draw index among ties.
+    best_B = jnp.argmax(keys_BxN, axis=1).astype(jnp.int32)
+    worst_B = jnp.argmin(keys_BxN, axis=1).astype(jnp.int32)
+    return best_B, worst_B
+
+
+def select_best_and_worst(rewards_BxN: jax.Array) -> tuple[jax.Array, jax.Array]:
+    """Indices (int32 [B], [B]) of the best and the worst of N completions of every prompt.
+
+    Ties: the lowest draw index wins, for both. Non-finite rewards: NaN ranks lowest, +/-inf
+    are ordered values (see the module docstring). jit- and shard-compatible.
+
+    Raises:
+      ValueError: if `rewards_BxN` is not 2-D, has B = 0 or N < 1, or is not floating point.
+    """
+    return _best_and_worst(_check_rewards_BxN(rewards_BxN))
+
+
+def take_selected(values_BxNx: jax.Array, index_B: jax.Array) -> jax.Array:
+    """`values_BxNx[b, index_B[b]]` for every prompt b: the chosen completions, shape [B, ...].
+
+    Works for any trailing shape (tokens `[B, N, T]`, log-probabilities `[B, N, T]`, rewards
+    `[B, N]`).
+
+    Raises:
+      ValueError: if `values_BxNx` has fewer than 2 axes, `index_B` is not 1-D, or their B differ.
+    """
+    values_BxNx = jnp.asarray(values_BxNx)
+    index_B = jnp.asarray(index_B)
+    if values_BxNx.ndim < 2:
+        raise ValueError(f"values must have shape [B, N, ...], got shape {values_BxNx.shape}")
+    if index_B.ndim != 1 or index_B.shape[0] != values_BxNx.shape[0]:
+        raise ValueError(
+            f"index must have shape [B] = [{values_BxNx.shape[0]}], got shape {index_B.shape}"
+        )
+    if not jnp.issubdtype(index_B.dtype, jnp.integer):
+        raise ValueError(f"index must be an integer array, got dtype {index_B.dtype}")
+    return jax.vmap(lambda values_Nx, index: values_Nx[index])(values_BxNx, index_B)
+
+
+def _check_n(n) -> int:
+    if isinstance(n, bool) or not isinstance(n, numbers.Integral) or n < 1:
+        raise ValueError(f"N must be an integer >= 1, got {n!r}")
+    return int(n)
+
+
+def _check_outcomes(pi_ref_Y, reward_Y) -> tuple[np.ndarray, np.ndarray]:
+    pi_ref_Y = np.asarray(pi_ref_Y, np.float64)
+    reward_Y = np.asarray(reward_Y, np.float64)
+    if pi_ref_Y.ndim != 1 or pi_ref_Y.shape != reward_Y.shape or pi_ref_Y.size == 0:
+        raise ValueError(
+            f"pi_ref and reward must be 1-D over the same non-empty outcome space, got shapes "
+            f"{pi_ref_Y.shape} and {reward_Y.shape}"
+        )
+    if not np.isfinite(pi_ref_Y).all() or (pi_ref_Y < 0).any():
+        raise ValueError(f"pi_ref must be finite and non-negative, got {pi_ref_Y}")
+    if abs(pi_ref_Y.sum() - 1.0) > 1e-9:
+        raise ValueError(f"pi_ref must sum to 1, sums to {float(pi_ref_Y.sum())!r}")
+    return pi_ref_Y, reward_Y
+
+
+def _below_YxY(reward_Y: np.ndarray) -> np.ndarray:
+    """`below[i, j]`: outcome j's reward is strictly below outcome i's (NaN lowest, NaNs tie)."""
+    nan_Y = np.isnan(reward_Y)
+    with np.errstate(invalid="ignore"):
+        less = reward_Y[None, :] < reward_Y[:, None]
+    return less | (nan_Y[None, :] & ~nan_Y[:, None])
+
+
+def bon_distribution_draw_index(pi_ref_Y, reward_Y, n: int) -> np.ndarray:
+    """Exact BoN distribution when ties go to the lowest draw index (rule (a); BOND Thm. 1).
+
+        pi_BoN(y) = pi_ref(y) / pi_ref(G) * (p_le(y)^N - p_lt(y)^N)
+
+    This is the distribution of the completion `select_best_and_worst` picks as best.
+
+    Args:
+      pi_ref_Y: reference probabilities of the Y outcomes (sum to 1).
+      reward_Y: their rewards (ties allowed; NaN ranks lowest).
+      n: N >= 1.
+
+    Returns:
+      float64 [Y], the probability that Best-of-N returns each outcome.
+    """
+    n = _check_n(n)
+    pi_ref_Y, reward_Y = _check_outcomes(pi_ref_Y, reward_Y)
+    below_YxY = _below_YxY(reward_Y)
+    p_lt_Y = below_YxY @ pi_ref_Y
+    p_le_Y = (~below_YxY.T) @ pi_ref_Y  # j not above i
+    mass_of_group_Y = p_le_Y - p_lt_Y
+    share_Y = np.divide(pi_ref_Y, mass_of_group_Y, out=np.zeros_like(pi_ref_Y), where=pi_ref_Y > 0)
+    return share_Y * (p_le_Y**n - p_lt_Y**n)
+
+
+def bon_distribution_fixed_order(pi_ref_Y, reward_Y, n: int) -> np.ndarray:
+    """Exact BoN distribution when ties go to a fixed order on outcomes (rule (b)).
+
+        pi_BoN(y) = (F(y) + pi_ref(y))^N - F(y)^N
+
+    with `F(y)` the reference mass strictly below y in the order "higher reward first, then
+    lower outcome index first" (among outcomes with equal rewards, the lower index wins).
+
+    Args and returns as `bon_distribution_draw_index`.
+    """
+    n = _check_n(n)
+    pi_ref_Y, reward_Y = _check_outcomes(pi_ref_Y, reward_Y)
+    below_YxY = _below_YxY(reward_Y)
+    tied_YxY = ~below_YxY & ~below_YxY.T
+    index_Y = np.arange(reward_Y.size)
+    below_YxY = below_YxY | (tied_YxY & (index_Y[None, :] > index_Y[:, None]))
+    f_Y = below_YxY @ pi_ref_Y
+    return (f_Y + pi_ref_Y) ** n - f_Y**n
+
+
+def _check_n_curve(n) -> np.ndarray:
+    n = np.asarray(n, np.float64)
+    bad = ~np.isfinite(n) | (n < 1)
+    if bad.any():
+        raise ValueError(f"N must be finite and >= 1, got {n[bad] if n.ndim else n}")
+    return n
+
+
+def bon_kl(n) -> np.ndarray:
+    """`KL(pi_BoN || pi_ref) = log N - (N - 1) / N` for continuous rewards (an upper bound with
+    ties; Beirami et al. 2024). Elementwise over an array of N, float64."""
+    n = _check_n_curve(n)
+    return np.log(n) - (n - 1) / n
+
+
+def bon_win_rate(n) -> np.ndarray:
+    """Win rate `N / (N + 1)` of Best-of-N against one pi_ref sample, continuous rewards.
+    Elementwise over an array of N, float64."""
+    n = _check_n_curve(n)
+    return n / (n + 1)
