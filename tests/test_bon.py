@@ -186,8 +186,9 @@ def test_exact_distribution_reaches_the_continuous_curves_with_many_distinct_out
     np.testing.assert_allclose(dist_a, bon.bon_distribution_fixed_order(pi_ref_Y, reward_Y, n))
     kl = np.sum(dist_a * np.log(dist_a / pi_ref_Y), where=dist_a > 0)
     win_rate = np.sum(dist_a * np.argsort(np.argsort(reward_Y)) / num_outcomes)
-    assert bon.bon_kl(n) - 0.01 < kl <= bon.bon_kl(n)
-    np.testing.assert_allclose(win_rate, bon.bon_win_rate(n), atol=n / num_outcomes)
+    # Gaps measured at Y = 4000: KL below the curve by <= 3e-6, win rate by 1 / (2Y).
+    assert bon.bon_kl(n) - 1e-4 < kl <= bon.bon_kl(n)
+    np.testing.assert_allclose(win_rate, bon.bon_win_rate(n), atol=1 / num_outcomes)
 
 
 def test_discrete_kl_with_ties_stays_below_the_continuous_curve():
