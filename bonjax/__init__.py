@@ -1,0 +1,26 @@
+"""bonjax: Best-of-N alignment of language models in JAX and Flax."""
+
+from bonjax import sharding
+from bonjax.models import (
+    DecoderLM,
+    Gemma3Config,
+    GPT2Config,
+    KVCache,
+    positions_from_mask,
+)
+from bonjax.models.registry import load_model
+from bonjax.sharding import ShardingRules, make_mesh
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "DecoderLM",
+    "GPT2Config",
+    "Gemma3Config",
+    "KVCache",
+    "ShardingRules",
+    "load_model",
+    "make_mesh",
+    "positions_from_mask",
+    "sharding",
+]
