@@ -23,7 +23,7 @@ import numpy as np
 
 from bonjax import ecdf as E
 
-CASES = [(512, 300, 64), (4096, 300, 64)]
+CASES = [(512, 300, 64), (4096, 300, 64), (512, 16, 64)]  # vBoN M = 300; BOND k = 16
 
 
 def numpy_reference(ref_BxM: np.ndarray, query_BxK: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

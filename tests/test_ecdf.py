@@ -242,10 +242,18 @@ def test_bad_input_raises_value_error_naming_the_value():
 
 
 def test_block_size_balances_block_maxima_and_in_block_comparisons():
-    assert E.block_size_for(1) == 16
-    assert E.block_size_for(300) == 16
-    assert E.block_size_for(4096) == 48
-    for num_refs in [1, 15, 16, 31, 300]:
+    assert [E.block_size_for(m) for m in [1, 15, 16, 31, 32, 300, 600, 1200, 4096]] == [
+        16,
+        16,
+        32,
+        32,
+        16,
+        16,
+        32,
+        48,
+        80,
+    ]
+    for num_refs in [1, 15, 16, 31, 32, 300, 1200]:
         refs = E.ReferenceRewards.create(np.zeros((1, num_refs), np.float32))
         _, num_blocks, block = refs.blocks_BxCxS.shape
         assert num_blocks * block >= num_refs + 1 > (num_blocks - 1) * block
