@@ -201,3 +201,19 @@ def test_load_errors(tmp_path):
         load_hf_encoder(tmp_path)
     with pytest.raises(ValueError, match="not divisible"):
         dataclasses.replace(BertConfig.tiny(), num_heads=5)
+
+
+def test_tokenizer_truncation_and_padding():
+    text = " ".join(f"word{i}" for i in range(40))
+    full_ids, _ = minilm_tokenizer(max_length=512)([text])
+    full = full_ids[0][full_ids[0] != 0].tolist()
+    assert full[0] == 101 and full[-1] == 102 and len(full) > 30
+    ids, mask = minilm_tokenizer(max_length=16, keep_tail=5)([text, "short one"])
+    assert ids[0].tolist() == full[:10] + full[-6:] and mask[0].all()
+    assert mask[1].sum() == 4 and ids[1, 4:].tolist() == [0] * 12
+    head_ids, _ = minilm_tokenizer(max_length=16)([text])
+    assert head_ids[0].tolist() == full[:15] + [102]
+    bucketed, bucket_mask = minilm_tokenizer(max_length=64, pad_multiple=8)(["short one", "hi"])
+    assert bucketed.shape == bucket_mask.shape == (2, 8)
+    with pytest.raises(ValueError, match="keep_tail"):
+        minilm_tokenizer(max_length=16, keep_tail=15)
