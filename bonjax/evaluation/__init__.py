@@ -1,0 +1,49 @@
+"""Evaluation of aligned policies: reward, KL to the reference, win rate, Best-of-N reference
+points, Pareto frontiers, plots and the results table.
+
+- :mod:`~bonjax.evaluation.metrics`: estimates with standard errors (jnp, jit-compatible) and the
+  Best-of-N order-statistics estimators and Pareto frontier (float64 numpy).
+- :mod:`~bonjax.evaluation.plots`: reward-vs-KL and training-curve PNGs (matplotlib, Agg).
+- :mod:`~bonjax.evaluation.tables`: the Markdown results table.
+"""
+
+from bonjax.evaluation.metrics import (
+    BoNCurve,
+    Estimate,
+    EvalPoint,
+    KLSummary,
+    bon_curve,
+    bon_expected_max,
+    bon_reference_points,
+    bon_reward,
+    bon_win_rate_empirical,
+    bootstrap_ci,
+    kl_summary,
+    mean_and_stderr,
+    pareto_frontier,
+    win_rate,
+)
+from bonjax.evaluation.plots import plot_reward_vs_kl, plot_training_curves, read_metrics_jsonl
+from bonjax.evaluation.tables import results_table, write_results_table
+
+__all__ = [
+    "BoNCurve",
+    "Estimate",
+    "EvalPoint",
+    "KLSummary",
+    "bon_curve",
+    "bon_expected_max",
+    "bon_reference_points",
+    "bon_reward",
+    "bon_win_rate_empirical",
+    "bootstrap_ci",
+    "kl_summary",
+    "mean_and_stderr",
+    "pareto_frontier",
+    "plot_reward_vs_kl",
+    "plot_training_curves",
+    "read_metrics_jsonl",
+    "results_table",
+    "win_rate",
+    "write_results_table",
+]
