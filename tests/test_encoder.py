@@ -92,9 +92,9 @@ def test_bert_bf16_checkpoint(tmp_path):
     _save_hf(hf, tmp_path, torch.bfloat16)
     model, params = load_hf_encoder(tmp_path)
     hf = hf.to(torch.bfloat16).float()  # the same rounded weights, computed in float32
-    assert params["word"].value.dtype == jnp.float32
+    assert params["word"][...].dtype == jnp.float32
     np.testing.assert_array_equal(
-        np.asarray(params["word"].value),
+        np.asarray(params["word"][...]),
         hf.bert.embeddings.word_embeddings.weight.detach().numpy())
     ids, mask = _padded_batch(101, [5, 9], T=9, seed=1)
     got = model.forward(params, ids, mask).logits_BxC
@@ -147,7 +147,7 @@ def test_every_parameter_has_logical_axes():
         assert leaves
         for variable in leaves:
             axes = variable.get_metadata()["axes"]
-            assert len(axes) == variable.value.ndim and set(axes) <= AXIS_NAMES, axes
+            assert len(axes) == variable.get_value().ndim and set(axes) <= AXIS_NAMES, axes
 
 
 def test_sharded_forward_equals_unsharded():
@@ -155,7 +155,7 @@ def test_sharded_forward_equals_unsharded():
     model, params = EncoderClassifier.init(cfg, jax.random.key(3))
     mesh = shd.make_mesh((2, 2, 2))
     _, sharded = EncoderClassifier.init(cfg, jax.random.key(3), mesh=mesh)
-    assert sharded["layers"][0]["fc"].value.sharding.spec == jax.sharding.PartitionSpec(
+    assert sharded["layers"][0]["fc"][...].sharding.spec == jax.sharding.PartitionSpec(
         "fsdp", "tensor")
     ids, mask = _padded_batch(cfg.vocab_size, [3, 8, 5, 1, 8, 2, 6, 4], T=8, seed=3)
     want = model.forward(params, ids, mask).logits_BxC
@@ -194,7 +194,7 @@ def test_load_errors(tmp_path):
     with pytest.raises(ValueError, match="'classifier.weight' is missing"):
         load_hf_encoder(bare)
     model, params = load_hf_encoder(bare, new_head=True, num_classes=5)
-    assert params["classifier"].value.shape == (32, 5)
+    assert params["classifier"][...].shape == (32, 5)
     config = json.loads((tmp_path / "config.json").read_text())
     (tmp_path / "config.json").write_text(json.dumps({**config, "model_type": "roberta"}))
     with pytest.raises(ValueError, match="'roberta'"):

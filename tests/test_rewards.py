@@ -149,8 +149,8 @@ def test_retokenized_reward_matches_transformers(gpt2, minilm_reward):
     m = enc["attention_mask"].numpy()[..., None]
     pooled = (hidden * m).sum(1) / m.sum(1)
     params = minilm_reward.scorer.params
-    w = np.asarray(params["classifier"].value, np.float64)
-    z = pooled @ w + np.asarray(params["classifier_bias"].value, np.float64)
+    w = np.asarray(params["classifier"][...], np.float64)
+    z = pooled @ w + np.asarray(params["classifier_bias"][...], np.float64)
     want = (z[:, 1] - z[:, 0]).reshape(3, 2)
 
     got_eager = np.asarray(minilm_reward(prompt, pmask, completion, cmask))

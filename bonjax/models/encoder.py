@@ -190,7 +190,7 @@ class _LayerNorm(nnx.Module):
         mean = x.mean(-1, keepdims=True)
         var = jnp.square(x - mean).mean(-1, keepdims=True)
         y = (x - mean) * jax.lax.rsqrt(var + self.eps)
-        y = y * self.scale.value.astype(jnp.float32) + self.bias.value.astype(jnp.float32)
+        y = y * self.scale[...].astype(jnp.float32) + self.bias[...].astype(jnp.float32)
         return y.astype(x_BxTxD.dtype)
 
 
@@ -215,8 +215,8 @@ class _Layer(nnx.Module):
 
     def __call__(self, x_BxTxD: jax.Array, key_mask_BxT: jax.Array) -> jax.Array:
         dt = self.dtype
-        qkv = jnp.einsum("btd,dcnh->btcnh", x_BxTxD, self.qkv.value.astype(dt))
-        qkv_BxTx3xNxH = qkv + self.qkv_bias.value.astype(dt)
+        qkv = jnp.einsum("btd,dcnh->btcnh", x_BxTxD, self.qkv[...].astype(dt))
+        qkv_BxTx3xNxH = qkv + self.qkv_bias[...].astype(dt)
         q_BxTxNxH, k_BxSxNxH, v_BxSxNxH = (qkv_BxTx3xNxH[:, :, i] for i in range(3))
         s_BxNxTxS = jnp.einsum("btnh,bsnh->bnts", q_BxTxNxH, k_BxSxNxH,
                                preferred_element_type=jnp.float32) * self.scale
@@ -224,12 +224,12 @@ class _Layer(nnx.Module):
                               jnp.finfo(jnp.float32).min)
         p_BxNxTxS = jax.nn.softmax(s_BxNxTxS, axis=-1).astype(dt)
         a_BxTxNxH = jnp.einsum("bnts,bsnh->btnh", p_BxNxTxS, v_BxSxNxH)
-        attn_BxTxD = jnp.einsum("btnh,nhd->btd", a_BxTxNxH, self.out.value.astype(dt))
-        x_BxTxD = self.attn_ln(x_BxTxD + attn_BxTxD + self.out_bias.value.astype(dt))
-        h_BxTxF = jnp.einsum("btd,df->btf", x_BxTxD, self.fc.value.astype(dt))
-        h_BxTxF = jax.nn.gelu(h_BxTxF + self.fc_bias.value.astype(dt), approximate=False)
-        h_BxTxD = jnp.einsum("btf,fd->btd", h_BxTxF, self.proj.value.astype(dt))
-        return self.mlp_ln(x_BxTxD + h_BxTxD + self.proj_bias.value.astype(dt))
+        attn_BxTxD = jnp.einsum("btnh,nhd->btd", a_BxTxNxH, self.out[...].astype(dt))
+        x_BxTxD = self.attn_ln(x_BxTxD + attn_BxTxD + self.out_bias[...].astype(dt))
+        h_BxTxF = jnp.einsum("btd,df->btf", x_BxTxD, self.fc[...].astype(dt))
+        h_BxTxF = jax.nn.gelu(h_BxTxF + self.fc_bias[...].astype(dt), approximate=False)
+        h_BxTxD = jnp.einsum("btf,fd->btd", h_BxTxF, self.proj[...].astype(dt))
+        return self.mlp_ln(x_BxTxD + h_BxTxD + self.proj_bias[...].astype(dt))
 
 
 class Encoder(nnx.Module):
@@ -256,9 +256,9 @@ class Encoder(nnx.Module):
         self.classifier_bias = _param(rngs, (C,), ("classes",), pd, "zeros")
 
     def embed(self, tokens_BxT: jax.Array, positions_BxT: jax.Array) -> jax.Array:
-        x_BxTxD = self.word.value[tokens_BxT] + self.position.value[positions_BxT]
+        x_BxTxD = self.word[...][tokens_BxT] + self.position[...][positions_BxT]
         if self.cfg.type_vocab_size:
-            x_BxTxD = x_BxTxD + self.token_type.value[0]
+            x_BxTxD = x_BxTxD + self.token_type[...][0]
         return self.embed_ln(x_BxTxD.astype(jnp.dtype(self.cfg.dtype)))
 
     def encode(self, x_BxTxD: jax.Array, mask_BxT: jax.Array, start: int = 0,
@@ -272,14 +272,14 @@ class Encoder(nnx.Module):
         if self.cfg.pooling is Pooling.MEAN:
             return masked_mean(x_BxTxD.astype(jnp.float32), mask_BxT)
         dt = x_BxTxD.dtype
-        h_BxD = jnp.einsum("bd,de->be", x_BxTxD[:, 0], self.pooler.value.astype(dt))
-        h_BxD = self.cfg.pooler_activation(h_BxD + self.pooler_bias.value.astype(dt))
+        h_BxD = jnp.einsum("bd,de->be", x_BxTxD[:, 0], self.pooler[...].astype(dt))
+        h_BxD = self.cfg.pooler_activation(h_BxD + self.pooler_bias[...].astype(dt))
         return h_BxD.astype(jnp.float32)
 
     def classify(self, pooled_BxD: jax.Array) -> jax.Array:
         logits_BxC = jnp.einsum("bd,dc->bc", pooled_BxD,
-                                self.classifier.value.astype(pooled_BxD.dtype))
-        return logits_BxC + self.classifier_bias.value.astype(pooled_BxD.dtype)
+                                self.classifier[...].astype(pooled_BxD.dtype))
+        return logits_BxC + self.classifier_bias[...].astype(pooled_BxD.dtype)
 
     def __call__(self, tokens_BxT: jax.Array, mask_BxT: jax.Array,
                  positions_BxT: jax.Array) -> EncoderOutput:
@@ -541,10 +541,10 @@ def load_hf_encoder(path: str | pathlib.Path, *, new_head: bool = False,
         if path[0].startswith("classifier") or (path[0].startswith("pooler")
                                                 and tensors[0][0] not in ckpt.names()):
             if path[0] in fresh:
-                variable.value = fresh[path[0]].astype(variable.value.dtype)
+                variable.set_value(fresh[path[0]].astype(variable.get_value().dtype))
                 continue
         value = convert(*(ckpt.get(name, shape) for name, shape in tensors))
-        variable.value = jnp.asarray(value, variable.value.dtype)
+        variable.set_value(jnp.asarray(value, variable.get_value().dtype))
     graphdef, params = nnx.split(module)
     return EncoderClassifier(cfg, graphdef), params
 

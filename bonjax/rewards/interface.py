@@ -177,9 +177,11 @@ class RetokenizedReward(struct.PyTreeNode):
         if not chunks:
             return np.zeros((0,), np.float32)
 
+        rows = len(chunks[0])  # every chunk padded to as many rows: one compiled shape
+
         def tokenize(chunk):
             ids, mask = self.reward_tokenizer(chunk)
-            pad = ((0, chunk_size - len(chunk)), (0, 0))  # one row count: one compiled shape
+            pad = ((0, rows - len(chunk)), (0, 0))
             return np.pad(ids, pad), np.pad(mask, pad)
 
         pending = []

@@ -252,14 +252,15 @@ def load_sentiment_reward(policy_tokenizer=None, path: str | os.PathLike | None 
     """The trained IMDB sentiment reward, ready to score policy tokens (or texts).
 
     ``output`` picks the positive class's logit (the vBoN paper's choice), log-odds or
-    probability. ``max_length`` (WordPiece tokens) defaults to the training length. Without a
+    probability. ``max_length`` (WordPiece tokens) defaults to the training length; a different
+    one keeps the same head/tail proportion for long texts. Without a
     ``policy_tokenizer`` the reward only scores texts (:meth:`RetokenizedReward.score_texts`).
     Raises FileNotFoundError naming the command that creates a missing artifact.
     """
     model, params, tokenizer, _ = load_sentiment_classifier(path)
     if max_length is not None:
-        tokenizer = EncoderTokenizer(tokenizer.file, max_length,
-                                     keep_tail=min(tokenizer.keep_tail, max(0, max_length - 2)))
+        keep_tail = tokenizer.keep_tail * max_length // tokenizer.max_length  # same proportion
+        tokenizer = EncoderTokenizer(tokenizer.file, max_length, keep_tail=keep_tail)
     scorer = ClassifierScorer(model=model, params=params, positive_class=1, output=output)
     return RetokenizedReward(scorer=scorer, policy_tokenizer=policy_tokenizer,
                              reward_tokenizer=tokenizer, include_prompt=include_prompt)
