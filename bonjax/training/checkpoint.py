@@ -1,0 +1,187 @@
+"""Checkpoints of a training run: the state pytree, the data position and run metadata.
+
+One step directory per checkpoint (orbax ``CheckpointManager``) with two items: ``state``, the
+``TrainState`` arrays (each process writes its own shards), and ``data``, a JSON record::
+
+    {"data_position": 1200, "fingerprint": "3f2a...", "meta": {...}}
+
+A run directory belongs to one configuration: its fingerprint (:func:`config_fingerprint`) is
+stored with every checkpoint, and opening the directory with another fingerprint raises before
+anything is restored or overwritten.
+
+Every JAX process must call the same methods in the same order; orbax coordinates the processes
+(no call here is gated on process 0).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import enum
+import hashlib
+import json
+import os
+from collections.abc import Mapping
+from typing import Any
+
+import jax
+import numpy as np
+import orbax.checkpoint as ocp
+from etils import epath
+
+__all__ = ["Checkpointer", "abstract_like", "config_fingerprint"]
+
+
+def _canonical(value: Any, where: str) -> Any:
+    """``value`` as plain JSON types, or a ValueError naming the first leaf that is not."""
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return {f.name: _canonical(getattr(value, f.name), f"{where}.{f.name}")
+                for f in dataclasses.fields(value)}
+    if hasattr(value, "to_dict") and callable(value.to_dict):
+        return _canonical(value.to_dict(), where)
+    if isinstance(value, Mapping):
+        return {str(k): _canonical(v, f"{where}.{k}") for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_canonical(v, f"{where}[{i}]") for i, v in enumerate(value)]
+    if isinstance(value, enum.Enum):
+        return value.name
+    if isinstance(value, np.dtype) or (isinstance(value, type) and issubclass(value, np.generic)):
+        return np.dtype(value).name
+    if isinstance(value, np.generic):
+        return value.item()
+    if value is None or isinstance(value, bool | int | float | str):
+        return value
+    raise ValueError(f"config value {where} = {value!r} of type {type(value).__name__} has no "
+                     "stable text form for a fingerprint")
+
+
+def config_fingerprint(config: Any) -> str:
+    """A short stable hash of a configuration (dataclass, ``ConfigDict``, mapping, or JSON value).
+
+    Two configs have the same fingerprint exactly when their canonical JSON forms (keys sorted)
+    are equal.
+    """
+    text = json.dumps(_canonical(config, "config"), sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def abstract_like(state: Any) -> Any:
+    """``jax.ShapeDtypeStruct`` leaves with the shapes, dtypes and shardings of ``state``'s.
+
+    The restore target for a checkpoint of ``state``: restored arrays land in the same shardings.
+    """
+
+    def abstract(leaf):
+        sharding = getattr(leaf, "sharding", None)
+        return jax.ShapeDtypeStruct(np.shape(leaf), leaf.dtype, sharding=sharding)
+
+    return jax.tree.map(abstract, state)
+
+
+def _as_path(directory: str | os.PathLike) -> epath.Path:
+    text = os.fspath(directory)
+    return epath.Path(text if "://" in text else os.path.abspath(text))
+
+
+class Checkpointer:
+    """Saves a run's state every ``save_every`` steps and restores the latest checkpoint.
+
+    Args:
+      directory: the run's checkpoint directory (local path or a ``gs://`` URI).
+      save_every: :meth:`should_save` is true at positive multiples of this step count.
+      max_to_keep: how many of the newest checkpoints are kept.
+      fingerprint: the run's :func:`config_fingerprint`; checkpoints already in ``directory``
+        with another (or none) raise a ValueError here, before anything is written.
+      async_save: write in a background thread (the arrays are copied to host memory before
+        :meth:`save` returns, so the caller may donate them at once); :meth:`wait` and
+        :meth:`close` block until the writes are committed.
+    """
+
+    def __init__(self, directory: str | os.PathLike, *, save_every: int, max_to_keep: int = 3,
+                 fingerprint: str | None = None, async_save: bool = True):
+        if save_every < 1:
+            raise ValueError(f"save_every must be >= 1, got {save_every}")
+        if max_to_keep < 1:
+            raise ValueError(f"max_to_keep must be >= 1, got {max_to_keep}")
+        self.directory = _as_path(directory)
+        self.save_every = save_every
+        self.fingerprint = fingerprint
+        options = ocp.CheckpointManagerOptions(
+            max_to_keep=max_to_keep, create=True, cleanup_tmp_directories=True,
+            enable_async_checkpointing=async_save)
+        self._manager = ocp.CheckpointManager(self.directory, options=options)
+        latest = self._manager.latest_step()
+        if latest is not None:
+            self._read_data(latest)
+
+    @property
+    def latest_step(self) -> int | None:
+        """The newest committed (or, in this process, started) checkpoint's step."""
+        return self._manager.latest_step()
+
+    def all_steps(self) -> list[int]:
+        return sorted(self._manager.all_steps())
+
+    def should_save(self, step: int) -> bool:
+        return step > 0 and step % self.save_every == 0
+
+    def save(self, step: int, state: Any, data_position: int, meta: Mapping[str, Any] | None = None,
+             *, force: bool = False) -> bool:
+        """Saves ``state`` as the checkpoint of ``step`` when due (or ``force``); True if saved.
+
+        ``data_position`` is where the data stream continues after this state; ``meta`` is any
+        JSON-serialisable record (stored as given, returned by :meth:`restore_latest`). A step
+        that already has a checkpoint is not saved again.
+        """
+        if not force and not self.should_save(step):
+            return False
+        if step in self._manager.all_steps():
+            return False
+        record = {"data_position": int(data_position), "fingerprint": self.fingerprint,
+                  "meta": dict(meta or {})}
+        try:
+            json.dumps(record)
+        except TypeError as err:
+            raise ValueError(f"checkpoint meta must be JSON-serialisable: {err}") from err
+        return self._manager.save(step, args=ocp.args.Composite(
+            state=ocp.args.StandardSave(state), data=ocp.args.JsonSave(record)), force=True)
+
+    def _read_data(self, step: int) -> dict[str, Any]:
+        record = self._manager.restore(
+            step, args=ocp.args.Composite(data=ocp.args.JsonRestore())).data
+        stored = record.get("fingerprint")
+        if self.fingerprint is not None and stored != self.fingerprint:
+            raise ValueError(
+                f"checkpoint directory {self.directory} holds checkpoints of another config "
+                f"(fingerprint {stored!r} at step {step}; this run's is {self.fingerprint!r}): "
+                "resume with the original config or use a fresh directory")
+        return record
+
+    def restore_latest(self, abstract_state: Any) -> tuple[Any, int, dict[str, Any]] | None:
+        """(state, data position, meta) of the newest checkpoint, or None when there is none.
+
+        ``abstract_state`` is the target pytree of ``jax.ShapeDtypeStruct`` with shardings (see
+        :func:`abstract_like`); the restored arrays take those shardings, whatever the layout
+        they were saved from.
+        """
+        self.wait()
+        step = self._manager.latest_step()
+        if step is None:
+            return None
+        record = self._read_data(step)
+        state = self._manager.restore(step, args=ocp.args.Composite(
+            state=ocp.args.StandardRestore(abstract_state))).state
+        return state, int(record["data_position"]), dict(record["meta"])
+
+    def wait(self) -> None:
+        """Blocks until every started save is committed."""
+        self._manager.wait_until_finished()
+
+    def close(self) -> None:
+        self.wait()
+        self._manager.close()
+
+    def __enter__(self) -> Checkpointer:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
