@@ -1,0 +1,105 @@
+"""An exactly solvable Best-of-N problem: a tiny language model over an enumerable space.
+
+A tiny GPT-2 generates ``T`` tokens from a vocabulary of ``V`` after a one-token prompt, so the
+``V ** T`` completions can be enumerated: ``pi(y)`` is exact (teacher-forced over all of them),
+the reward is a fixed table over whole sequences, and ``pi_BoN`` follows exactly from
+``bonjax.bon`` (ties broken by draw index, as the library's selection does). Training any method
+on it can then be judged by the exact ``KL(pi_theta || pi_BoN)`` instead of a noisy estimate.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import itertools
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from flax import nnx
+
+from bonjax import bon
+from bonjax.models.decoder import DecoderLM
+from bonjax.models.gpt2 import GPT2Config
+from bonjax.sampling.scorer import completion_logprobs
+
+__all__ = ["ToyProblem"]
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class ToyProblem:
+    """``V ** T`` completions of one prompt token, a random reward table, a random ``pi_ref``.
+
+    Attributes:
+      vocab_size: V (the prompt token is one of them; every token is a valid output).
+      length: T, tokens per completion (no EOS: every completion has exactly T tokens).
+      seed: draws the reference model's weights and the reward table.
+      logit_scale: multiplies the random token embedding, making ``pi_ref`` far from uniform.
+    """
+
+    vocab_size: int = 5
+    length: int = 3
+    seed: int = 0
+    logit_scale: float = 2.0
+
+    def __post_init__(self):
+        if self.vocab_size < 2 or self.length < 1:
+            raise ValueError(f"need vocab_size >= 2 and length >= 1, got {self.vocab_size}, "
+                             f"{self.length}")
+        config = GPT2Config.tiny(vocab_size=self.vocab_size, max_positions=self.length + 1,
+                                 eos_id=-1, pad_id=0, bos_id=0)
+        lm, params = DecoderLM.init(config, jax.random.key(self.seed))
+        params = jax.tree.map(lambda x: x, params)
+        params["wte"].value = params["wte"].value * self.logit_scale
+        rng = np.random.default_rng(self.seed)
+        sequences = np.array(list(itertools.product(range(self.vocab_size), repeat=self.length)),
+                             np.int32)
+        object.__setattr__(self, "lm", lm)
+        object.__setattr__(self, "ref_params", params)
+        object.__setattr__(self, "sequences_SxT", sequences)
+        object.__setattr__(self, "reward_S", rng.normal(size=len(sequences)).astype(np.float32))
+
+    # ------------------------------------------------------------------------- prompts
+
+    def prompts(self, batch_size: int) -> tuple[jax.Array, jax.Array]:
+        """``batch_size`` copies of the one-token prompt (token 0)."""
+        return (jnp.zeros((batch_size, 1), jnp.int32), jnp.ones((batch_size, 1), jnp.bool_))
+
+    # ------------------------------------------------------------------------- reward
+
+    def index_of(self, tokens_xT: jax.Array) -> jax.Array:
+        """The enumeration index of each completion (base-V number, first token most significant)."""
+        weights_T = self.vocab_size ** jnp.arange(self.length - 1, -1, -1)
+        return jnp.sum(tokens_xT.astype(jnp.int32) * weights_T, axis=-1)
+
+    def reward(self, prompt_tokens_BxP, prompt_mask_BxP, tokens_BxSxT, mask_BxSxT) -> jax.Array:
+        """The reward table looked up for every completion, ``[B, S]`` (jit-compatible)."""
+        return jnp.asarray(self.reward_S)[self.index_of(tokens_BxSxT)]
+
+    # ------------------------------------------------------------------------- exact laws
+
+    def log_probs(self, params: nnx.State) -> np.ndarray:
+        """Exact ``log pi(y)`` of all ``V ** T`` completions under ``params``, float64."""
+        S = len(self.sequences_SxT)
+        prompt_tokens, prompt_mask = self.prompts(1)
+        tokens_1xSxT = jnp.asarray(self.sequences_SxT)[None]
+        logp_1xSxT = completion_logprobs(self.lm, params, prompt_tokens, prompt_mask, tokens_1xSxT,
+                                       jnp.ones((1, S, self.length), jnp.bool_))
+        return np.asarray(logp_1xSxT[0], np.float64).sum(-1)
+
+    def probs(self, params: nnx.State) -> np.ndarray:
+        logp_S = self.log_probs(params)
+        p_S = np.exp(logp_S - logp_S.max())
+        return p_S / p_S.sum()
+
+    def bon_probs(self, n: int) -> np.ndarray:
+        """Exact ``pi_BoN`` of the reference for ``n`` draws (ties by draw index)."""
+        return bon.bon_distribution_draw_index(self.probs(self.ref_params), self.reward_S, n)
+
+    @staticmethod
+    def kl(p_S: np.ndarray, q_S: np.ndarray) -> float:
+        """``KL(p || q)`` in nats (``0 log 0 = 0``)."""
+        support = p_S > 0
+        return float(np.sum(p_S[support] * (np.log(p_S[support]) - np.log(q_S[support]))))
+
+    def expected_reward(self, p_S: np.ndarray) -> float:
+        return float(np.dot(p_S, self.reward_S))

@@ -1,0 +1,43 @@
+"""Training: the state, the alignment methods, the trainer, checkpoints, metrics, the loop."""
+
+from bonjax.training.checkpoint import Checkpointer, config_fingerprint
+from bonjax.training.loop import train_loop
+from bonjax.training.methods import (
+    BOND,
+    JBOND,
+    Batch,
+    Context,
+    Method,
+    PolicyGradient,
+    PreferencePairs,
+    method_for,
+)
+from bonjax.training.metrics import MetricsWriter, read_metrics
+from bonjax.training.reference import reference_rewards, reference_store
+from bonjax.training.state import TrainState, split_trainable, top_layers_filter
+from bonjax.training.trainer import OptimizerConfig, Trainer
+from bonjax.training.update import apply_updates
+
+__all__ = [
+    "BOND",
+    "JBOND",
+    "Batch",
+    "Checkpointer",
+    "Context",
+    "Method",
+    "MetricsWriter",
+    "OptimizerConfig",
+    "PolicyGradient",
+    "PreferencePairs",
+    "TrainState",
+    "Trainer",
+    "apply_updates",
+    "config_fingerprint",
+    "method_for",
+    "read_metrics",
+    "reference_rewards",
+    "reference_store",
+    "split_trainable",
+    "top_layers_filter",
+    "train_loop",
+]

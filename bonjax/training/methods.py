@@ -1,0 +1,371 @@
+"""Alignment methods on one code path: what each samples, and the loss on what it sampled.
+
+Every method turns a batch of prompts into a :class:`Batch` of ``S`` completions per prompt
+(``collect``, host orchestration of jitted pieces: sampling, scoring, the reward), and defines a
+per-prompt loss of the policy's log-probabilities of those completions (``loss``, traced inside
+the jitted gradient step). The trainer computes those log-probabilities with the shared-prefix
+scorer, so no method branches on the architecture.
+
+=============  =======================================  ============================================
+method         completions per prompt (``S``)           loss
+=============  =======================================  ============================================
+vBoN           K policy samples                         clipped policy gradient, RLOO advantages of
+                                                        ``log F_hat(r) - KL/(N-1)``
+KL-RL (PPO     K policy samples                         same, on ``r - beta KL``
+baseline)
+BoNBoN         best and worst of n reference samples    ``alpha SFT + (1-alpha) IPO`` (beta*_n)
+DPO / IPO      best and worst of n reference samples    DPO / IPO on the pair
+BOND           1 BoN_N sample of the anchor + K policy  Jeffreys mix: SFT + RLOO on
+               samples                                  ``log p_le_hat - KL(pi||anchor)/(N-1)``
+J-BOND         2 anchor samples + 1 policy sample       SFT on the better anchor sample + REINFORCE
+                                                        on ``-log 16 [worse than both] - KL``
+=============  =======================================  ============================================
+
+The KL term of each return uses the log-probabilities at collection time (the behaviour policy);
+the clipped surrogate (Schulman et al. 2017) lets several epochs reuse one rollout.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable
+from typing import Any, Protocol
+
+import jax
+import jax.numpy as jnp
+from flax import nnx, struct
+
+from bonjax import bon, ecdf
+from bonjax import objectives as obj
+from bonjax.objectives._logprob import check_unit_interval
+from bonjax.sampling.sampler import Sampler
+
+__all__ = [
+    "Batch",
+    "Context",
+    "Method",
+    "PolicyGradient",
+    "PreferencePairs",
+    "BOND",
+    "JBOND",
+    "RewardFn",
+    "method_for",
+]
+
+RewardFn = Callable[[jax.Array, jax.Array, jax.Array, jax.Array], jax.Array]
+"""``reward(prompt_tokens_BxP, prompt_mask_BxP, tokens_BxSxT, mask_BxSxT) -> reward_BxS``."""
+
+
+@struct.dataclass
+class Batch:
+    """Completions of B prompts, ``S`` per prompt, with what the method's loss needs.
+
+    Attributes:
+      prompt_tokens_BxP, prompt_mask_BxP: the left-padded prompts.
+      tokens_BxSxT, mask_BxSxT: the completions the policy is scored on.
+      logp_old_BxSxT: behaviour log-probs of policy samples (reference/anchor log-probs for
+        completions the policy did not sample); the clipped ratio's denominator.
+      logp_ref_BxSxT: reference (or anchor) log-probs of the completions.
+      targets: method-specific arrays (advantages, rewards, ``log p_le``), leading axis B.
+    """
+
+    prompt_tokens_BxP: jax.Array
+    prompt_mask_BxP: jax.Array
+    tokens_BxSxT: jax.Array
+    mask_BxSxT: jax.Array
+    logp_old_BxSxT: jax.Array
+    logp_ref_BxSxT: jax.Array
+    targets: dict[str, jax.Array]
+
+
+@dataclasses.dataclass(frozen=True)
+class Context:
+    """What ``collect`` may use: the sampler, the scorer, the reference policy, the reward.
+
+    Attributes:
+      sampler: samples from any parameters (temperature 1 for on-policy log-probs).
+      score: ``score(params, prompt_tokens_BxP, prompt_mask_BxP, tokens_BxSxT, mask_BxSxT)
+        -> logp_BxSxT``, teacher-forced.
+      ref_params: the reference policy's parameters.
+      reward: the reward function (see :data:`RewardFn`).
+      ref_rewards: ``ref_rewards(prompt_index_B) -> ReferenceRewards`` of the cached reference
+        samples of those prompts (vBoN's ``F_hat``), or None.
+    """
+
+    sampler: Sampler
+    score: Callable[..., jax.Array]
+    ref_params: nnx.State
+    reward: RewardFn
+    ref_rewards: Callable[[jax.Array], ecdf.ReferenceRewards] | None = None
+
+
+class Method(Protocol):
+    """An alignment method (see the module table)."""
+
+    def collect(self, ctx: Context, policy: nnx.State, anchor: nnx.State | None,
+                prompt_tokens_BxP, prompt_mask_BxP, prompt_index_B, key) -> tuple[Batch, dict]:
+        ...
+
+    def loss(self, logp_BxSxT: jax.Array, batch: Batch) -> tuple[jax.Array, dict]:
+        ...
+
+    @property
+    def uses_anchor(self) -> bool:
+        ...
+
+    @property
+    def anchor_eta(self) -> float:
+        ...
+
+
+def _kl_metrics(logp_BxKxT, logp_ref_BxKxT, mask_BxKxT) -> dict[str, jax.Array]:
+    return {"kl_k1": obj.kl_k1(logp_BxKxT, logp_ref_BxKxT, mask_BxKxT).mean(),
+            "kl_k3": obj.kl_k3(logp_BxKxT, logp_ref_BxKxT, mask_BxKxT).mean(),
+            "entropy": -obj.masked_sum(logp_BxKxT, mask_BxKxT).mean(),
+            "completion_tokens": mask_BxKxT.sum(-1).astype(jnp.float32).mean()}
+
+
+def _clipped_pg_loss(logp_BxSxT, batch: Batch, clip_eps: float) -> jax.Array:
+    """Per-prompt clipped surrogate summed over tokens, averaged over the S samples."""
+    advantage_BxSxT = jnp.broadcast_to(batch.targets["advantage_BxS"][..., None],
+                                       logp_BxSxT.shape)
+    per_token = obj.ppo_clipped_surrogate(logp_BxSxT, batch.logp_old_BxSxT, advantage_BxSxT,
+                                          batch.mask_BxSxT, clip_eps)
+    return per_token.sum(-1).mean(-1)
+
+
+@dataclasses.dataclass(frozen=True)
+class PolicyGradient:
+    """vBoN or the KL-regularised RL baseline: K policy samples, RLOO advantages.
+
+    Attributes:
+      objective: ``VBoNConfig`` (reward ``log F_hat(r)``, KL weight ``1/(N-1)``) or
+        ``KLRLConfig`` (raw reward, KL weight ``beta``).
+      samples_per_prompt: K >= 2 (the leave-one-out baseline needs two).
+      clip_eps: the PPO clipping range of the probability ratio.
+      estimator: the ECDF variant for vBoN (add-one smoothed, strict ``<``).
+    """
+
+    objective: obj.VBoNConfig | obj.KLRLConfig
+    samples_per_prompt: int = 4
+    clip_eps: float = 0.2
+    estimator: ecdf.ECDFEstimator = ecdf.SMOOTHED_LT
+
+    def __post_init__(self):
+        if not isinstance(self.objective, obj.VBoNConfig | obj.KLRLConfig):
+            raise ValueError(f"PolicyGradient takes VBoNConfig or KLRLConfig, got "
+                             f"{self.objective!r}")
+        if self.samples_per_prompt < 2:
+            raise ValueError(f"samples_per_prompt must be >= 2 for the leave-one-out baseline, "
+                             f"got {self.samples_per_prompt}")
+
+    uses_anchor = False
+    anchor_eta = 0.0
+
+    def collect(self, ctx, policy, anchor, prompt_tokens_BxP, prompt_mask_BxP, prompt_index_B,
+                key):
+        out = ctx.sampler.sample(policy, prompt_tokens_BxP, prompt_mask_BxP, key,
+                                 self.samples_per_prompt)
+        logp_ref = ctx.score(ctx.ref_params, prompt_tokens_BxP, prompt_mask_BxP,
+                             out.tokens_BxNxT, out.mask_BxNxT)
+        reward_BxK = ctx.reward(prompt_tokens_BxP, prompt_mask_BxP, out.tokens_BxNxT,
+                                out.mask_BxNxT)
+        return _policy_gradient_batch(self, ctx, prompt_tokens_BxP, prompt_mask_BxP,
+                                      prompt_index_B, out.tokens_BxNxT, out.mask_BxNxT,
+                                      out.logp_BxNxT, logp_ref, reward_BxK)
+
+    def loss(self, logp_BxSxT, batch):
+        return _clipped_pg_loss(logp_BxSxT, batch, self.clip_eps), {}
+
+
+def _rows(*arrays_BxKxT):
+    """``[B, K, T] -> [B * K, T]`` for the per-sequence objective functions."""
+    return tuple(a.reshape((-1, a.shape[-1])) for a in arrays_BxKxT)
+
+
+def _policy_gradient_batch(method: PolicyGradient, ctx: Context, prompt_tokens_BxP,
+                           prompt_mask_BxP, prompt_index_B, tokens, mask, logp, logp_ref,
+                           reward_BxK):
+    metrics = {"reward": reward_BxK.mean(), **_kl_metrics(logp, logp_ref, mask)}
+    if isinstance(method.objective, obj.VBoNConfig):
+        if ctx.ref_rewards is None:
+            raise ValueError("vBoN needs reference rewards (Context.ref_rewards) for F_hat")
+        log_F_BxK = ecdf.log_ecdf(ctx.ref_rewards(prompt_index_B), reward_BxK, method.estimator)
+        return_R = obj.vbon_return(log_F_BxK.reshape(-1), *_rows(logp, logp_ref, mask),
+                                   method.objective)
+        metrics["log_F"] = log_F_BxK.mean()
+    else:
+        return_R = obj.kl_rl_return(reward_BxK.reshape(-1), *_rows(logp, logp_ref, mask),
+                                    method.objective)
+    return_BxK = return_R.reshape(reward_BxK.shape)
+    metrics["return"] = return_BxK.mean()
+    batch = Batch(prompt_tokens_BxP, prompt_mask_BxP, tokens, mask, logp, logp_ref,
+                  {"advantage_BxS": obj.rloo_advantages(return_BxK)})
+    return batch, metrics
+
+
+@dataclasses.dataclass(frozen=True)
+class PreferencePairs:
+    """BoNBoN, DPO or IPO on the best and worst of n reference samples per prompt.
+
+    The reference samples' own log-probabilities (temperature 1) are the reference log-probs,
+    so no extra scoring pass is needed.
+    """
+
+    objective: obj.BoNBoNConfig | obj.DPOConfig | obj.IPOConfig
+    n: int = 8
+
+    def __post_init__(self):
+        if isinstance(self.objective, obj.BoNBoNConfig) and self.objective.n != self.n:
+            raise ValueError(f"BoNBoNConfig.n = {self.objective.n} must equal the number of "
+                             f"reference samples n = {self.n}")
+        if self.n < 2:
+            raise ValueError(f"best-vs-worst pairs need n >= 2 samples, got n = {self.n}")
+
+    uses_anchor = False
+    anchor_eta = 0.0
+
+    def collect(self, ctx, policy, anchor, prompt_tokens_BxP, prompt_mask_BxP, prompt_index_B,
+                key):
+        out = ctx.sampler.sample(ctx.ref_params, prompt_tokens_BxP, prompt_mask_BxP, key, self.n)
+        reward_BxN = ctx.reward(prompt_tokens_BxP, prompt_mask_BxP, out.tokens_BxNxT,
+                                out.mask_BxNxT)
+        best_B, worst_B = bon.select_best_and_worst(reward_BxN)
+
+        def pair(x_BxNx):
+            return jnp.stack([bon.take_selected(x_BxNx, best_B),
+                              bon.take_selected(x_BxNx, worst_B)], axis=1)
+
+        logp_ref = pair(out.logp_BxNxT)
+        metrics = {"reward": reward_BxN.mean(), "reward_best": pair(reward_BxN)[:, 0].mean(),
+                   "reward_worst": pair(reward_BxN)[:, 1].mean()}
+        batch = Batch(prompt_tokens_BxP, prompt_mask_BxP, pair(out.tokens_BxNxT),
+                      pair(out.mask_BxNxT), logp_ref, logp_ref, {})
+        return batch, metrics
+
+    def loss(self, logp_Bx2xT, batch):
+        o = self.objective
+        if isinstance(o, obj.BoNBoNConfig):
+            loss_B = obj.bonbon_loss(logp_Bx2xT, batch.logp_ref_BxSxT, batch.mask_BxSxT, o)
+        elif isinstance(o, obj.DPOConfig):
+            loss_B = obj.dpo_loss(logp_Bx2xT, batch.logp_ref_BxSxT, batch.mask_BxSxT, o)
+        else:
+            loss_B = obj.ipo_loss(logp_Bx2xT, batch.logp_ref_BxSxT, batch.mask_BxSxT, o)
+        margin_B = obj.log_ratio_margin(logp_Bx2xT, batch.logp_ref_BxSxT, batch.mask_BxSxT)
+        return loss_B, {"log_ratio_margin": margin_B.mean()}
+
+
+@dataclasses.dataclass(frozen=True)
+class BOND:
+    """BOND: distil the anchor's Best-of-N with the Jeffreys divergence.
+
+    Per prompt: n anchor samples give one BoN_n sample (forward term) and the references of
+    ``p_le_hat``; K policy samples give the backward term. ``p_le_hat`` is add-one smoothed
+    (``(1 + #{r_m <= r}) / (n + 1)``) so that its log is finite. With ``anchor_eta > 0`` the
+    anchor follows the policy by EMA after every step (iterative BOND).
+    """
+
+    objective: obj.BONDConfig
+    samples_per_prompt: int = 4
+    anchor_eta: float = 0.0
+    estimator: ecdf.ECDFEstimator = ecdf.ECDFEstimator(ecdf.Inequality.LESS_EQUAL, True)
+
+    def __post_init__(self):
+        if self.samples_per_prompt < 2:
+            raise ValueError(f"samples_per_prompt must be >= 2, got {self.samples_per_prompt}")
+        check_unit_interval("anchor_eta", self.anchor_eta)
+
+    uses_anchor = True
+
+    def collect(self, ctx, policy, anchor, prompt_tokens_BxP, prompt_mask_BxP, prompt_index_B,
+                key):
+        n, K = self.objective.n, self.samples_per_prompt
+        key_anchor, key_policy = jax.random.split(key)
+        ref = ctx.sampler.sample(anchor, prompt_tokens_BxP, prompt_mask_BxP, key_anchor, n)
+        ref_reward_BxN = ctx.reward(prompt_tokens_BxP, prompt_mask_BxP, ref.tokens_BxNxT,
+                                    ref.mask_BxNxT)
+        best_B, _ = bon.select_best_and_worst(ref_reward_BxN)
+        out = ctx.sampler.sample(policy, prompt_tokens_BxP, prompt_mask_BxP, key_policy, K)
+        reward_BxK = ctx.reward(prompt_tokens_BxP, prompt_mask_BxP, out.tokens_BxNxT,
+                                out.mask_BxNxT)
+        logp_anchor = ctx.score(anchor, prompt_tokens_BxP, prompt_mask_BxP, out.tokens_BxNxT,
+                                out.mask_BxNxT)
+        log_p_le_BxK = ecdf.log_ecdf(ecdf.ReferenceRewards.create(ref_reward_BxN), reward_BxK,
+                                     self.estimator)
+
+        def with_bon(bon_Bx, x_BxKx):
+            return jnp.concatenate([bon.take_selected(bon_Bx, best_B)[:, None], x_BxKx], axis=1)
+
+        batch = Batch(prompt_tokens_BxP, prompt_mask_BxP,
+                      with_bon(ref.tokens_BxNxT, out.tokens_BxNxT),
+                      with_bon(ref.mask_BxNxT, out.mask_BxNxT),
+                      with_bon(ref.logp_BxNxT, out.logp_BxNxT),
+                      with_bon(ref.logp_BxNxT, logp_anchor),
+                      {"log_p_le_BxK": log_p_le_BxK})
+        metrics = {"reward": reward_BxK.mean(), "bon_reward": bon.take_selected(
+            ref_reward_BxN, best_B).mean(), "log_p_le": log_p_le_BxK.mean(),
+            **_kl_metrics(out.logp_BxNxT, logp_anchor, out.mask_BxNxT)}
+        return batch, metrics
+
+    def loss(self, logp_BxSxT, batch):
+        loss_B = obj.bond_loss(logp_BxSxT[:, 0], batch.mask_BxSxT[:, 0], logp_BxSxT[:, 1:],
+                               batch.logp_ref_BxSxT[:, 1:], batch.mask_BxSxT[:, 1:],
+                               batch.targets["log_p_le_BxK"], self.objective)
+        return loss_B, {"bon_nll": obj.sft_loss(logp_BxSxT[:, 0], batch.mask_BxSxT[:, 0]).mean()}
+
+
+@dataclasses.dataclass(frozen=True)
+class JBOND:
+    """J-BOND (n = 2): 2 anchor samples + 1 policy sample per prompt, EMA anchor."""
+
+    objective: obj.JBONDConfig = obj.JBONDConfig()
+
+    uses_anchor = True
+
+    @property
+    def anchor_eta(self) -> float:
+        return self.objective.anchor_eta
+
+    def collect(self, ctx, policy, anchor, prompt_tokens_BxP, prompt_mask_BxP, prompt_index_B,
+                key):
+        key_anchor, key_policy = jax.random.split(key)
+        ref = ctx.sampler.sample(anchor, prompt_tokens_BxP, prompt_mask_BxP, key_anchor, 2)
+        anchor_reward_Bx2 = ctx.reward(prompt_tokens_BxP, prompt_mask_BxP, ref.tokens_BxNxT,
+                                       ref.mask_BxNxT)
+        out = ctx.sampler.sample(policy, prompt_tokens_BxP, prompt_mask_BxP, key_policy, 1)
+        reward_Bx1 = ctx.reward(prompt_tokens_BxP, prompt_mask_BxP, out.tokens_BxNxT,
+                                out.mask_BxNxT)
+        logp_anchor = ctx.score(anchor, prompt_tokens_BxP, prompt_mask_BxP, out.tokens_BxNxT,
+                                out.mask_BxNxT)
+
+        def cat(a, b):
+            return jnp.concatenate([a, b], axis=1)
+
+        batch = Batch(prompt_tokens_BxP, prompt_mask_BxP, cat(ref.tokens_BxNxT, out.tokens_BxNxT),
+                      cat(ref.mask_BxNxT, out.mask_BxNxT), cat(ref.logp_BxNxT, out.logp_BxNxT),
+                      cat(ref.logp_BxNxT, logp_anchor),
+                      {"anchor_reward_Bx2": anchor_reward_Bx2, "reward_B": reward_Bx1[:, 0]})
+        metrics = {"reward": reward_Bx1.mean(), "anchor_reward": anchor_reward_Bx2.mean(),
+                   **_kl_metrics(out.logp_BxNxT, logp_anchor, out.mask_BxNxT)}
+        return batch, metrics
+
+    def loss(self, logp_BxSxT, batch):
+        t = batch.targets
+        loss_B = obj.jbond_loss(logp_BxSxT[:, :2], batch.mask_BxSxT[:, :2], t["anchor_reward_Bx2"],
+                                logp_BxSxT[:, 2], batch.logp_ref_BxSxT[:, 2],
+                                batch.mask_BxSxT[:, 2], t["reward_B"], self.objective)
+        return loss_B, {}
+
+
+def method_for(objective: Any, **kwargs) -> Method:
+    """The method that optimises an objective config (``VBoNConfig``, ``BoNBoNConfig``, ...)."""
+    if isinstance(objective, obj.VBoNConfig | obj.KLRLConfig):
+        return PolicyGradient(objective, **kwargs)
+    if isinstance(objective, obj.BoNBoNConfig | obj.DPOConfig | obj.IPOConfig):
+        n = kwargs.pop("n", getattr(objective, "n", 8))
+        return PreferencePairs(objective, n=n, **kwargs)
+    if isinstance(objective, obj.BONDConfig):
+        return BOND(objective, **kwargs)
+    if isinstance(objective, obj.JBONDConfig):
+        return JBOND(objective, **kwargs)
+    raise ValueError(f"no method optimises objective {objective!r}")

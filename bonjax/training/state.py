@@ -1,0 +1,81 @@
+"""The training state: everything a step reads and writes, as one pytree.
+
+A checkpoint of a ``TrainState`` plus the data position is all a killed run needs to continue
+exactly as an uninterrupted one would: the RNG key lives in the state and is split inside the
+step, never drawn from host-side randomness.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import optax
+from flax import nnx, struct
+
+__all__ = ["TrainState", "split_trainable", "merge_params", "top_layers_filter"]
+
+
+@struct.dataclass
+class TrainState:
+    """Step counter, trainable and frozen parameters, optimiser state, RNG key, extras.
+
+    ``extra`` holds method-specific arrays that train with the policy (a value head), a dict of
+    pytrees covered by the optimiser; ``anchor`` holds an untrained copy of the trainable
+    parameters that follows the policy by EMA (BOND, J-BOND), or None.
+    """
+
+    step: jax.Array
+    params: nnx.State
+    frozen: nnx.State
+    opt_state: optax.OptState
+    key: jax.Array
+    extra: dict[str, Any] = struct.field(default_factory=dict)
+    anchor: nnx.State | None = None
+
+    @classmethod
+    def create(cls, params: nnx.State, frozen: nnx.State, tx: optax.GradientTransformation,
+               key: jax.Array, extra: dict[str, Any] | None = None,
+               anchor: nnx.State | None = None) -> TrainState:
+        trainable = {"params": params, **(extra or {})} if extra else params
+        return cls(step=jnp.zeros((), jnp.int32), params=params, frozen=frozen,
+                   opt_state=tx.init(trainable), key=jax.random.key_data(key)
+                   if jnp.issubdtype(key.dtype, jax.dtypes.prng_key) else key,
+                   extra=extra or {}, anchor=anchor)
+
+    def full_params(self) -> nnx.State:
+        return merge_params(self.params, self.frozen)
+
+
+def top_layers_filter(num_layers: int, train_top: int | None):
+    """A path predicate: True for parameters that train when only the top layers are unfrozen.
+
+    ``train_top=None`` trains everything. Otherwise the top ``train_top`` blocks and the final
+    norm train; embeddings and lower blocks stay frozen (as the vBoN paper unfroze 2 layers).
+    """
+    if train_top is None:
+        return lambda path: True
+    if not 0 < train_top <= num_layers:
+        raise ValueError(f"train_top must be in [1, {num_layers}], got {train_top}")
+    first = num_layers - train_top
+
+    def trainable(path) -> bool:
+        names = [getattr(k, "key", k) for k in path]
+        if names and names[0] == "blocks":
+            return int(names[1]) >= first
+        return names[0] in ("ln_f", "final_norm")
+
+    return trainable
+
+
+def split_trainable(params: nnx.State, is_trainable) -> tuple[nnx.State, nnx.State]:
+    """Splits ``params`` into (trainable, frozen) states by a path predicate."""
+    flat = nnx.to_flat_state(params)
+    train = [(p, v) for p, v in flat if is_trainable(p)]
+    frozen = [(p, v) for p, v in flat if not is_trainable(p)]
+    return nnx.from_flat_state(train), nnx.from_flat_state(frozen)
+
+
+def merge_params(trainable: nnx.State, frozen: nnx.State) -> nnx.State:
+    return nnx.merge_state(trainable, frozen)

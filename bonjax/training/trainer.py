@@ -1,0 +1,174 @@
+"""The alignment trainer: one rollout, then ``epochs`` jitted gradient steps, per training step.
+
+    trainer = Trainer(lm, ref_params, method_for(VBoNConfig(n=8)), reward, ref_rewards=store)
+    state = trainer.init_state(jax.random.key(0))
+    state, metrics = trainer.step(state, prompt_tokens_BxP, prompt_mask_BxP, prompt_index_B)
+
+The gradient step is ``jax.jit``-compiled once per run with explicit in/out shardings over the
+mesh (the state keeps the shardings it was created with: parameters by their logical axes,
+optimiser moments like their parameters) and donates the state.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+from collections.abc import Callable
+
+import jax
+import jax.numpy as jnp
+import optax
+from flax import nnx
+from jax.sharding import Mesh
+
+from bonjax import sharding as shd
+from bonjax.models.decoder import DecoderLM
+from bonjax.objectives import ema_update
+from bonjax.sampling.methods import Temperature
+from bonjax.sampling.sampler import Sampler
+from bonjax.sampling.scorer import completion_logprobs
+from bonjax.training.methods import Batch, Context, Method, RewardFn
+from bonjax.training.state import TrainState, merge_params, split_trainable, top_layers_filter
+from bonjax.training.update import apply_updates
+
+__all__ = ["OptimizerConfig", "Trainer"]
+
+
+@dataclasses.dataclass(frozen=True)
+class OptimizerConfig:
+    """AdamW with global-norm clipping; defaults follow the vBoN paper's PPO setup.
+
+    Attributes:
+      learning_rate: AdamW step size.
+      b1, b2: Adam moment decay rates (paper: 0.9, 0.95).
+      weight_decay: decoupled weight decay.
+      max_grad_norm: clip the global gradient norm to this (None: no clipping).
+      epochs: gradient steps on each rollout (paper: 4).
+      train_top: train only the top ``train_top`` blocks and the final norm (paper: 2), or
+        every parameter (None).
+    """
+
+    learning_rate: float = 3e-5
+    b1: float = 0.9
+    b2: float = 0.95
+    weight_decay: float = 0.0
+    max_grad_norm: float | None = 1.0
+    epochs: int = 4
+    train_top: int | None = None
+
+    def __post_init__(self):
+        if not self.learning_rate > 0:
+            raise ValueError(f"learning_rate must be > 0, got {self.learning_rate}")
+        if self.epochs < 1:
+            raise ValueError(f"epochs must be >= 1, got {self.epochs}")
+
+    def make(self) -> optax.GradientTransformation:
+        adamw = optax.adamw(self.learning_rate, b1=self.b1, b2=self.b2,
+                            weight_decay=self.weight_decay)
+        if self.max_grad_norm is None:
+            return adamw
+        return optax.chain(optax.clip_by_global_norm(self.max_grad_norm), adamw)
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class Trainer:
+    """Runs any :class:`~bonjax.training.methods.Method` on a decoder LM.
+
+    Attributes:
+      lm: the policy's architecture (also the reference's and the anchor's).
+      ref_params: the reference policy; the policy starts from it.
+      method: what is sampled and which loss is minimised.
+      reward: ``reward(prompt_tokens_BxP, prompt_mask_BxP, tokens_BxSxT, mask_BxSxT) -> [B, S]``.
+      max_new_tokens: completion length T.
+      optimizer: the optimiser and which parameters train.
+      ref_rewards: ``prompt_index_B -> ReferenceRewards`` (vBoN's cached reference CDFs).
+      mesh, rules: where the batch and the parameters live (None: the default device).
+    """
+
+    lm: DecoderLM
+    ref_params: nnx.State
+    method: Method
+    reward: RewardFn
+    max_new_tokens: int = 40
+    optimizer: OptimizerConfig = OptimizerConfig()
+    ref_rewards: Callable | None = None
+    mesh: Mesh | None = None
+    rules: shd.ShardingRules = shd.ShardingRules()
+
+    def __post_init__(self):
+        sampler = Sampler(self.lm, Temperature(1.0), self.max_new_tokens, self.mesh, self.rules)
+        object.__setattr__(self, "sampler", sampler)
+        object.__setattr__(self, "tx", self.optimizer.make())
+        object.__setattr__(self, "context", Context(
+            sampler=sampler, score=functools.partial(completion_logprobs, self.lm),
+            ref_params=self.ref_params, reward=self.reward, ref_rewards=self.ref_rewards))
+        object.__setattr__(self, "_update_jit", None)
+
+    # ------------------------------------------------------------------------- state
+
+    def init_state(self, key: jax.Array) -> TrainState:
+        """The policy starts at the reference; an anchor (BOND, J-BOND) starts there too."""
+        trainable_filter = top_layers_filter(self.lm.config.num_layers, self.optimizer.train_top)
+        params, frozen = split_trainable(self.ref_params, trainable_filter)
+        params = jax.tree.map(jnp.copy, params)  # the state is donated; the reference is not
+        anchor = jax.tree.map(jnp.copy, params) if self.method.uses_anchor else None
+        return TrainState.create(params, frozen, self.tx, key, anchor=anchor)
+
+    def anchor_params(self, state: TrainState) -> nnx.State | None:
+        if not self.method.uses_anchor:
+            return None
+        return merge_params(state.anchor, state.frozen)
+
+    # ------------------------------------------------------------------------- one step
+
+    def collect(self, state: TrainState, prompt_tokens_BxP, prompt_mask_BxP, prompt_index_B,
+                key) -> tuple[Batch, dict]:
+        return self.method.collect(self.context, state.full_params(), self.anchor_params(state),
+                                   prompt_tokens_BxP, prompt_mask_BxP, prompt_index_B, key)
+
+    def step(self, state: TrainState, prompt_tokens_BxP, prompt_mask_BxP,
+             prompt_index_B=None) -> tuple[TrainState, dict]:
+        """A rollout of the method on these prompts, then ``epochs`` gradient steps."""
+        if prompt_index_B is None:
+            prompt_index_B = jnp.arange(prompt_tokens_BxP.shape[0])
+        key, collect_key = jax.random.split(jax.random.wrap_key_data(state.key))
+        batch, metrics = self.collect(state, jnp.asarray(prompt_tokens_BxP),
+                                      jnp.asarray(prompt_mask_BxP), prompt_index_B, collect_key)
+        next_step = state.step + 1  # taken before the update donates the state
+        for _ in range(self.optimizer.epochs):
+            state, update_metrics = self.update(state, batch)
+        if self.method.uses_anchor and self.method.anchor_eta > 0:
+            state = state.replace(anchor=ema_update(state.anchor, state.params,
+                                                    self.method.anchor_eta))
+        state = state.replace(step=next_step, key=jax.random.key_data(key))
+        return state, {**metrics, **update_metrics}
+
+    def update(self, state: TrainState, batch: Batch) -> tuple[TrainState, dict]:
+        """One jitted, donated gradient step on a collected batch."""
+        if self._update_jit is None:
+            object.__setattr__(self, "_update_jit", self._compile_update(state, batch))
+        return self._update_jit(state, batch)
+
+    def loss(self, trainable: nnx.State, frozen: nnx.State, batch: Batch):
+        params = merge_params(trainable, frozen)
+        logp_BxSxT = completion_logprobs(self.lm, params, batch.prompt_tokens_BxP,
+                                       batch.prompt_mask_BxP, batch.tokens_BxSxT,
+                                       batch.mask_BxSxT)
+        loss_B, metrics = self.method.loss(logp_BxSxT, batch)
+        return loss_B.mean(), metrics
+
+    def _compile_update(self, state: TrainState, batch: Batch):
+        def update(state: TrainState, batch: Batch):
+            (loss, metrics), grads = jax.value_and_grad(self.loss, has_aux=True)(
+                state.params, state.frozen, batch)
+            state, update_metrics = apply_updates(state, grads, self.tx, loss)
+            return state, {"loss": loss, **metrics, **update_metrics}
+
+        if self.mesh is None:
+            return jax.jit(update, donate_argnums=0)
+        state_shardings = jax.tree.map(lambda x: x.sharding, state)
+        batch_shardings = jax.tree.map(
+            lambda x: shd.batch_sharding(self.mesh, x.ndim, self.rules, x.shape[0]), batch)
+        return jax.jit(update, in_shardings=(state_shardings, batch_shardings),
+                       out_shardings=(state_shardings, shd.replicated(self.mesh)),
+                       donate_argnums=0)
