@@ -339,6 +339,17 @@ def test_install_rejects_a_directory_that_is_not_a_checkout(tmp_path, capsys):
         install.main, argv, capsys)
 
 
+def test_without_dry_run_a_missing_gcloud_is_a_clear_error(tmp_path):
+    env = {**os.environ, "PATH": str(tmp_path)}  # no gcloud can be found, so none runs
+    result = subprocess.run([sys.executable, "-m", "tpu_setup.create", "--name", "bon-tpu",
+                             "--zone", "us-east5-a", "--accelerator-type", "v5p-8",
+                             "--retries", "0"], cwd=ROOT, env=env, capture_output=True,
+                            text=True, timeout=60)
+    assert result.returncode == 1
+    assert "error: 'gcloud' is not on PATH (install the Google Cloud CLI)" in result.stderr
+    assert "+ gcloud compute tpus tpu-vm create bon-tpu" in result.stderr
+
+
 def test_accelerator_chips_and_backoff():
     assert [gcloud.parse_accelerator(t).chips for t in
             ("v5litepod-1", "v5litepod-256", "v5p-8", "v5p-12288", "v4-32", "v6e-64")] == \

@@ -22,6 +22,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Sequence
+from typing import TextIO
 
 __all__ = [
     "Accelerator",
@@ -294,6 +295,14 @@ class Simulation:
         return self.job_codes.popleft() if self.job_codes else 0
 
 
+def _subprocess(argv: Sequence[str], **kwargs) -> subprocess.CompletedProcess:
+    try:
+        return subprocess.run(list(argv), check=False, **kwargs)
+    except FileNotFoundError:
+        hint = " (install the Google Cloud CLI)" if argv[0] == GCLOUD else ""
+        raise SystemExit(f"error: {argv[0]!r} is not on PATH{hint}") from None
+
+
 @dataclasses.dataclass
 class Runner:
     """Runs commands, or in a dry run prints them (one ``shlex.join`` line each) to ``out``.
@@ -304,7 +313,7 @@ class Runner:
 
     dry_run: bool = False
     simulation: Simulation = dataclasses.field(default_factory=Simulation)
-    out: object = None
+    out: TextIO | None = None
 
     def _stream(self):
         return self.out or (sys.stdout if self.dry_run else sys.stderr)
@@ -321,14 +330,14 @@ class Runner:
         self.show(argv)
         if self.dry_run:
             return 0
-        return subprocess.run(list(argv), check=False).returncode
+        return _subprocess(argv).returncode
 
     def capture(self, argv: Sequence[str]) -> subprocess.CompletedProcess:
         """Runs ``argv`` and captures its output; never called in a dry run."""
         if self.dry_run:
             raise RuntimeError("capture() has no dry-run answer; use the simulation")
         self.show(argv)
-        return subprocess.run(list(argv), check=False, capture_output=True, text=True)
+        return _subprocess(argv, capture_output=True, text=True)
 
     def sleep(self, seconds: float, why: str) -> None:
         self.note(f"sleep {seconds:g}s ({why})")
