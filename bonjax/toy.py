@@ -22,7 +22,7 @@ from bonjax.models.decoder import DecoderLM
 from bonjax.models.gpt2 import GPT2Config
 from bonjax.sampling.scorer import completion_logprobs
 
-__all__ = ["ToyProblem"]
+__all__ = ["TOY_METHODS", "ToyProblem", "train_on_toy"]
 
 
 @dataclasses.dataclass(frozen=True, eq=False)
@@ -103,3 +103,64 @@ class ToyProblem:
 
     def expected_reward(self, p_S: np.ndarray) -> float:
         return float(np.dot(p_S, self.reward_S))
+
+
+TOY_METHODS = ("vbon", "bonbon", "bond", "jbond", "ppo")
+
+
+def _toy_method(name: str, n: int, samples_per_prompt: int, kl_beta: float):
+    from bonjax import objectives as obj
+    from bonjax.training.methods import method_for
+
+    if name == "vbon":
+        return method_for(obj.VBoNConfig(n=n), samples_per_prompt=samples_per_prompt)
+    if name == "ppo":
+        return method_for(obj.KLRLConfig(beta=kl_beta), samples_per_prompt=samples_per_prompt)
+    if name == "bonbon":
+        return method_for(obj.BoNBoNConfig(n=n, alpha=0.005))
+    if name == "bond":
+        return method_for(obj.BONDConfig(n=n), samples_per_prompt=samples_per_prompt)
+    if name == "jbond":
+        return method_for(obj.JBONDConfig())
+    raise ValueError(f"unknown toy method {name!r}; choose one of {TOY_METHODS}")
+
+
+def train_on_toy(method: str, *, n: int = 4, steps: int = 150, learning_rate: float = 1e-2,
+                 prompts: int = 16, samples_per_prompt: int = 4, num_refs: int = 512,
+                 epochs: int = 2, kl_beta: float = 0.1, seed: int = 0,
+                 problem: ToyProblem | None = None) -> dict:
+    """Trains ``method`` on the toy and reports exact KL to ``pi_BoN`` and rewards, start and end.
+
+    J-BOND distils BoN with n = 2 by construction; its ``n`` in the report is 2.
+    """
+    from bonjax.sampling.methods import Temperature
+    from bonjax.sampling.sampler import Sampler
+    from bonjax.training.reference import reference_rewards, reference_store
+    from bonjax.training.trainer import OptimizerConfig, Trainer
+
+    toy = problem or ToyProblem(seed=seed)
+    n = 2 if method == "jbond" else n
+    chosen = _toy_method(method, n, samples_per_prompt, kl_beta)
+    prompt_tokens, prompt_mask = toy.prompts(prompts)
+    ref_rewards = None
+    if method == "vbon":
+        sampler = Sampler(toy.lm, Temperature(1.0), toy.length)
+        rewards_1xM = reference_rewards(sampler, toy.ref_params, toy.reward,
+                                        np.asarray(prompt_tokens[:1]),
+                                        np.asarray(prompt_mask[:1]), num_refs,
+                                        jax.random.key(seed + 1), progress=False)
+        ref_rewards = reference_store(np.repeat(rewards_1xM, prompts, axis=0))
+    trainer = Trainer(toy.lm, toy.ref_params, chosen, toy.reward, max_new_tokens=toy.length,
+                      optimizer=OptimizerConfig(learning_rate=learning_rate, epochs=epochs),
+                      ref_rewards=ref_rewards)
+    state = trainer.init_state(jax.random.key(seed + 2))
+    p_bon = toy.bon_probs(n)
+    p_start = toy.probs(toy.ref_params)
+    for _ in range(steps):
+        state, _ = trainer.step(state, prompt_tokens, prompt_mask)
+    p_end = toy.probs(state.full_params())
+    return {"method": method, "n": n, "steps": steps,
+            "kl_to_bon_start": toy.kl(p_start, p_bon), "kl_to_bon_end": toy.kl(p_end, p_bon),
+            "reward_start": toy.expected_reward(p_start),
+            "reward_end": toy.expected_reward(p_end), "bon_reward": toy.expected_reward(p_bon),
+            "kl_to_ref_end": toy.kl(p_end, p_start)}

@@ -17,9 +17,10 @@ from collections.abc import Callable
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 import optax
 from flax import nnx
-from jax.sharding import Mesh
+from jax.sharding import Mesh, NamedSharding
 
 from bonjax import sharding as shd
 from bonjax.models.decoder import DecoderLM
@@ -110,9 +111,23 @@ class Trainer:
         """The policy starts at the reference; an anchor (BOND, J-BOND) starts there too."""
         trainable_filter = top_layers_filter(self.lm.config.num_layers, self.optimizer.train_top)
         params, frozen = split_trainable(self.ref_params, trainable_filter)
+        if self.mesh is not None:  # parameters by their logical axes; moments follow them
+            params = shd.shard_params(params, self.mesh, self.rules)
+            frozen = shd.shard_params(frozen, self.mesh, self.rules)
         params = jax.tree.map(jnp.copy, params)  # the state is donated; the reference is not
         anchor = jax.tree.map(jnp.copy, params) if self.method.uses_anchor else None
-        return TrainState.create(params, frozen, self.tx, key, anchor=anchor)
+        state = TrainState.create(params, frozen, self.tx, key, anchor=anchor)
+        if self.mesh is None:
+            return state
+        replicated = shd.replicated(self.mesh)
+
+        def on_mesh(x):  # counters, keys and anything not derived from a sharded parameter
+            sharding = getattr(x, "sharding", None)
+            if isinstance(sharding, NamedSharding) and sharding.mesh == self.mesh:
+                return x
+            return jax.device_put(x, replicated)
+
+        return jax.tree.map(on_mesh, state)
 
     def anchor_params(self, state: TrainState) -> nnx.State | None:
         if not self.method.uses_anchor:
@@ -145,6 +160,10 @@ class Trainer:
 
     def update(self, state: TrainState, batch: Batch) -> tuple[TrainState, dict]:
         """One jitted, donated gradient step on a collected batch."""
+        has_tokens_B = np.asarray(jnp.any(batch.mask_BxSxT, axis=(1, 2)))
+        if not has_tokens_B.all():
+            raise ValueError(f"prompt {int(np.argmin(has_tokens_B))} has no completion tokens in "
+                             "the batch: every prompt needs at least one completion token")
         if self._update_jit is None:
             object.__setattr__(self, "_update_jit", self._compile_update(state, batch))
         return self._update_jit(state, batch)

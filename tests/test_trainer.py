@@ -1,0 +1,98 @@
+"""The trainer: limiting cases, sharded equals unsharded, bad input."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from bonjax import objectives as obj
+from bonjax import sharding as shd
+from bonjax.toy import ToyProblem
+from bonjax.training.methods import PolicyGradient, PreferencePairs, method_for
+from bonjax.training.reference import reference_store
+from bonjax.training.trainer import OptimizerConfig, Trainer
+
+
+@pytest.fixture(scope="module")
+def toy():
+    return ToyProblem(seed=3)
+
+
+def _trainer(toy, objective, prompts=8, mesh=None, **method_kwargs):
+    ref_rewards = None
+    if isinstance(objective, obj.VBoNConfig):
+        rng = np.random.default_rng(0)
+        ref_rewards = reference_store(rng.normal(size=(prompts, 32)).astype(np.float32))
+    return Trainer(toy.lm, toy.ref_params, method_for(objective, **method_kwargs), toy.reward,
+                   max_new_tokens=toy.length, ref_rewards=ref_rewards, mesh=mesh,
+                   optimizer=OptimizerConfig(learning_rate=1e-2, epochs=1))
+
+
+def test_vbon_with_n_1_keeps_the_reference(toy):
+    """N = 1: BoN_1 is pi_ref; the return is -KL(pi || pi_ref) = 0 at the start: no gradient.
+
+    (The parameters are not compared: Adam normalises even a rounding-level gradient.)
+    """
+    trainer = _trainer(toy, obj.VBoNConfig(n=1))
+    state = trainer.init_state(jax.random.key(0))
+    state, metrics = trainer.step(state, *toy.prompts(8))
+    assert abs(float(metrics["return"])) < 1e-5
+    assert float(metrics["grad_norm"]) < 1e-4
+    four = _trainer(toy, obj.VBoNConfig(n=4))
+    _, metrics4 = four.step(four.init_state(jax.random.key(0)), *toy.prompts(8))
+    assert float(metrics4["grad_norm"]) > 1e-2  # the same step with N = 4 does move
+
+
+def test_vbon_step_moves_towards_higher_reward(toy):
+    trainer = _trainer(toy, obj.VBoNConfig(n=4))
+    state = trainer.init_state(jax.random.key(1))
+    r0 = toy.expected_reward(toy.probs(toy.ref_params))
+    for _ in range(5):
+        state, metrics = trainer.step(state, *toy.prompts(8))
+    assert toy.expected_reward(toy.probs(state.full_params())) > r0
+    assert {"reward", "log_F", "kl_k1", "kl_k3", "loss", "grad_norm"} <= set(metrics)
+
+
+@pytest.mark.parametrize("objective", [obj.VBoNConfig(n=4), obj.BoNBoNConfig(n=4),
+                                       obj.BONDConfig(n=2)], ids=["vbon", "bonbon", "bond"])
+def test_sharded_update_equals_unsharded(toy, objective):
+    """One gradient step on 8 fake devices (data x fsdp x tensor) equals one device."""
+    single = _trainer(toy, objective)
+    state = single.init_state(jax.random.key(2))
+    batch, _ = single.collect(state, *toy.prompts(8), jnp.arange(8), jax.random.key(3))
+    expected, expected_metrics = single.update(jax.tree.map(jnp.copy, state), batch)
+
+    mesh = shd.make_mesh((2, 2, 2))
+    sharded = _trainer(toy, objective, mesh=mesh)
+    sharded_state = sharded.init_state(jax.random.key(2))
+    assert any(not x.sharding.is_fully_replicated for x in jax.tree.leaves(sharded_state.params))
+    with jax.set_mesh(mesh):
+        got, got_metrics = sharded.update(sharded_state, batch)
+    for a, b in zip(jax.tree.leaves(expected.params), jax.tree.leaves(got.params), strict=True):
+        np.testing.assert_allclose(np.asarray(b), np.asarray(a), atol=2e-5, rtol=2e-5)
+    np.testing.assert_allclose(float(got_metrics["loss"]), float(expected_metrics["loss"]),
+                               rtol=1e-5, atol=1e-6)
+
+
+def test_bad_configuration_is_named():
+    with pytest.raises(ValueError, match="samples_per_prompt"):
+        PolicyGradient(obj.VBoNConfig(n=4), samples_per_prompt=1)
+    with pytest.raises(ValueError, match="n = 1"):
+        PreferencePairs(obj.DPOConfig(), n=1)
+    with pytest.raises(ValueError, match="alpha"):
+        obj.BoNBoNConfig(n=4, alpha=1.5)
+    with pytest.raises(ValueError, match="n"):
+        obj.BoNBoNConfig(n=1)
+    with pytest.raises(ValueError, match="no method"):
+        method_for("vbon")
+    with pytest.raises(ValueError, match="epochs"):
+        OptimizerConfig(epochs=0)
+
+
+def test_batch_without_completions_is_rejected(toy):
+    trainer = _trainer(toy, obj.BoNBoNConfig(n=4))
+    state = trainer.init_state(jax.random.key(4))
+    batch, _ = trainer.collect(state, *toy.prompts(4), jnp.arange(4), jax.random.key(5))
+    empty = batch.replace(mask_BxSxT=batch.mask_BxSxT.at[2].set(False))
+    with pytest.raises(ValueError, match="prompt 2 has no completion tokens"):
+        trainer.update(state, empty)
