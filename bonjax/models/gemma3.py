@@ -159,7 +159,9 @@ class Gemma3(nnx.Module):
         self.final_norm = _RMSNorm(cfg.d_model, cfg.rms_norm_eps, pd, "embed")
 
     def __call__(self, tokens_BxT, positions_BxT, input_mask_BxT, cache: KVCache | None = None,
-                 prefix: KVCache | None = None):
+                 prefix: KVCache | None = None, *, last_logits_only: bool = False):
+        """``last_logits_only`` computes the logits of the last position only (``[B, 1, V]``),
+        as a prefill needs: the unembedding of the other positions is never computed."""
         cfg = self.cfg
         dt = jnp.dtype(cfg.dtype)
         windows = {cfg.window(i) for i in range(cfg.num_layers)}
@@ -178,6 +180,8 @@ class Gemma3(nnx.Module):
             new_k.append(k)
             new_v.append(v)
         x_BxTxD = self.final_norm(x_BxTxD)
+        if last_logits_only:
+            x_BxTxD = x_BxTxD[:, -1:]
         logits_BxTxV = jnp.einsum("btd,vd->btv", x_BxTxD, embed_VxD.astype(dt),
                                   preferred_element_type=jnp.float32)
         if cfg.final_logit_softcap is not None:

@@ -137,7 +137,9 @@ class GPT2(nnx.Module):
         self.ln_f = _LayerNorm(cfg.d_model, cfg.layer_norm_eps, pd)
 
     def __call__(self, tokens_BxT, positions_BxT, input_mask_BxT, cache: KVCache | None = None,
-                 prefix: KVCache | None = None):
+                 prefix: KVCache | None = None, *, last_logits_only: bool = False):
+        """``last_logits_only`` computes the logits of the last position only (``[B, 1, V]``),
+        as a prefill needs: the unembedding of the other positions is never computed."""
         dt = jnp.dtype(self.cfg.dtype)
         masks, key_valid_BxS, write_index = attention.build_masks(input_mask_BxT, cache, prefix,
                                                                   {None})
@@ -151,6 +153,8 @@ class GPT2(nnx.Module):
             new_k.append(k)
             new_v.append(v)
         x_BxTxD = self.ln_f(x_BxTxD)
+        if last_logits_only:
+            x_BxTxD = x_BxTxD[:, -1:]
         logits_BxTxV = jnp.einsum("btd,vd->btv", x_BxTxD, self.wte.value.astype(dt),
                                   preferred_element_type=jnp.float32)
         if cache is not None:

@@ -1,0 +1,19 @@
+"""Best-of-N rollouts: sampling methods, the scan-fused sampler and the teacher-forced scorer."""
+
+from bonjax.sampling.methods import Greedy, SamplingMethod, Temperature, TopK, TopP
+from bonjax.sampling.sampler import DecodeState, SampleResult, Sampler, completion_mask, prefill
+from bonjax.sampling.scorer import completion_logprobs
+
+__all__ = [
+    "DecodeState",
+    "Greedy",
+    "SampleResult",
+    "Sampler",
+    "SamplingMethod",
+    "Temperature",
+    "TopK",
+    "TopP",
+    "completion_logprobs",
+    "completion_mask",
+    "prefill",
+]

@@ -1,0 +1,87 @@
+"""Teacher-forced scoring: log-probabilities of given completions under any parameters.
+
+For prompts ``x_b`` and completions ``y_{b,n}`` (``T`` tokens, completion mask ``m``),
+
+    log pi_theta(y_{b,n,t} | x_b, y_{b,n,<t}) = z_t[y_t] / tau - logsumexp(z_t / tau),
+
+with ``z_t`` the model's logits and ``tau`` a temperature (1 scores the model itself: pi_ref,
+KL terms and every objective use it). The computation follows the sampler's path: each prompt
+is prefilled once into a cache shared read-only by its ``N`` completions (``prefix``), and the
+completions run in one teacher-forced forward pass over ``[B * N, T - 1]`` tokens (the last
+token is scored, never fed). It is a pure function of ``params``: ``jax.grad`` goes through it.
+
+It equals a plain forward pass over the concatenated sequences ``[prompt, completion]``, and at
+``tau = 1`` the log-probabilities ``Sampler(lm, Temperature(1.0))`` reports for its own samples.
+"""
+
+from __future__ import annotations
+
+import math
+import numbers
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from flax import nnx
+
+from bonjax.models.decoder import DecoderLM
+from bonjax.sampling.sampler import check_prompts, prefill
+
+__all__ = ["completion_logprobs"]
+
+
+def _token_logprobs(logits_xV: jax.Array, tokens_x: jax.Array, temperature: float) -> jax.Array:
+    z_xV = logits_xV.astype(jnp.float32) / temperature
+    picked_x = jnp.take_along_axis(z_xV, tokens_x[..., None], axis=-1)[..., 0]
+    return picked_x - jax.nn.logsumexp(z_xV, axis=-1)
+
+
+def completion_logprobs(lm: DecoderLM, params: nnx.State, prompt_tokens_BxP: jax.Array,
+                        prompt_mask_BxP: jax.Array, tokens_BxNxT: jax.Array,
+                        mask_BxNxT: jax.Array, temperature: float = 1.0) -> jax.Array:
+    """Per-token log-probabilities ``logp_BxNxT`` of the completions, 0 where ``mask`` is False.
+
+    Args:
+      lm: the decoder (static under ``jit``).
+      params: its parameters (the policy's, the reference's, ...).
+      prompt_tokens_BxP, prompt_mask_BxP: left-padded prompts and their mask.
+      tokens_BxNxT: ``N`` completions per prompt.
+      mask_BxNxT: completion mask, True on a prefix of each row (up to and including EOS).
+      temperature: ``tau > 0``; the logits are divided by it.
+    """
+    if not (isinstance(temperature, numbers.Real) and math.isfinite(temperature)
+            and temperature > 0):
+        raise ValueError(f"temperature must be a finite number > 0, got {temperature!r}")
+    shape = tuple(np.shape(tokens_BxNxT))
+    if len(shape) != 3:
+        raise ValueError(f"completion tokens must be [batch, samples, length], got {shape}")
+    if tuple(np.shape(mask_BxNxT)) != shape:
+        raise ValueError(f"completion mask shape {tuple(np.shape(mask_BxNxT))} differs from "
+                         f"completion tokens shape {shape}")
+    B, N, T = shape
+    if N < 1 or T < 1:
+        raise ValueError(f"completion tokens of shape {shape} are empty")
+    if np.shape(prompt_tokens_BxP)[:1] != (B,):
+        raise ValueError(f"{np.shape(prompt_tokens_BxP)[0]} prompts for completions of batch {B}")
+    check_prompts(lm, prompt_tokens_BxP, prompt_mask_BxP, T)
+
+    prompt_tokens_BxP = jnp.asarray(prompt_tokens_BxP)
+    tokens_BxNxT = jnp.asarray(tokens_BxNxT, jnp.int32)
+    mask_BxNxT = jnp.asarray(mask_BxNxT).astype(jnp.bool_)
+    last_BxV, prefix, length_B = prefill(lm, params, prompt_tokens_BxP,
+                                         jnp.asarray(prompt_mask_BxP))
+    logp_BxNx1 = _token_logprobs(last_BxV[:, None, :], tokens_BxNxT[:, :, 0],
+                                 temperature)[..., None]
+    if T > 1:
+        R = B * N
+        fed_RxS = tokens_BxNxT[:, :, :-1].reshape(R, T - 1)
+        fed_mask_RxS = mask_BxNxT[:, :, :-1].reshape(R, T - 1)
+        positions_RxS = jnp.repeat(length_B, N)[:, None] + jnp.arange(T - 1, dtype=jnp.int32)
+        logits_RxSxV, _ = lm.forward(params, fed_RxS, positions_RxS, fed_mask_RxS,
+                                     prefix=prefix)
+        logp_RxS = _token_logprobs(logits_RxSxV, tokens_BxNxT[:, :, 1:].reshape(R, T - 1),
+                                   temperature)
+        logp_BxNxT = jnp.concatenate([logp_BxNx1, logp_RxS.reshape(B, N, T - 1)], axis=-1)
+    else:
+        logp_BxNxT = logp_BxNx1
+    return jnp.where(mask_BxNxT, logp_BxNxT, 0.0)
