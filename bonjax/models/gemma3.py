@@ -124,9 +124,9 @@ class _Block(nnx.Module):
     def __call__(self, x_BxTxD, positions_BxT, masks, layer_k, layer_v, write_index, prefix_kv):
         dt = self.dtype
         h = self.pre_attn_norm(x_BxTxD)
-        q_BxTxNxH = self.q_norm(jnp.einsum("btd,dnh->btnh", h, self.q.value.astype(dt)))
-        k_BxTxKxH = self.k_norm(jnp.einsum("btd,dkh->btkh", h, self.k.value.astype(dt)))
-        v_BxTxKxH = jnp.einsum("btd,dkh->btkh", h, self.v.value.astype(dt))
+        q_BxTxNxH = self.q_norm(attention.project_in(h, self.q.value.astype(dt)))
+        k_BxTxKxH = self.k_norm(attention.project_in(h, self.k.value.astype(dt)))
+        v_BxTxKxH = attention.project_in(h, self.v.value.astype(dt))
         q_BxTxNxH = attention.apply_rope(q_BxTxNxH, positions_BxT, self.rope_base, self.rope_scale)
         k_BxTxKxH = attention.apply_rope(k_BxTxKxH, positions_BxT, self.rope_base, self.rope_scale)
         if layer_k is not None:
@@ -137,7 +137,7 @@ class _Block(nnx.Module):
             q_BxTxNxH, k_BxTxKxH, v_BxTxKxH, masks.own[self.window], scale=self.scale,
             prefix_k=pk, prefix_v=pv,
             prefix_mask_BxTxP=None if masks.prefix is None else masks.prefix[self.window])
-        h = jnp.einsum("btnh,nhd->btd", a_BxTxNxH, self.o.value.astype(dt))
+        h = attention.project_out(a_BxTxNxH, self.o.value.astype(dt))
         x_BxTxD = x_BxTxD + self.post_attn_norm(h)
         h = self.pre_mlp_norm(x_BxTxD)
         gate_BxTxF = jax.nn.gelu(jnp.einsum("btd,df->btf", h, self.gate.value.astype(dt)),

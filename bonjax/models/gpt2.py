@@ -105,7 +105,7 @@ class _Block(nnx.Module):
     def __call__(self, x_BxTxD, masks, layer_k, layer_v, write_index, prefix_kv):
         dt = self.dtype
         h = self.ln_1(x_BxTxD)
-        qkv_BxTx3xNxH = jnp.einsum("btd,dcnh->btcnh", h, self.qkv.value.astype(dt))
+        qkv_BxTx3xNxH = attention.project_in(h, self.qkv.value.astype(dt))
         qkv_BxTx3xNxH = qkv_BxTx3xNxH + self.qkv_bias.value.astype(dt)
         q, k, v = (qkv_BxTx3xNxH[:, :, i] for i in range(3))
         if layer_k is not None:
@@ -115,7 +115,7 @@ class _Block(nnx.Module):
         a_BxTxNxH = attention.attend(
             q, k, v, masks.own[None], scale=self.scale, prefix_k=pk, prefix_v=pv,
             prefix_mask_BxTxP=None if masks.prefix is None else masks.prefix[None])
-        x_BxTxD = x_BxTxD + (jnp.einsum("btnh,nhd->btd", a_BxTxNxH, self.out.value.astype(dt))
+        x_BxTxD = x_BxTxD + (attention.project_out(a_BxTxNxH, self.out.value.astype(dt))
                              + self.out_bias.value.astype(dt))
         h = self.ln_2(x_BxTxD)
         h = jnp.einsum("btd,df->btf", h, self.fc.value.astype(dt)) + self.fc_bias.value.astype(dt)

@@ -100,18 +100,27 @@ def _is_int(x) -> bool:
     return isinstance(x, numbers.Integral) and not isinstance(x, bool)
 
 
+def _shape(x) -> tuple[int, ...]:
+    return tuple(x.shape) if hasattr(x, "shape") else np.shape(x)
+
+
+def _is_concrete(x) -> bool:
+    """Whether ``x`` holds values now (not a tracer of an outer ``jit``, not a shape)."""
+    return not isinstance(x, (jax.core.Tracer, jax.ShapeDtypeStruct))
+
+
 def check_prompts(lm: DecoderLM, prompt_tokens_BxP, prompt_mask_BxP, new_tokens: int) -> None:
     """``ValueError`` unless the prompts are a non-empty, left-padded batch that fits the context.
 
     Shapes are always checked; values (every row has a real token, padding is on the left, token
     ids lie in the vocabulary) only when the arrays are concrete, not under an outer ``jit``.
     """
-    shape = tuple(np.shape(prompt_tokens_BxP))
+    shape, mask_shape = _shape(prompt_tokens_BxP), _shape(prompt_mask_BxP)
     if len(shape) != 2:
         raise ValueError(f"prompt tokens must be [batch, length], got shape {shape}")
-    if tuple(np.shape(prompt_mask_BxP)) != shape:
-        raise ValueError(f"prompt mask shape {tuple(np.shape(prompt_mask_BxP))} differs from "
-                         f"prompt tokens shape {shape}")
+    if mask_shape != shape:
+        raise ValueError(f"prompt mask shape {mask_shape} differs from prompt tokens shape "
+                         f"{shape}")
     B, P = shape
     if B == 0:
         raise ValueError(f"empty prompt batch: prompt tokens have shape {shape}")
@@ -121,8 +130,7 @@ def check_prompts(lm: DecoderLM, prompt_tokens_BxP, prompt_mask_BxP, new_tokens:
     if P + new_tokens > context:
         raise ValueError(f"prompt length {P} + {new_tokens} new tokens = {P + new_tokens} "
                          f"exceeds the model's context of {context} positions")
-    if isinstance(prompt_mask_BxP, jax.core.Tracer) or isinstance(prompt_tokens_BxP,
-                                                                  jax.core.Tracer):
+    if not (_is_concrete(prompt_mask_BxP) and _is_concrete(prompt_tokens_BxP)):
         return
     mask = np.asarray(jax.device_get(prompt_mask_BxP)).astype(bool)
     empty = np.flatnonzero(~mask.any(axis=1))
@@ -200,6 +208,13 @@ class Sampler:
         """``n`` completions of each left-padded prompt (``n`` static), in one compiled call."""
         self._check_call(prompt_tokens_BxP, prompt_mask_BxP, n)
         return _sample_jit(self, params, prompt_tokens_BxP, prompt_mask_BxP, key, n)
+
+    def lower(self, params: nnx.State, prompt_tokens_BxP, prompt_mask_BxP, key,
+              n: int) -> jax.stages.Lowered:
+        """``sample`` lowered for these argument shapes (arrays or ``jax.ShapeDtypeStruct``s):
+        ``.compile()`` it ahead of time, read its ``memory_analysis()`` or ``cost_analysis()``."""
+        self._check_call(prompt_tokens_BxP, prompt_mask_BxP, n)
+        return _sample_jit.lower(self, params, prompt_tokens_BxP, prompt_mask_BxP, key, n)
 
     def init_state(self, params: nnx.State, prompt_tokens_BxP: jax.Array,
                    prompt_mask_BxP: jax.Array, key: jax.Array, n: int) -> DecodeState:

@@ -21,11 +21,10 @@ import numbers
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 from flax import nnx
 
 from bonjax.models.decoder import DecoderLM
-from bonjax.sampling.sampler import check_prompts, prefill
+from bonjax.sampling.sampler import _shape, check_prompts, prefill
 
 __all__ = ["completion_logprobs"]
 
@@ -52,17 +51,17 @@ def completion_logprobs(lm: DecoderLM, params: nnx.State, prompt_tokens_BxP: jax
     if not (isinstance(temperature, numbers.Real) and math.isfinite(temperature)
             and temperature > 0):
         raise ValueError(f"temperature must be a finite number > 0, got {temperature!r}")
-    shape = tuple(np.shape(tokens_BxNxT))
+    shape = _shape(tokens_BxNxT)
     if len(shape) != 3:
         raise ValueError(f"completion tokens must be [batch, samples, length], got {shape}")
-    if tuple(np.shape(mask_BxNxT)) != shape:
-        raise ValueError(f"completion mask shape {tuple(np.shape(mask_BxNxT))} differs from "
+    if _shape(mask_BxNxT) != shape:
+        raise ValueError(f"completion mask shape {_shape(mask_BxNxT)} differs from "
                          f"completion tokens shape {shape}")
     B, N, T = shape
     if N < 1 or T < 1:
         raise ValueError(f"completion tokens of shape {shape} are empty")
-    if np.shape(prompt_tokens_BxP)[:1] != (B,):
-        raise ValueError(f"{np.shape(prompt_tokens_BxP)[0]} prompts for completions of batch {B}")
+    if _shape(prompt_tokens_BxP)[:1] != (B,):
+        raise ValueError(f"{_shape(prompt_tokens_BxP)[0]} prompts for completions of batch {B}")
     check_prompts(lm, prompt_tokens_BxP, prompt_mask_BxP, T)
 
     prompt_tokens_BxP = jnp.asarray(prompt_tokens_BxP)
