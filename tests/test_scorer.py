@@ -95,8 +95,28 @@ def test_gradient_equals_full_forward_gradient(cfg):
     assert len(flat_got) == len(flat_expected) > 0
     scale = max(float(jnp.abs(g).max()) for g in flat_expected)
     assert scale > 0
-    for g, e in zip(flat_got, flat_expected):
+    for g, e in zip(flat_got, flat_expected, strict=True):
         np.testing.assert_allclose(g, e, atol=1e-4 * scale)
+
+
+def test_chunks_equal_one_pass_in_value_and_gradient():
+    lm, params = DecoderLM.init(Gemma3Config.tiny(), jax.random.key(4))
+    prompts, prompt_mask, tokens, mask = _batch(lm, [3, 6], [[4, 2, 3, 1], [1, 4, 4, 2]], 4,
+                                                seed=6)
+
+    def loss(p, chunks):
+        return jnp.sum(completion_logprobs(lm, p, prompts, prompt_mask, tokens, mask,
+                                           num_chunks=chunks) ** 2)
+
+    for chunks in (2, 4):
+        np.testing.assert_allclose(
+            completion_logprobs(lm, params, prompts, prompt_mask, tokens, mask,
+                                num_chunks=chunks),
+            completion_logprobs(lm, params, prompts, prompt_mask, tokens, mask), atol=TOL)
+    got = jax.jit(jax.grad(loss), static_argnums=1)(params, 2)
+    expected = jax.jit(jax.grad(loss), static_argnums=1)(params, 1)
+    for g, e in zip(jax.tree.leaves(got), jax.tree.leaves(expected), strict=True):
+        np.testing.assert_allclose(g, e, atol=1e-4 * float(jnp.abs(e).max()) + 1e-7)
 
 
 def test_single_token_completions():
@@ -113,6 +133,7 @@ def test_bad_input_raises():
     cases = [
         (dict(temperature=0.0), "temperature .* got 0.0"),
         (dict(temperature=-1.0), "got -1.0"),
+        (dict(num_chunks=3), "dividing N = 2, got 3"),
         (dict(tokens_BxNxT=tokens[:, 0]), r"\[batch, samples, length\]"),
         (dict(mask_BxNxT=mask[:, :, :2]), "completion mask shape"),
         (dict(tokens_BxNxT=tokens[:1], mask_BxNxT=mask[:1]), "2 prompts for completions of "

@@ -1,7 +1,7 @@
 """Best-of-N rollouts: sampling methods, the scan-fused sampler and the teacher-forced scorer."""
 
 from bonjax.sampling.methods import Greedy, SamplingMethod, Temperature, TopK, TopP
-from bonjax.sampling.sampler import DecodeState, SampleResult, Sampler, completion_mask, prefill
+from bonjax.sampling.sampler import DecodeState, Sampler, SampleResult, completion_mask, prefill
 from bonjax.sampling.scorer import completion_logprobs
 
 __all__ = [

@@ -42,12 +42,11 @@ _BLOCK = 512  # tokens per block of the two-level draw (flat between 256 and 102
 
 
 class SamplingMethod(Protocol):
-    """``next_tokens(logits_BxV, key) -> (tokens_B int32, logp_B float32)``."""
+    """``next_tokens(logits_BxV, key) -> (tokens_B int32, logp_B float32)``; a frozen, hashable
+    dataclass (a static argument of the sampler's compiled call). ``check_vocab(vocab_size)``,
+    optional, raises ``ValueError`` for settings the vocabulary cannot satisfy."""
 
     def next_tokens(self, logits_BxV: jax.Array, key: jax.Array) -> tuple[jax.Array, jax.Array]:
-        ...
-
-    def check_vocab(self, vocab_size: int) -> None:
         ...
 
 

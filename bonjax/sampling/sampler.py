@@ -105,8 +105,11 @@ def _shape(x) -> tuple[int, ...]:
 
 
 def _is_concrete(x) -> bool:
-    """Whether ``x`` holds values now (not a tracer of an outer ``jit``, not a shape)."""
-    return not isinstance(x, (jax.core.Tracer, jax.ShapeDtypeStruct))
+    """Whether this process can read ``x``'s values now: not a tracer of an outer ``jit``, not a
+    shape, not a global array with shards on other processes."""
+    if isinstance(x, (jax.core.Tracer, jax.ShapeDtypeStruct)):
+        return False
+    return not isinstance(x, jax.Array) or x.is_fully_addressable
 
 
 def check_prompts(lm: DecoderLM, prompt_tokens_BxP, prompt_mask_BxP, new_tokens: int) -> None:
@@ -196,7 +199,9 @@ class Sampler:
                              f"{self.max_new_tokens!r}")
         if not callable(getattr(self.method, "next_tokens", None)):
             raise ValueError(f"sampling method {self.method!r} has no next_tokens(logits, key)")
-        self.method.check_vocab(self.lm.vocab_size)
+        check_vocab = getattr(self.method, "check_vocab", None)
+        if check_vocab is not None:
+            check_vocab(self.lm.vocab_size)
         if self.max_new_tokens + 1 > self.lm.config.max_positions:
             raise ValueError(f"max_new_tokens {self.max_new_tokens} leaves no room for a prompt "
                              f"in the model's context of {self.lm.config.max_positions}")

@@ -37,7 +37,8 @@ def _token_logprobs(logits_xV: jax.Array, tokens_x: jax.Array, temperature: floa
 
 def completion_logprobs(lm: DecoderLM, params: nnx.State, prompt_tokens_BxP: jax.Array,
                         prompt_mask_BxP: jax.Array, tokens_BxNxT: jax.Array,
-                        mask_BxNxT: jax.Array, temperature: float = 1.0) -> jax.Array:
+                        mask_BxNxT: jax.Array, temperature: float = 1.0,
+                        num_chunks: int = 1) -> jax.Array:
     """Per-token log-probabilities ``logp_BxNxT`` of the completions, 0 where ``mask`` is False.
 
     Args:
@@ -47,6 +48,10 @@ def completion_logprobs(lm: DecoderLM, params: nnx.State, prompt_tokens_BxP: jax
       tokens_BxNxT: ``N`` completions per prompt.
       mask_BxNxT: completion mask, True on a prefix of each row (up to and including EOS).
       temperature: ``tau > 0``; the logits are divided by it.
+      num_chunks: splits the ``N`` completions into this many groups scored one after another,
+        so only ``B * N / num_chunks`` rows of ``[T, V]`` logits exist at a time, in the forward
+        and (recomputed) in the backward pass: Gemma's 262,144-word vocabulary makes the logits
+        of 8 x 32 completions of 40 tokens 10 GiB at once. Must divide ``N``.
     """
     if not (isinstance(temperature, numbers.Real) and math.isfinite(temperature)
             and temperature > 0):
@@ -60,6 +65,9 @@ def completion_logprobs(lm: DecoderLM, params: nnx.State, prompt_tokens_BxP: jax
     B, N, T = shape
     if N < 1 or T < 1:
         raise ValueError(f"completion tokens of shape {shape} are empty")
+    if not (isinstance(num_chunks, numbers.Integral) and num_chunks >= 1 and N % num_chunks == 0):
+        raise ValueError(f"num_chunks must be an integer >= 1 dividing N = {N}, got "
+                         f"{num_chunks!r}")
     if _shape(prompt_tokens_BxP)[:1] != (B,):
         raise ValueError(f"{_shape(prompt_tokens_BxP)[0]} prompts for completions of batch {B}")
     check_prompts(lm, prompt_tokens_BxP, prompt_mask_BxP, T)
@@ -72,15 +80,34 @@ def completion_logprobs(lm: DecoderLM, params: nnx.State, prompt_tokens_BxP: jax
     logp_BxNx1 = _token_logprobs(last_BxV[:, None, :], tokens_BxNxT[:, :, 0],
                                  temperature)[..., None]
     if T > 1:
-        R = B * N
-        fed_RxS = tokens_BxNxT[:, :, :-1].reshape(R, T - 1)
-        fed_mask_RxS = mask_BxNxT[:, :, :-1].reshape(R, T - 1)
-        positions_RxS = jnp.repeat(length_B, N)[:, None] + jnp.arange(T - 1, dtype=jnp.int32)
-        logits_RxSxV, _ = lm.forward(params, fed_RxS, positions_RxS, fed_mask_RxS,
-                                     prefix=prefix)
-        logp_RxS = _token_logprobs(logits_RxSxV, tokens_BxNxT[:, :, 1:].reshape(R, T - 1),
-                                   temperature)
-        logp_BxNxT = jnp.concatenate([logp_BxNx1, logp_RxS.reshape(B, N, T - 1)], axis=-1)
+        M = N // num_chunks
+
+        def score_chunk(chunk):
+            """Tokens 1..T-1 of ``M`` completions per prompt, fed through the shared prefix."""
+            tokens_BxMxT, mask_BxMxT = chunk
+            R = B * M
+            fed_RxS = tokens_BxMxT[:, :, :-1].reshape(R, T - 1)
+            fed_mask_RxS = mask_BxMxT[:, :, :-1].reshape(R, T - 1)
+            positions_RxS = (jnp.repeat(length_B, M)[:, None]
+                             + jnp.arange(T - 1, dtype=jnp.int32))
+            logits_RxSxV, _ = lm.forward(params, fed_RxS, positions_RxS, fed_mask_RxS,
+                                         prefix=prefix)
+            logp_RxS = _token_logprobs(logits_RxSxV, tokens_BxMxT[:, :, 1:].reshape(R, T - 1),
+                                       temperature)
+            return logp_RxS.reshape(B, M, T - 1)
+
+        if num_chunks == 1:
+            logp_BxNxS = score_chunk((tokens_BxNxT, mask_BxNxT))
+        else:
+            # Chunks of the N completions run one after another (lax.map); checkpointing makes
+            # the backward pass recompute a chunk's logits instead of storing all of them.
+            def split(x_BxNxT):
+                return x_BxNxT.reshape(B, num_chunks, M, T).swapaxes(0, 1)
+
+            logp_CxBxMxS = jax.lax.map(jax.checkpoint(score_chunk),
+                                       (split(tokens_BxNxT), split(mask_BxNxT)))
+            logp_BxNxS = logp_CxBxMxS.swapaxes(0, 1).reshape(B, N, T - 1)
+        logp_BxNxT = jnp.concatenate([logp_BxNx1, logp_BxNxS], axis=-1)
     else:
         logp_BxNxT = logp_BxNx1
     return jnp.where(mask_BxNxT, logp_BxNxT, 0.0)
