@@ -38,9 +38,13 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from flax import struct
+
 from bonjax.ecdf import order_keys
 
 __all__ = [
+    "BestOfN",
+    "best_of_n",
     "bon_distribution_draw_index",
     "bon_distribution_fixed_order",
     "bon_kl",
@@ -200,3 +204,46 @@ def bon_win_rate(n) -> np.ndarray:
     Elementwise over an array of N, float64."""
     n = _check_n_curve(n)
     return n / (n + 1)
+
+
+@struct.dataclass
+class BestOfN:
+    """The outcome of Best-of-N sampling for B prompts.
+
+    Attributes:
+      tokens_BxT, mask_BxT: the best completion of each prompt and its completion mask.
+      worst_tokens_BxT, worst_mask_BxT: the worst completion (BoNBoN's pair).
+      best_B, worst_B: their draw indices in ``0..N-1`` (ties: the lowest index).
+      rewards_BxN: the rewards of all N completions.
+      samples: the sampler's full result (``tokens_BxNxT``, ``logp_BxNxT``, ``mask_BxNxT``).
+    """
+
+    tokens_BxT: jax.Array
+    mask_BxT: jax.Array
+    worst_tokens_BxT: jax.Array
+    worst_mask_BxT: jax.Array
+    best_B: jax.Array
+    worst_B: jax.Array
+    rewards_BxN: jax.Array
+    samples: object
+
+
+def best_of_n(sampler, params, prompt_tokens_BxP, prompt_mask_BxP, key, n: int,
+              reward) -> BestOfN:
+    """Samples ``n`` completions per prompt, scores them and keeps the best and the worst.
+
+    ``sampler`` is a :class:`bonjax.sampling.Sampler`; ``reward(prompt_tokens, prompt_mask,
+    tokens_BxNxT, mask_BxNxT) -> [B, N]`` (see :mod:`bonjax.rewards`). Selection follows
+    :func:`select_best_and_worst`.
+    """
+    _check_n(n)
+    samples = sampler.sample(params, prompt_tokens_BxP, prompt_mask_BxP, key, n)
+    rewards_BxN = jnp.asarray(reward(prompt_tokens_BxP, prompt_mask_BxP, samples.tokens_BxNxT,
+                                     samples.mask_BxNxT))
+    best_B, worst_B = select_best_and_worst(rewards_BxN)
+    return BestOfN(
+        tokens_BxT=take_selected(samples.tokens_BxNxT, best_B),
+        mask_BxT=take_selected(samples.mask_BxNxT, best_B),
+        worst_tokens_BxT=take_selected(samples.tokens_BxNxT, worst_B),
+        worst_mask_BxT=take_selected(samples.mask_BxNxT, worst_B),
+        best_B=best_B, worst_B=worst_B, rewards_BxN=rewards_BxN, samples=samples)

@@ -125,8 +125,8 @@ def _toy_method(name: str, n: int, samples_per_prompt: int, kl_beta: float):
     raise ValueError(f"unknown toy method {name!r}; choose one of {TOY_METHODS}")
 
 
-def train_on_toy(method: str, *, n: int = 4, steps: int = 150, learning_rate: float = 1e-2,
-                 prompts: int = 16, samples_per_prompt: int = 4, num_refs: int = 512,
+def train_on_toy(method: str, *, n: int = 4, steps: int = 300, learning_rate: float = 1e-2,
+                 prompts: int = 64, samples_per_prompt: int = 4, num_refs: int = 512,
                  epochs: int = 2, kl_beta: float = 0.1, seed: int = 0,
                  problem: ToyProblem | None = None) -> dict:
     """Trains ``method`` on the toy and reports exact KL to ``pi_BoN`` and rewards, start and end.
@@ -151,7 +151,8 @@ def train_on_toy(method: str, *, n: int = 4, steps: int = 150, learning_rate: fl
                                         jax.random.key(seed + 1), progress=False)
         ref_rewards = reference_store(np.repeat(rewards_1xM, prompts, axis=0))
     trainer = Trainer(toy.lm, toy.ref_params, chosen, toy.reward, max_new_tokens=toy.length,
-                      optimizer=OptimizerConfig(learning_rate=learning_rate, epochs=epochs),
+                      optimizer=OptimizerConfig(learning_rate=learning_rate, epochs=epochs,
+                                                decay_steps=steps * epochs),
                       ref_rewards=ref_rewards)
     state = trainer.init_state(jax.random.key(seed + 2))
     p_bon = toy.bon_probs(n)

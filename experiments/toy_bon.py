@@ -16,7 +16,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--method", choices=TOY_METHODS, required=True)
     parser.add_argument("--n", type=int, default=4, help="N of the BoN distribution")
-    parser.add_argument("--steps", type=int, default=150, help="training steps (rollouts)")
+    parser.add_argument("--steps", type=int, default=300, help="training steps (rollouts)")
     parser.add_argument("--learning_rate", type=float, default=1e-2)
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()

@@ -47,6 +47,9 @@ class OptimizerConfig:
       epochs: gradient steps on each rollout (paper: 4).
       train_top: train only the top ``train_top`` blocks and the final norm (paper: 2), or
         every parameter (None).
+      decay_steps: with a value, the learning rate follows a cosine from ``learning_rate`` to 0
+        over this many optimiser updates (``epochs`` per training step); None keeps it constant.
+      warmup_steps: linear warm-up updates before the cosine (only with ``decay_steps``).
     """
 
     learning_rate: float = 3e-5
@@ -56,15 +59,25 @@ class OptimizerConfig:
     max_grad_norm: float | None = 1.0
     epochs: int = 4
     train_top: int | None = None
+    decay_steps: int | None = None
+    warmup_steps: int = 0
 
     def __post_init__(self):
         if not self.learning_rate > 0:
             raise ValueError(f"learning_rate must be > 0, got {self.learning_rate}")
         if self.epochs < 1:
             raise ValueError(f"epochs must be >= 1, got {self.epochs}")
+        if self.decay_steps is not None and self.decay_steps <= self.warmup_steps:
+            raise ValueError(f"decay_steps {self.decay_steps} must exceed warmup_steps "
+                             f"{self.warmup_steps}")
 
     def make(self) -> optax.GradientTransformation:
-        adamw = optax.adamw(self.learning_rate, b1=self.b1, b2=self.b2,
+        learning_rate = self.learning_rate
+        if self.decay_steps is not None:
+            learning_rate = optax.warmup_cosine_decay_schedule(
+                0.0 if self.warmup_steps else self.learning_rate, self.learning_rate,
+                self.warmup_steps, self.decay_steps)
+        adamw = optax.adamw(learning_rate, b1=self.b1, b2=self.b2,
                             weight_decay=self.weight_decay)
         if self.max_grad_norm is None:
             return adamw
