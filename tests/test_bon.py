@@ -246,3 +246,25 @@ def test_bad_input_raises_value_error_naming_the_value():
         bon.bon_kl(np.array([2.0, 0.5]))
     with pytest.raises(ValueError, match="0"):
         bon.bon_win_rate(0)
+
+
+def test_best_of_n_pipeline_selects_the_best_sample():
+    """Sample N, score, select: the chosen completion is the argmax-reward sample of its prompt."""
+    from bonjax.sampling import Sampler, Temperature
+    from bonjax.toy import ToyProblem
+
+    toy = ToyProblem(seed=1)
+    sampler = Sampler(toy.lm, Temperature(1.0), toy.length)
+    tokens, mask = toy.prompts(6)
+    result = bon.best_of_n(sampler, toy.ref_params, tokens, mask, jax.random.key(0), 5,
+                           toy.reward)
+    samples = result.samples
+    expected = toy.reward(tokens, mask, samples.tokens_BxNxT, samples.mask_BxNxT)
+    np.testing.assert_array_equal(np.asarray(result.rewards_BxN), np.asarray(expected))
+    rewards = np.asarray(expected)
+    np.testing.assert_array_equal(np.asarray(result.best_B), rewards.argmax(1))
+    np.testing.assert_array_equal(np.asarray(result.worst_B), rewards.argmin(1))
+    chosen = np.asarray(samples.tokens_BxNxT)[np.arange(6), rewards.argmax(1)]
+    np.testing.assert_array_equal(np.asarray(result.tokens_BxT), chosen)
+    with pytest.raises(ValueError, match="N must be"):
+        bon.best_of_n(sampler, toy.ref_params, tokens, mask, jax.random.key(0), 0, toy.reward)
