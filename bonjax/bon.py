@@ -37,7 +37,6 @@ import numbers
 import jax
 import jax.numpy as jnp
 import numpy as np
-
 from flax import struct
 
 from bonjax.ecdf import order_keys

@@ -67,7 +67,7 @@ class ToyProblem:
     # ------------------------------------------------------------------------- reward
 
     def index_of(self, tokens_xT: jax.Array) -> jax.Array:
-        """The enumeration index of each completion (base-V number, first token most significant)."""
+        """The enumeration index of each completion (base V, first token most significant)."""
         weights_T = self.vocab_size ** jnp.arange(self.length - 1, -1, -1)
         return jnp.sum(tokens_xT.astype(jnp.int32) * weights_T, axis=-1)
 
