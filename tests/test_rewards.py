@@ -225,7 +225,7 @@ def test_trained_sentiment_reward_separates_held_out_reviews(gpt2):
     from bonjax.data.imdb import load_reviews
 
     test = load_reviews("test")
-    pick = np.random.default_rng(0).permutation(len(test))[:256]
+    pick = np.random.default_rng(0).permutation(len(test))[:128]
     reward = load_sentiment_reward(gpt2, output=ClassifierOutput.LOG_ODDS)
     r = reward.score_texts([test.texts[i] for i in pick])
     labels = test.labels[pick]
