@@ -239,7 +239,7 @@ def _picked(x, i):
     return jnp.take_along_axis(x, i[:, None], axis=-1)[:, 0]
 
 
-def method_rows(vocabs=(50_257, 262_144), rows=(64, 256), repeats=5):
+def method_rows(vocabs=(50_257, 262_144), rows=(64, 256), repeats=3):
     """Per-call times of each way to draw the next token, on logits of a peaked shape."""
     from bonjax.sampling import Greedy, TopK, TopP
 
