@@ -156,7 +156,7 @@ def test_retokenized_reward_matches_transformers(gpt2, minilm_reward):
     got_eager = np.asarray(minilm_reward(prompt, pmask, completion, cmask))
     got_jit = np.asarray(jax.jit(lambda r, *a: r(*a))(minilm_reward, prompt, pmask, completion,
                                                         cmask))
-    got_piped = minilm_reward.score(prompt, pmask, completion, cmask, chunk_size=4)
+    got_piped = minilm_reward.score(prompt, pmask, completion, cmask, chunk_size=4, overlap=True)
     got_serial = minilm_reward.score(prompt, pmask, completion, cmask, chunk_size=4,
                                      overlap=False)
     err = float(np.abs(got_jit - want).max())
