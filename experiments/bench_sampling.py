@@ -259,6 +259,8 @@ def method_rows(vocabs=(50_257, 262_144), rows=(64, 256), repeats=3):
             z = jax.random.normal(jax.random.key(1), (R, V)) * 3.0
             times = {}
             for label, fn in methods.items():
+                if label == "sorted top-p 0.95" and R * V > 64 * 262_144:
+                    continue  # ~20 s a call
                 f = jax.jit(fn)
                 jax.block_until_ready(f(z, jax.random.key(0)))
                 times[label] = min(_timed(lambda f=f, k=k, z=z: f(z, jax.random.key(k)))

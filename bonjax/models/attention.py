@@ -123,10 +123,6 @@ def attend(q_BxTxNxH, k_BxSxKxH, v_BxSxKxH, mask_BxTxS, *, scale: float,
     B, T, N, H = q_BxTxNxH.shape
     K = k_BxSxKxH.shape[2]
     G = N // K
-    if T == 1:
-        return _attend_one_query(q_BxTxNxH, k_BxSxKxH, v_BxSxKxH, mask_BxTxS, scale=scale,
-                                 softcap=softcap, prefix_k=prefix_k, prefix_v=prefix_v,
-                                 prefix_mask_BxTxP=prefix_mask_BxTxP)
     q_BxTxKxGxH = q_BxTxNxH.reshape(B, T, K, G, H)
     logits_BxKxGxTxS = jnp.einsum("btkgh,bskh->bkgts", q_BxTxKxGxH, k_BxSxKxH,
                                   preferred_element_type=jnp.float32) * scale
@@ -154,46 +150,3 @@ def attend(q_BxTxNxH, k_BxSxKxH, v_BxSxKxH, mask_BxTxS, *, scale: float,
         out = jnp.einsum("bkgts,bskh->btkgh", probs, v_BxSxKxH)
     return out.reshape(B, T, N, H)
 
-
-def _attend_one_query(q_Bx1xNxH, k_BxSxKxH, v_BxSxKxH, mask_Bx1xS, *, scale, softcap,
-                      prefix_k, prefix_v, prefix_mask_BxTxP):
-    """``attend`` for one query token per row (a decode step), as multiply-and-reduce.
-
-    Written over the cache's own ``[B, S, K, H]`` layout, so each fused loop reads the cache
-    once in place. The batched-dot form of ``attend`` makes XLA on CPU transpose every layer's
-    whole cache (and the output projection's weights) at every step, and duplicate the cache
-    write, which forces extra copies of the cache.
-    """
-    B, _, N, H = q_Bx1xNxH.shape
-    S, K = k_BxSxKxH.shape[1:3]
-    G = N // K
-    f32 = jnp.float32
-    q_BxKxGxH = q_Bx1xNxH.reshape(B, K, G, H).astype(f32)
-    # logits[b, s, k, g] = sum_h q[b, k, g, h] k[b, s, k, h]
-    logits_BxSxKxG = jnp.sum(q_BxKxGxH[:, None] * k_BxSxKxH.astype(f32)[:, :, :, None, :],
-                             axis=-1) * scale
-    valid_BxS = mask_Bx1xS[:, 0]
-    if prefix_k is not None:
-        b, P = prefix_k.shape[:2]
-        n = B // b
-        q_bxnxKxGxH = q_BxKxGxH.reshape(b, n, K, G, H)
-        logits_bxnxPxKxG = jnp.sum(
-            q_bxnxKxGxH[:, :, None] * prefix_k.astype(f32)[:, None, :, :, None, :], axis=-1)
-        logits_BxSxKxG = jnp.concatenate(
-            [logits_bxnxPxKxG.reshape(B, P, K, G) * scale, logits_BxSxKxG], axis=1)
-        valid_BxS = jnp.concatenate([prefix_mask_BxTxP[:, 0], valid_BxS], axis=1)
-    if softcap is not None:
-        logits_BxSxKxG = jnp.tanh(logits_BxSxKxG / softcap) * softcap
-    logits_BxSxKxG = jnp.where(valid_BxS[:, :, None, None], logits_BxSxKxG, _MASKED)
-    probs_BxSxKxG = jax.nn.softmax(logits_BxSxKxG, axis=1)
-    if prefix_k is not None:
-        probs_bxnxPxKxG = probs_BxSxKxG[:, :P].reshape(b, n, P, K, G)
-        probs_BxSxKxG = probs_BxSxKxG[:, P:]
-        # out[b, n, k, g, h] = sum_p probs[b, n, p, k, g] v[b, p, k, h]
-        out_p = jnp.sum(probs_bxnxPxKxG[..., None]
-                        * prefix_v.astype(f32)[:, None, :, :, None, :], axis=2)
-    out_BxKxGxH = jnp.sum(probs_BxSxKxG[..., None] * v_BxSxKxH.astype(f32)[:, :, :, None, :],
-                          axis=1)
-    if prefix_k is not None:
-        out_BxKxGxH = out_BxKxGxH + out_p.reshape(B, K, G, H)
-    return out_BxKxGxH.reshape(B, 1, N, H).astype(v_BxSxKxH.dtype)
