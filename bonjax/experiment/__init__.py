@@ -1,0 +1,55 @@
+"""The IMDB sentiment experiment (vBoN paper, Sec. 5) end to end: ``run_experiment``.
+
+    from experiments.configs import cpu_demo
+    from bonjax.experiment import run_experiment
+    result = run_experiment(cpu_demo.get_config(), "/tmp/cpu_demo")
+
+- :mod:`~bonjax.experiment.run`: the pipeline, the config check.
+- :mod:`~bonjax.experiment.methods`: the trained methods and their sweeps.
+- :mod:`~bonjax.experiment.components`: policy, reward and prompts by name.
+- :mod:`~bonjax.experiment.evaluate`: reward, KL, win rate and samples of a policy.
+- :mod:`~bonjax.experiment.rundir`: the run directory's config, run id and git commit.
+"""
+
+from bonjax.experiment.components import (
+    REWARDS,
+    TINY_GPT2,
+    adds_bos,
+    load_policy,
+    load_reward,
+    prompt_batch,
+)
+from bonjax.experiment.evaluate import (
+    PolicySamples,
+    bon_gap,
+    evaluate_samples,
+    sample_policy,
+    win_rate_vs_references,
+    write_samples,
+)
+from bonjax.experiment.methods import METHODS, MethodRun, method_runs
+from bonjax.experiment.run import ExperimentResult, check_config, run_experiment
+from bonjax.experiment.rundir import RunDirectory, git_commit
+
+__all__ = [
+    "METHODS",
+    "REWARDS",
+    "TINY_GPT2",
+    "ExperimentResult",
+    "MethodRun",
+    "PolicySamples",
+    "RunDirectory",
+    "adds_bos",
+    "bon_gap",
+    "check_config",
+    "evaluate_samples",
+    "git_commit",
+    "load_policy",
+    "load_reward",
+    "method_runs",
+    "prompt_batch",
+    "run_experiment",
+    "sample_policy",
+    "win_rate_vs_references",
+    "write_samples",
+]

@@ -1,0 +1,117 @@
+"""The parts an experiment is made of: the policy, the reward and the prompts, loaded by name.
+
+- :func:`load_policy`: ``"tiny-gpt2"`` (a random tiny GPT-2 with the real GPT-2 tokenizer, for
+  tests) or anything :func:`bonjax.load_model` loads (``"gemma3-270m"``, HF directories, ...).
+- :func:`load_reward`: ``"sentiment"`` (the trained MiniLM IMDB classifier) or ``"vader"``.
+- :func:`prompt_batch`: left-padded prompt arrays with the BOS token the policy expects.
+"""
+
+from __future__ import annotations
+
+import logging
+import warnings
+
+import jax
+import numpy as np
+from flax import nnx
+from jax.sharding import Mesh
+
+from bonjax import sharding as shd
+from bonjax.data.imdb import Prompts
+from bonjax.models.decoder import DecoderLM
+from bonjax.models.gpt2 import GPT2Config
+from bonjax.models.registry import gpt2_tokenizer, load_model
+from bonjax.rewards import TRAIN_COMMAND, load_sentiment_reward, vader_reward
+
+__all__ = ["REWARDS", "TINY_GPT2", "adds_bos", "load_policy", "load_reward", "prompt_batch"]
+
+logger = logging.getLogger(__name__)
+
+TINY_GPT2 = "tiny-gpt2"
+REWARDS = ("sentiment", "vader")
+_REWARD_NAMES = {"sentiment": "minilm-imdb sentiment logit", "vader": "VADER compound"}
+
+
+def load_policy(name: str, *, seed: int = 0, mesh: Mesh | None = None,
+                rules: shd.ShardingRules = shd.ShardingRules()
+                ) -> tuple[DecoderLM, nnx.State, object]:
+    """``(lm, params, tokenizer)`` of the reference policy ``name``, placed on ``mesh``.
+
+    ``"tiny-gpt2"`` is :meth:`GPT2Config.tiny` over the GPT-2 vocabulary (EOS = BOS = pad =
+    ``<|endoftext|>``), initialised from ``seed``; every other name goes to
+    :func:`bonjax.load_model`.
+    """
+    if name != TINY_GPT2:
+        return load_model(name, mesh, rules)
+    tokenizer = gpt2_tokenizer()
+    eos = tokenizer.eos_token_id
+    config = GPT2Config.tiny(vocab_size=len(tokenizer), bos_id=eos, eos_id=eos, pad_id=eos)
+    lm, params = DecoderLM.init(config, jax.random.key(seed))
+    if mesh is not None:
+        params = shd.shard_params(params, mesh, rules)
+    return lm, params, tokenizer
+
+
+def load_reward(name: str, policy_tokenizer, fallback: str = "", max_length: int = 0):
+    """``(reward, description)``: the reward ``name`` on the policy's tokens.
+
+    With ``fallback="vader"``, a missing sentiment artifact gives the VADER reward and a loud
+    warning instead of the error. ``max_length`` (> 0) makes the sentiment classifier read at
+    most that many WordPiece tokens per text instead of its training length (128), keeping the
+    same head/tail proportion for longer texts: the same scores for shorter texts, less padding.
+
+    Raises:
+      ValueError: for an unknown reward or fallback name.
+      FileNotFoundError: when the sentiment artifact is missing and there is no fallback; the
+        message names the command that creates it.
+    """
+    if name not in REWARDS:
+        raise ValueError(f"unknown reward {name!r}; choose one of {', '.join(REWARDS)}")
+    if fallback not in ("", *REWARDS):
+        raise ValueError(f"unknown reward_fallback {fallback!r}; choose '' or one of "
+                         f"{', '.join(REWARDS)}")
+    if name == "vader":
+        return vader_reward(policy_tokenizer), _REWARD_NAMES["vader"]
+    if isinstance(max_length, bool) or not isinstance(max_length, int) or max_length < 0:
+        raise ValueError(f"max_length must be an integer >= 0, got {max_length!r}")
+    description = _REWARD_NAMES[name] + (f" ({max_length} tokens)" if max_length else "")
+    try:
+        return load_sentiment_reward(policy_tokenizer=policy_tokenizer,
+                                     max_length=max_length or None), description
+    except FileNotFoundError as missing:
+        if not fallback:
+            raise
+        message = (f"THE SENTIMENT REWARD IS MISSING ({missing}). Falling back to the "
+                   f"{_REWARD_NAMES[fallback]} reward: results are NOT the sentiment-classifier "
+                   f"results. Create the reward with `{TRAIN_COMMAND}` and start a fresh run.")
+        logger.warning("%s\n%s\n%s", "!" * 80, message, "!" * 80)
+        warnings.warn(message, stacklevel=2)
+        return load_reward(fallback, policy_tokenizer)
+
+
+def adds_bos(tokenizer) -> bool:
+    """Whether the tokenizer itself starts every text with its BOS token (Gemma does)."""
+    bos = getattr(tokenizer, "bos_token_id", None)
+    return bos is not None and tokenizer("x")["input_ids"][:1] == [bos]
+
+
+def prompt_batch(prompts: Prompts, tokenizer, pad_id: int,
+                 length: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Left-padded ``(tokens_BxP int32, mask_BxP bool)``, BOS first when the tokenizer adds one.
+
+    :func:`bonjax.data.imdb_prompts` leaves special tokens to the policy; a model trained with
+    BOS (Gemma) needs it in front of every prompt, exactly as its tokenizer would put it.
+    ``length`` pads to a fixed ``P`` (one compiled shape for several batches).
+    """
+    bos = (tokenizer.bos_token_id,) if adds_bos(tokenizer) else ()
+    token_ids = [bos + tuple(ids) for ids in prompts.token_ids]
+    longest = max(len(ids) for ids in token_ids)
+    P = longest if length is None else length
+    if P < longest:
+        raise ValueError(f"length {length} is shorter than the longest prompt ({longest} tokens)")
+    tokens_BxP = np.full((len(token_ids), P), pad_id, np.int32)
+    mask_BxP = np.zeros((len(token_ids), P), bool)
+    for b, ids in enumerate(token_ids):
+        tokens_BxP[b, P - len(ids):] = ids
+        mask_BxP[b, P - len(ids):] = True
+    return tokens_BxP, mask_BxP

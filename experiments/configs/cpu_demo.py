@@ -1,0 +1,33 @@
+"""The IMDB sentiment experiment at a size that runs in about 15 minutes on 2 CPU cores.
+
+    python experiments/train.py --config=experiments/configs/cpu_demo.py --run_dir=/tmp/cpu_demo
+
+Gemma-3-270M, the MiniLM sentiment reward (VADER with a warning if its artifact is missing), 16
+new tokens, a few training steps per method, BoN up to N = 16 from 32 reference samples.
+"""
+
+from experiments.configs import base
+
+
+def get_config():
+    config = base.get_config()
+    config.reward_fallback = "vader"  # a demo should run even before the reward is trained
+    config.reward_max_length = 64  # prompt + 16 tokens fit: no scoring of 128-token padding
+    config.max_new_tokens = 16  # shorter completions: sampling dominates the time on CPU
+    config.data.train_prompts = 16  # 4 steps of 4 prompts per pass
+    config.data.test_prompts = 32
+    config.reference.samples = 32  # M
+    config.reference.prompts_per_call = 8
+    config.reference.samples_per_call = 32
+    config.bon.ns = (1, 2, 4, 8, 16)
+    config.methods = ("vbon", "bonbon", "ppo")
+    config.vbon.ns = (4, 16)
+    config.bonbon.ns = (8,)
+    config.ppo.betas = (0.5, 0.05)
+    config.train.steps = 6
+    config.train.prompts_per_step = 4
+    config.train.samples_per_prompt = 4
+    config.train.save_every = 3
+    config.eval.samples_per_prompt = 4
+    config.eval.prompts_per_call = 8
+    return config

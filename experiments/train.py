@@ -1,0 +1,41 @@
+"""Runs (or resumes) the IMDB sentiment experiment of a config into a run directory.
+
+    python experiments/train.py --config=experiments/configs/cpu_demo.py --run_dir=/tmp/cpu_demo
+    python experiments/train.py --config=experiments/configs/full.py --run_dir=DIR \
+        --config.train.steps=500
+
+Every process of a multi-host job runs this same command (see bonjax.distributed).
+"""
+
+import logging
+import os
+import sys
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from absl import app, flags  # noqa: E402
+from ml_collections import config_flags  # noqa: E402
+
+from bonjax import distributed  # noqa: E402
+from bonjax.experiment import run_experiment  # noqa: E402
+
+_CONFIG = config_flags.DEFINE_config_file("config", None, "experiment config file "
+                                          "(experiments/configs/*.py)", lock_config=True)
+_RUN_DIR = flags.DEFINE_string("run_dir", None, "run directory (created, or resumed)")
+_STEP_BUDGET = flags.DEFINE_integer("step_budget", None, "train at most this many steps in "
+                                    "this call, then stop with checkpoints saved")
+flags.mark_flags_as_required(["config", "run_dir"])
+
+
+def main(argv):
+    if len(argv) > 1:
+        raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+    distributed.initialize()
+    logging.getLogger("absl").setLevel(logging.WARNING)  # orbax's per-save INFO lines
+    result = run_experiment(_CONFIG.value, _RUN_DIR.value, step_budget=_STEP_BUDGET.value)
+    if distributed.is_main_process():
+        print((result.run_dir / "results.md").read_text())
+
+
+if __name__ == "__main__":
+    app.run(main)

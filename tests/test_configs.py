@@ -1,0 +1,114 @@
+"""The experiment configs: every one parses, passes the experiment's check, and overrides base."""
+
+import ast
+import os
+import pathlib
+import subprocess
+import sys
+
+import pytest
+from absl import flags
+from ml_collections import config_flags
+
+from bonjax.experiment import METHODS, check_config
+from experiments import configs
+
+ROOT = pathlib.Path(__file__).resolve().parents[1]
+CONFIG_DIR = ROOT / "experiments" / "configs"
+
+
+def _leaves(config, prefix=""):
+    out = {}
+    for key, value in config.items():
+        if hasattr(value, "items"):
+            out.update(_leaves(value, f"{prefix}{key}."))
+        else:
+            out[prefix + key] = value
+    return out
+
+
+def test_the_config_list_is_the_config_files():
+    files = {p.stem for p in CONFIG_DIR.glob("*.py")} - {"__init__"}
+    assert files == set(configs.CONFIGS)
+
+
+@pytest.mark.parametrize("name", configs.CONFIGS)
+def test_every_config_parses_and_passes_the_check(name):
+    config = configs.get(name)
+    runs = check_config(config)
+    assert runs, f"{name} trains no method"
+    assert len({r.key for r in runs}) == len(runs), "two trained policies share a directory"
+    assert set(config.methods) <= set(METHODS)
+
+
+@pytest.mark.parametrize("name", [n for n in configs.CONFIGS if n != "base"])
+def test_variants_override_the_base_without_new_fields(name):
+    """A variant changes values of base's fields; it neither adds nor drops one."""
+    base, variant = _leaves(configs.get("base")), _leaves(configs.get(name))
+    assert set(variant) == set(base)
+    assert any(variant[k] != base[k] for k in base), f"{name} is a copy of base"
+
+
+def test_every_base_field_has_a_comment():
+    """Each ``config.<field> = ...`` line of base.py is preceded by a comment line."""
+    lines = (CONFIG_DIR / "base.py").read_text().splitlines()
+    tree = ast.parse("\n".join(lines))
+    assigned = [node for node in ast.walk(tree) if isinstance(node, ast.Assign)
+                and isinstance(node.targets[0], ast.Attribute)]
+    assert len(assigned) > 40
+    for node in assigned:
+        above = lines[node.lineno - 2].strip()
+        assert above.startswith("#"), f"base.py:{node.lineno} has no comment above it"
+
+
+def test_full_is_paper_scale():
+    c = configs.get("full")
+    assert (c.data.train_prompts, c.data.test_prompts, c.max_new_tokens) == (5000, 512, 40)
+    assert (c.data.min_tokens, c.data.max_tokens, c.reference.samples) == (2, 8, 300)
+    assert tuple(c.vbon.ns) == (2, 4, 8, 16, 32, 64) and len(c.ppo.betas) >= 3
+    assert (c.train.learning_rate, c.train.b1, c.train.b2) == (3e-5, 0.9, 0.95)
+    assert (c.train.epochs, c.train.train_top, c.vbon.exact) == (4, 2, False)
+    assert {"vbon", "bonbon", "ppo"} <= set(c.methods)
+
+
+def test_cpu_demo_is_the_real_setup():
+    c = configs.get("cpu_demo")
+    assert (c.model, c.reward, c.reward_fallback) == ("gemma3-270m", "sentiment", "vader")
+    assert (c.train.train_top, c.train.samples_per_prompt) == (2, 4)
+    assert {"vbon", "bonbon", "ppo"} <= set(c.methods)
+
+
+def test_unknown_config_name_raises():
+    with pytest.raises(ValueError, match="unknown config 'paper'.*cpu_demo"):
+        configs.get("paper")
+
+
+def test_config_file_flag_with_overrides():
+    """The entry point's flag loads a config file by path and applies dotted overrides."""
+    argv = [__file__, f"--config={CONFIG_DIR / 'cpu_demo.py'}", "--config.train.steps=3",
+            "--config.vbon.ns=(2, 8)"]
+    values = flags.FlagValues()
+    holder = config_flags.DEFINE_config_file("config", flag_values=values, sys_argv=argv)
+    values(argv)
+    config = holder.value
+    assert config.train.steps == 3 and tuple(config.vbon.ns) == (2, 8)
+    assert config.model == "gemma3-270m"
+    check_config(config)
+    bad = [__file__, f"--config={CONFIG_DIR / 'cpu_demo.py'}", "--config.no_such_field=1"]
+    other = flags.FlagValues()
+    config_flags.DEFINE_config_file("config", flag_values=other, sys_argv=bad)
+    with pytest.raises(Exception, match="no_such_field"):
+        other(bad)
+
+
+def test_entry_point_rejects_an_unknown_method_before_loading_anything(tmp_path):
+    run_dir = tmp_path / "run"
+    env = {**os.environ, "JAX_PLATFORMS": "cpu"}
+    out = subprocess.run(
+        [sys.executable, str(ROOT / "experiments" / "train.py"),
+         f"--config={CONFIG_DIR / 'test_tiny.py'}", f"--run_dir={run_dir}",
+         "--config.methods=('vbon', 'rlhf')"], capture_output=True, text=True, env=env,
+        timeout=300)
+    assert out.returncode != 0
+    assert "unknown method 'rlhf'" in out.stderr
+    assert not run_dir.exists()

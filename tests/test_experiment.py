@@ -1,0 +1,226 @@
+"""The IMDB sentiment experiment end to end on the tiny config: run directory, resume, errors.
+
+The tiny config (random tiny GPT-2, VADER reward, every method for two steps) runs twice into
+one directory: the first call stops after a budget of three training steps (in the middle of
+the second method), the second continues. Everything else checks the files they leave.
+"""
+
+import json
+import pathlib
+import subprocess
+
+import nbformat
+import numpy as np
+import pytest
+from nbclient import NotebookClient
+
+from bonjax.evaluation import Estimate, EvalPoint, bon_curve, win_rate
+from bonjax.experiment import (
+    RunDirectory,
+    bon_gap,
+    load_reward,
+    method_runs,
+    run_experiment,
+    win_rate_vs_references,
+)
+from bonjax.experiment.components import load_policy
+from bonjax.rewards import vader_compound
+from bonjax.training import config_fingerprint, read_metrics
+from experiments import configs
+
+ROOT = pathlib.Path(__file__).resolve().parents[1]
+BUDGET = 3  # training steps of the first call: vBoN's two, then one of BoNBoN's
+
+
+def _snapshot(run_dir: pathlib.Path) -> dict:
+    """The files a call left, with their contents (checkpoint step directories by name)."""
+    out = {}
+    for path in sorted(run_dir.rglob("*")):
+        rel = path.relative_to(run_dir).as_posix()
+        if path.is_file() and path.suffix in (".json", ".jsonl", ".md"):
+            out[rel] = path.read_text()
+        elif path.is_dir() and path.parent.name == "checkpoints":
+            out[rel] = "checkpoint"
+    return out
+
+
+@pytest.fixture(scope="module")
+def tiny_run(tmp_path_factory):
+    config = configs.get("test_tiny")
+    run_dir = tmp_path_factory.mktemp("tiny") / "run"
+    first = run_experiment(config, run_dir, step_budget=BUDGET, progress=False)
+    after_first = _snapshot(run_dir)
+    second = run_experiment(config, run_dir, progress=False)
+    return {"config": config, "dir": run_dir, "first": first, "after_first": after_first,
+            "second": second, "after_second": _snapshot(run_dir)}
+
+
+def test_first_call_stops_at_the_step_budget(tiny_run):
+    first, files = tiny_run["first"], tiny_run["after_first"]
+    assert not first.complete
+    assert "vbon-n4/eval.json" in files and "vbon-n4/checkpoints/2" in files
+    assert "bonbon-n4/checkpoints/1" in files and "bonbon-n4/eval.json" not in files
+    assert not any(k.startswith(("bond-", "jbond", "ppo-")) for k in files)
+    assert [p.method for p in first.points if p.method != "BoN"] == ["vBoN"]
+    assert "INCOMPLETE" in files["results.md"]
+
+
+def test_second_call_continues_instead_of_restarting(tiny_run):
+    before, after = tiny_run["after_first"], tiny_run["after_second"]
+    assert tiny_run["second"].complete
+    # Finished work is kept as it was: vBoN's evaluation, BoNBoN's first logged step.
+    assert after["vbon-n4/eval.json"] == before["vbon-n4/eval.json"]
+    assert after["vbon-n4/metrics.jsonl"] == before["vbon-n4/metrics.jsonl"]
+    bonbon_lines = after["bonbon-n4/metrics.jsonl"].splitlines()
+    assert bonbon_lines[0] == before["bonbon-n4/metrics.jsonl"].splitlines()[0]
+    assert [json.loads(line)["step"] for line in bonbon_lines] == [1, 2]
+    run = json.loads(after["run.json"])
+    assert len(run["invocations"]) == 2 and run["run_id"] == tiny_run["first"].run_id
+    assert [i["complete"] for i in run["invocations"]] == [False, True]
+
+
+def test_a_resumed_method_equals_an_uninterrupted_one(tiny_run, tmp_path):
+    """BoNBoN, interrupted after its first step and resumed, ends exactly where a run without
+    interruption ends (its key depends on the method, not on the other methods)."""
+    config = configs.get("test_tiny")
+    config.methods = ("bonbon",)
+    run_experiment(config, tmp_path / "alone", progress=False)
+    alone = json.loads((tmp_path / "alone" / "bonbon-n4" / "eval.json").read_text())
+    resumed = json.loads(tiny_run["after_second"]["bonbon-n4/eval.json"])
+    assert alone == resumed
+    loss = [r["loss"] for r in read_metrics(tmp_path / "alone" / "bonbon-n4")]
+    assert loss == [r["loss"] for r in read_metrics(tiny_run["dir"] / "bonbon-n4")]
+
+
+def test_the_run_directory_holds_every_output(tiny_run):
+    run_dir, config = tiny_run["dir"], tiny_run["config"]
+    stored = json.loads((run_dir / "config.json").read_text())
+    assert stored["fingerprint"] == config_fingerprint(config)
+    assert stored["config"]["methods"] == list(config.methods)
+    head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=ROOT, capture_output=True,
+                          text=True).stdout.strip()
+    run = json.loads((run_dir / "run.json").read_text())
+    assert run["invocations"][-1]["commit"] == head and len(head) == 40
+    assert run["reward"] == "VADER compound"
+    for png in ["reward_vs_kl.png"] + [f"{r.key}/training_curves.png"
+                                       for r in method_runs(config)]:
+        data = (run_dir / png).read_bytes()
+        assert data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) > 5000, png
+    table = (run_dir / "results.md").read_text()
+    for row in ("| BoN | N=4 |", "| vBoN | N=4 |", "| BoNBoN | n=4 |", "| BOND | N=2 |",
+                "| J-BOND |", "| PPO | beta=0.1 |"):
+        assert row in table
+    for run_ in method_runs(config):
+        method_dir = run_dir / run_.key
+        steps = [r["step"] for r in read_metrics(method_dir)]
+        assert steps == [1, 2], run_.key
+        assert sorted(p.name for p in (method_dir / "checkpoints").iterdir()) == ["1", "2"]
+        assert any((method_dir / "tensorboard").iterdir())
+        samples = [json.loads(x) for x in (method_dir / "samples.jsonl").read_text().splitlines()]
+        assert len(samples) == config.data.test_prompts * config.eval.samples_per_prompt
+
+
+def test_samples_evaluations_and_table_agree(tiny_run):
+    """The samples' texts score to their rewards; eval.json summarises the samples."""
+    run_dir, config = tiny_run["dir"], tiny_run["config"]
+    K = config.eval.samples_per_prompt
+    for run_ in method_runs(config):
+        samples = [json.loads(x)
+                   for x in (run_dir / run_.key / "samples.jsonl").read_text().splitlines()]
+        for s in samples:
+            assert vader_compound(s["text"]) == pytest.approx(s["reward"], abs=1e-6)
+        record = json.loads((run_dir / run_.key / "eval.json").read_text())
+        reward_PxK = np.array([s["reward"] for s in samples]).reshape(-1, K)
+        kl_PxK = np.array([s["kl_k1"] for s in samples]).reshape(-1, K)
+        assert record["reward"][0] == pytest.approx(reward_PxK.mean(), abs=1e-5)
+        assert record["kl_k1"][0] == pytest.approx(kl_PxK.mean(), abs=1e-5)
+        assert record["kl_k3"][0] >= 0 and 0 <= record["win_rate"][0] <= 1
+    bon = {p.setting: p for p in tiny_run["second"].points if p.method == "BoN"}
+    refs = np.load(next((run_dir / "references").glob("*.npz")))["rewards_PxM"]
+    assert bon["N=1"].reward.mean == pytest.approx(refs.mean(), abs=1e-6)
+    assert bon["N=1"].win_rate.mean == pytest.approx(0.5)
+    assert bon["N=2"].kl.mean == pytest.approx(np.log(2) - 0.5)
+
+
+def test_another_config_is_refused(tiny_run):
+    config = configs.get("test_tiny")
+    config.seed = 1
+    with pytest.raises(ValueError, match="belongs to another config.*seed: 0 there, 1 here"):
+        run_experiment(config, tiny_run["dir"], progress=False)
+
+
+def test_a_directory_no_run_created_is_refused(tmp_path):
+    (tmp_path / "notes.txt").write_text("mine")
+    with pytest.raises(ValueError, match="not empty and has no config.json"):
+        RunDirectory(tmp_path, configs.get("test_tiny"))
+
+
+@pytest.mark.parametrize("field, value, message", [
+    ("methods", ("vbon", "dpo"), "unknown method 'dpo'"),
+    ("methods", ("ppo", "ppo"), "names a method twice"),
+    ("reward", "toxicity", "unknown reward 'toxicity'"),
+    ("data.source", "sst2", "unknown data source 'sst2'"),
+    ("bon.ns", (1, 8), r"config.bon.ns = \(1, 8\) must be integers in \[1, M - 1 = 7\]"),
+    ("vbon.ns", (), "config.vbon.ns is empty"),
+    ("train.samples_per_prompt", 1, "config.train.samples_per_prompt must be an integer >= 2"),
+    ("mesh_shape", (2, 2), "config.mesh_shape must be"),
+])
+def test_bad_config_raises_before_anything_is_written(tmp_path, field, value, message):
+    config = configs.get("test_tiny")
+    *parents, leaf = field.split(".")
+    node = config
+    for name in parents:
+        node = node[name]
+    node[leaf] = value
+    with pytest.raises(ValueError, match=message):
+        run_experiment(config, tmp_path / "run", progress=False)
+    assert not (tmp_path / "run").exists()
+
+
+def test_missing_sentiment_reward_names_the_command_or_falls_back(tmp_path, monkeypatch):
+    monkeypatch.setenv("BONJAX_SENTIMENT_REWARD", str(tmp_path / "absent"))
+    _, _, tokenizer = load_policy("tiny-gpt2")
+    with pytest.raises(FileNotFoundError, match="python experiments/train_reward.py"):
+        load_reward("sentiment", tokenizer)
+    with pytest.warns(UserWarning, match="SENTIMENT REWARD IS MISSING"):
+        _, name = load_reward("sentiment", tokenizer, fallback="vader")
+    assert name == "VADER compound"
+
+
+def test_a_resumed_run_may_not_change_its_reward(tmp_path):
+    config = configs.get("test_tiny")
+    RunDirectory(tmp_path / "run", config).check_reward("VADER compound")
+    with pytest.raises(ValueError, match="started with the reward 'VADER compound'"):
+        RunDirectory(tmp_path / "run", config).check_reward("minilm-imdb sentiment logit")
+
+
+def test_win_rate_against_all_references_is_the_mean_over_single_opponents():
+    rng = np.random.default_rng(0)
+    reward_PxK = rng.integers(0, 4, size=(6, 3)).astype(np.float32)  # ties on purpose
+    refs_PxM = rng.integers(0, 4, size=(6, 5)).astype(np.float32)
+    single = [float(win_rate(reward_PxK, refs_PxM[:, m]).mean) for m in range(5)]
+    assert win_rate_vs_references(reward_PxK, refs_PxM).mean == pytest.approx(np.mean(single))
+
+
+def test_bon_gap_reads_the_curve_at_the_points_kl():
+    refs = np.random.default_rng(1).normal(size=(4, 16))
+    curve = bon_curve(refs)
+    n = 4
+    kl = float(np.log(n) - (n - 1) / n)
+    at_bon = float(np.interp(kl, curve.kl, curve.reward))
+    point = EvalPoint("vBoN", "N=4", Estimate(at_bon + 0.25, 0.0), Estimate(kl, 0.0))
+    assert bon_gap(point, curve) == pytest.approx(0.25)
+    far = EvalPoint("PPO", "beta=0", Estimate(0.0, 0.0), Estimate(curve.kl[-1] + 1, 0.0))
+    assert bon_gap(far, curve) is None
+
+
+def test_quickstart_notebook_runs_on_cpu(tmp_path, monkeypatch):
+    monkeypatch.setenv("BONJAX_QUICKSTART", "tiny")
+    monkeypatch.setenv("TMPDIR", str(tmp_path))  # the notebook's run directory
+    notebook = nbformat.read(ROOT / "experiments" / "quickstart.ipynb", as_version=4)
+    NotebookClient(notebook, timeout=600, kernel_name="python3",
+                   resources={"metadata": {"path": str(ROOT)}}).execute()
+    outputs = "".join(o.get("text", "") for cell in notebook.cells
+                      for o in cell.get("outputs", []))
+    assert "best of 4" in outputs
+    assert (tmp_path / "bonjax-quickstart-test_tiny" / "results.md").exists()
