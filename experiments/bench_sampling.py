@@ -145,17 +145,25 @@ def run_case(name, lm, params, tokenizer, reference, n, args, peak):
     assert out.tokens_BxNxT.shape == (B, n, T)
     assert np.isfinite(np.asarray(out.logp_BxNxT)).all()
 
-    def generate(seed):
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    reference.to(device)
+
+    def generate(seed, new_tokens=T):
         torch.manual_seed(seed)
         with torch.inference_mode():
             seqs = reference.generate(
-                input_ids=torch.tensor(tokens, dtype=torch.long),
-                attention_mask=torch.tensor(mask, dtype=torch.long), do_sample=True, top_k=0,
-                top_p=1.0, temperature=1.0, num_return_sequences=n, max_new_tokens=T,
-                min_new_tokens=T, pad_token_id=lm.pad_id)
-        assert seqs.shape == (B * n, tokens.shape[1] + T), seqs.shape
+                input_ids=torch.tensor(tokens, dtype=torch.long, device=device),
+                attention_mask=torch.tensor(mask, dtype=torch.long, device=device),
+                do_sample=True, top_k=0,
+                top_p=1.0, temperature=1.0, num_return_sequences=n, max_new_tokens=new_tokens,
+                min_new_tokens=new_tokens, pad_token_id=lm.pad_id)
+        assert seqs.shape == (B * n, tokens.shape[1] + new_tokens), seqs.shape
+        if device == "cuda":
+            torch.cuda.synchronize()
         return seqs
 
+    if not args.no_reference:
+        generate(0, new_tokens=2)  # warm-up
     load_before = os.getloadavg()[0]
     ours, theirs = [], []
     for r in range(args.repeats):
@@ -187,7 +195,8 @@ def run_case(name, lm, params, tokenizer, reference, n, args, peak):
         "bonjax_tok_s_median": round(generated / float(np.median(ours)), 1),
         "reference_tok_s_median": round(generated / float(np.median(theirs)), 1) if theirs
         else None,
-        "backend": jax.default_backend(), "torch_threads": torch.get_num_threads(),
+        "backend": jax.default_backend(), "reference_device": device,
+        "torch_threads": torch.get_num_threads(),
         "loadavg_1min_before": round(load_before, 2),
         "loadavg_1min_after": round(os.getloadavg()[0], 2),
     }
