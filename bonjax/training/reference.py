@@ -17,13 +17,13 @@ from pathlib import Path
 import jax
 import jax.numpy as jnp
 import numpy as np
-from flax import nnx
+from flax import nnx, struct
 from tqdm.auto import tqdm
 
 from bonjax import ecdf
 from bonjax.sampling.sampler import Sampler
 
-__all__ = ["reference_rewards", "reference_store", "fingerprint_of"]
+__all__ = ["ReferenceStore", "reference_rewards", "reference_store", "fingerprint_of"]
 
 
 def fingerprint_of(**fields) -> str:
@@ -89,11 +89,20 @@ def _pad_rows(x: np.ndarray, rows: int) -> np.ndarray:
     return np.concatenate([x, np.repeat(x[-1:], rows - x.shape[0], axis=0)], axis=0)
 
 
-def reference_store(rewards_PxM) -> Callable[[jax.Array], ecdf.ReferenceRewards]:
+@struct.dataclass
+class ReferenceStore:
+    """Every prompt's sorted reference rewards; ``store(prompt_index_B)`` gives those prompts'.
+
+    A pytree, so a compiled rollout takes it as an argument (a global array of a multi-process
+    job cannot be a constant of a compiled program).
+    """
+
+    rewards: ecdf.ReferenceRewards
+
+    def __call__(self, prompt_index_B: jax.Array) -> ecdf.ReferenceRewards:
+        return jax.tree.map(lambda a: a[jnp.asarray(prompt_index_B)], self.rewards)
+
+
+def reference_store(rewards_PxM) -> ReferenceStore:
     """Sorts all prompts' reference rewards once; returns ``prompt_index_B -> store rows``."""
-    store = ecdf.ReferenceRewards.create(jnp.asarray(rewards_PxM))
-
-    def rows(prompt_index_B: jax.Array) -> ecdf.ReferenceRewards:
-        return jax.tree.map(lambda a: a[jnp.asarray(prompt_index_B)], store)
-
-    return rows
+    return ReferenceStore(ecdf.ReferenceRewards.create(jnp.asarray(rewards_PxM)))

@@ -97,6 +97,11 @@ class Trainer:
       optimizer: the optimiser and which parameters train.
       ref_rewards: ``prompt_index_B -> ReferenceRewards`` (vBoN's cached reference CDFs).
       mesh, rules: where the batch and the parameters live (None: the default device).
+      jit_collect: run ``collect`` as one compiled program (the reward must be traceable, as
+        every :mod:`bonjax.rewards` reward is); its batch comes out sharded over the batch
+        axes. None: only when the job has several JAX processes, where a rollout dispatched
+        op by op would be hundreds of cross-process programs (and with several CPU devices per
+        process, jaxlib 0.10 deadlocks once ~32 of them are queued ahead on a device).
     """
 
     lm: DecoderLM
@@ -108,6 +113,7 @@ class Trainer:
     ref_rewards: Callable | None = None
     mesh: Mesh | None = None
     rules: shd.ShardingRules = shd.ShardingRules()
+    jit_collect: bool | None = None
 
     def __post_init__(self):
         sampler = Sampler(self.lm, Temperature(1.0), self.max_new_tokens, self.mesh, self.rules)
@@ -117,6 +123,7 @@ class Trainer:
             sampler=sampler, score=functools.partial(completion_logprobs, self.lm),
             ref_params=self.ref_params, reward=self.reward, ref_rewards=self.ref_rewards))
         object.__setattr__(self, "_update_jit", None)
+        object.__setattr__(self, "_collect_jit", jax.jit(self._collect))
 
     # ------------------------------------------------------------------------- state
 
@@ -151,8 +158,33 @@ class Trainer:
 
     def collect(self, state: TrainState, prompt_tokens_BxP, prompt_mask_BxP, prompt_index_B,
                 key) -> tuple[Batch, dict]:
+        jit_collect = jax.process_count() > 1 if self.jit_collect is None else self.jit_collect
+        if jit_collect:
+            return self._collect_jit(self._context_arrays(), state.full_params(),
+                                     self.anchor_params(state), prompt_tokens_BxP,
+                                     prompt_mask_BxP, prompt_index_B, key)
         return self.method.collect(self.context, state.full_params(), self.anchor_params(state),
                                    prompt_tokens_BxP, prompt_mask_BxP, prompt_index_B, key)
+
+    def _context_arrays(self) -> dict:
+        """The context's pytrees of arrays (reference parameters, a reward model's parameters,
+        the reference store): arguments of the compiled ``collect``, never its constants."""
+        fields = {"ref_params": self.ref_params, "reward": self.reward,
+                  "ref_rewards": self.ref_rewards}
+        return {name: value for name, value in fields.items()
+                if jax.tree.leaves(value)
+                and all(isinstance(x, jax.Array | np.ndarray) for x in jax.tree.leaves(value))}
+
+    def _collect(self, context_arrays, policy, anchor, prompt_tokens_BxP, prompt_mask_BxP,
+                 prompt_index_B, key):
+        """Traced body of a compiled ``collect``: the batch is laid out as ``update`` takes it."""
+        context = dataclasses.replace(self.context, **context_arrays)
+        batch, metrics = self.method.collect(context, policy, anchor, prompt_tokens_BxP,
+                                             prompt_mask_BxP, prompt_index_B, key)
+        if self.mesh is not None:
+            batch = jax.tree.map(lambda x: jax.lax.with_sharding_constraint(
+                x, shd.batch_sharding(self.mesh, x.ndim, self.rules, x.shape[0])), batch)
+        return batch, metrics
 
     def step(self, state: TrainState, prompt_tokens_BxP, prompt_mask_BxP,
              prompt_index_B=None) -> tuple[TrainState, dict]:
@@ -173,9 +205,10 @@ class Trainer:
 
     def update(self, state: TrainState, batch: Batch) -> tuple[TrainState, dict]:
         """One jitted, donated gradient step on a collected batch."""
-        has_tokens_B = np.asarray(jnp.any(batch.mask_BxSxT, axis=(1, 2)))
-        if not has_tokens_B.all():
-            raise ValueError(f"prompt {int(np.argmin(has_tokens_B))} has no completion tokens in "
+        # Reduced on device to replicated scalars: a multi-process batch is not readable here.
+        has_tokens_B = jnp.any(batch.mask_BxSxT, axis=(1, 2))
+        if not bool(jnp.all(has_tokens_B)):
+            raise ValueError(f"prompt {int(jnp.argmin(has_tokens_B))} has no completion tokens in "
                              "the batch: every prompt needs at least one completion token")
         if self._update_jit is None:
             object.__setattr__(self, "_update_jit", self._compile_update(state, batch))
