@@ -1,0 +1,352 @@
+"""Multi-controller JAX: two real processes x 4 CPU devices compute what one process x 8 does.
+
+Every multi-process case starts real processes (``tests/_distributed_worker.py``) that talk
+over 127.0.0.1 (coordination service and gloo collectives) on a free port; each loads only its
+own rows of every global batch. Two processes against one, with the measured maxima in brackets:
+
+- sampled tokens, rewards, Best-of-N choices, the RNG key, data positions: exactly equal (one
+  key for the global batch: the samples do not depend on the process count);
+- log-probabilities, advantages, the loss: 1e-6 absolute [3.6e-7];
+- parameters and Adam moments: 5e-6 absolute [7.3e-7 after one step, 1.0e-6 after five],
+  except the attention key bias. Its exact gradient is 0 (softmax is invariant to adding
+  ``q . b_k`` to every logit of a query), so Adam turns rounding noise into steps that differ
+  between the runs; both must keep it at noise level, below 1e-3 (a tenth of one
+  learning-rate step) [3.8e-4 after five steps, while the query and value biases move 6e-2];
+- a checkpoint restored by two processes: bitwise equal to the state they saved; a job killed
+  and restarted: it resumes at its last checkpoint and ends as the uninterrupted run ends.
+
+Every wait is bounded: subprocess timeouts, the coordinator's initialization timeout and a
+heartbeat timeout after which a surviving process terminates with an error.
+"""
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+
+import jax
+import numpy as np
+import pytest
+from _distributed_worker import BON_N, LOOP_STEPS, PROMPTS
+
+from bonjax import distributed
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+WORKER = os.path.join(REPO, "tests", "_distributed_worker.py")
+
+PROCESS_TIMEOUT_S = 240
+HEARTBEAT_TIMEOUT_S = 5
+FAILURE_BOUND_S = 60  # a survivor of a killed peer must exit well within this
+PARAM_ATOL = 5e-6
+KEY_BIAS_NOISE = 1e-3
+KILL_AFTER = 2
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _env(devices: int, **extra) -> dict:
+    env = dict(os.environ, HF_HUB_OFFLINE="1", JAX_PLATFORMS="cpu", **extra)
+    flags = [f for f in env.get("XLA_FLAGS", "").split()
+             if not f.startswith("--xla_force_host_platform_device_count")]
+    env["XLA_FLAGS"] = " ".join(flags + [f"--xla_force_host_platform_device_count={devices}"])
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (REPO, env.get("PYTHONPATH")) if p)
+    return env
+
+
+def launch(modes: str, out_dir, processes: int, env_of=lambda i: {}) -> list[subprocess.Popen]:
+    """``processes`` worker processes running ``modes`` with 8 devices in all."""
+    if processes == 1:
+        commands = [[sys.executable, WORKER, modes, str(out_dir)]]
+    else:
+        address = f"127.0.0.1:{free_port()}"
+        commands = [[sys.executable, WORKER, modes, str(out_dir), "--coordinator_address",
+                     address, "--num_processes", str(processes), "--process_id", str(i),
+                     "--heartbeat_timeout_s", str(HEARTBEAT_TIMEOUT_S),
+                     "--initialization_timeout_s", "60"] for i in range(processes)]
+    return [subprocess.Popen(cmd, env=_env(8 // processes, **env_of(i)), cwd=REPO,
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+            for i, cmd in enumerate(commands)]
+
+
+def finish(procs: list[subprocess.Popen], timeout_s: float = PROCESS_TIMEOUT_S) -> list[str]:
+    """Waits for every process (killing all on timeout); fails unless all exit 0."""
+    deadline = time.monotonic() + timeout_s
+    logs = []
+    for proc in procs:
+        try:
+            out, err = proc.communicate(timeout=max(deadline - time.monotonic(), 1))
+        except subprocess.TimeoutExpired:
+            for p in procs:
+                p.kill()
+            pytest.fail(f"worker did not finish within {timeout_s} s")
+        logs.append(err)
+        if proc.returncode != 0:
+            for p in procs:
+                p.kill()
+            pytest.fail(f"worker exited with {proc.returncode}:\n{out}\n{err[-4000:]}")
+    return logs
+
+
+def run(modes: str, out_dir, processes: int) -> dict[str, dict[str, np.ndarray]]:
+    finish(launch(modes, out_dir, processes))
+    results = {}
+    for mode in modes.split(","):
+        with np.load(os.path.join(out_dir, f"{mode}.npz")) as data:
+            results[mode] = dict(data)
+    return results
+
+
+def _committed_steps(directory) -> list[int]:
+    """Committed checkpoints (orbax renames a step directory into place when committed)."""
+    if not os.path.isdir(directory):
+        return []
+    return sorted(int(name) for name in os.listdir(directory) if name.isdigit())
+
+
+@pytest.fixture(scope="module")
+def one_process(tmp_path_factory):
+    """The reference: one process with 8 devices runs the loop, then the pieces."""
+    return run("loop,pieces", tmp_path_factory.mktemp("one"), 1)
+
+
+@pytest.fixture(scope="module")
+def killed_job(tmp_path_factory):
+    """Two processes train with a checkpoint per step; process 1 is SIGKILLed after checkpoint
+    ``KILL_AFTER``. Returns the job directory, process 0's fate and its time to failure."""
+    job_dir = tmp_path_factory.mktemp("two")
+    ckpt_dir = job_dir / "checkpoints"
+    # Process 1 stalls before step KILL_AFTER + 1, so process 0 is inside that step's
+    # collectives, waiting for it, when it dies.
+    procs = launch("loop", job_dir, 2, lambda i: {
+        "BONJAX_TEST_SLEEP_FROM": str(KILL_AFTER), "BONJAX_TEST_SLEEP_S": "600"} if i else {})
+    deadline = time.monotonic() + PROCESS_TIMEOUT_S
+    while KILL_AFTER not in _committed_steps(ckpt_dir):
+        if any(p.poll() is not None for p in procs) or time.monotonic() > deadline:
+            for p in procs:
+                p.kill()
+            logs = [p.communicate()[1][-3000:] for p in procs]
+            pytest.fail(f"no checkpoint {KILL_AFTER} before a worker exited or timed out:\n"
+                        + "\n".join(logs))
+        time.sleep(0.05)
+    time.sleep(1.0)  # process 0 enters step KILL_AFTER + 1
+    procs[1].kill()
+    killed_at = time.monotonic()
+    try:
+        _, err = procs[0].communicate(timeout=FAILURE_BOUND_S)
+    except subprocess.TimeoutExpired:
+        procs[0].kill()
+        procs[0].communicate()
+        pytest.fail(f"process 0 still running {FAILURE_BOUND_S} s after its peer was killed")
+    time_to_failure = time.monotonic() - killed_at
+    procs[1].communicate()
+    print(f"\nprocess 0 exited with {procs[0].returncode} {time_to_failure:.1f} s after process "
+          f"1 was killed (heartbeat timeout {HEARTBEAT_TIMEOUT_S} s)")
+    return {"dir": job_dir, "returncodes": [p.returncode for p in procs], "stderr_0": err,
+            "time_to_failure_s": time_to_failure, "steps": _committed_steps(ckpt_dir),
+            "wrote_results": os.path.exists(job_dir / "loop.npz")}
+
+
+@pytest.fixture(scope="module")
+def two_processes(killed_job):
+    """Both processes restarted in the killed job's directory: the loop resumes, then the
+    pieces run."""
+    return run("loop,pieces", killed_job["dir"], 2)
+
+
+def assert_params_close(got: dict, want: dict, prefix: str) -> None:
+    """Leaves named ``prefix[...]`` agree to PARAM_ATOL; the attention key bias (row 1 of
+    ``qkv_bias``) is only required to stay below KEY_BIAS_NOISE in both (module docstring)."""
+    names = sorted(k for k in want if k.startswith(prefix + "["))
+    assert names and names == sorted(k for k in got if k.startswith(prefix + "["))
+    for name in names:
+        a, b = got[name], want[name]
+        if name.endswith("['qkv_bias'].value"):
+            assert np.abs(a[1]).max() < KEY_BIAS_NOISE and np.abs(b[1]).max() < KEY_BIAS_NOISE
+            a, b = a[[0, 2]], b[[0, 2]]
+        np.testing.assert_allclose(a, b, rtol=0, atol=PARAM_ATOL, err_msg=name)
+
+
+# ----------------------------------------------------------------------------- the module
+
+
+def test_process_slice_splits_a_global_batch_into_equal_blocks():
+    assert [distributed.process_slice(8, p, 2) for p in range(2)] == [slice(0, 4), slice(4, 8)]
+    assert distributed.process_slice(6, 2, 3) == slice(4, 6)
+    assert distributed.process_slice(5) == slice(0, 5)  # this single process loads everything
+    with pytest.raises(ValueError, match="global batch 6 must be a positive multiple of the 4"):
+        distributed.process_slice(6, 0, 4)
+    with pytest.raises(ValueError, match="process index 2 is not in"):
+        distributed.process_slice(8, 2, 2)
+
+
+def test_global_array_in_one_process_is_the_data_with_the_sharding():
+    from bonjax import sharding as shd
+
+    mesh = shd.make_mesh((2, 2, 2))
+    data = np.arange(8 * 3, dtype=np.int32).reshape(8, 3)
+    array = distributed.global_array(data, mesh, shd.batch_sharding(mesh, 2, batch_size=8))
+    np.testing.assert_array_equal(np.asarray(array), data)
+    assert array.sharding.spec == jax.sharding.PartitionSpec(("data", "fsdp"), None)
+    replicated = distributed.global_array(data, mesh, jax.sharding.PartitionSpec())
+    assert replicated.sharding.is_fully_replicated
+    with pytest.raises(ValueError, match="not on the given mesh"):
+        distributed.global_array(data, mesh, shd.replicated(shd.make_mesh((8, 1, 1))))
+    with pytest.raises(ValueError, match="Sharding or a PartitionSpec"):
+        distributed.global_array(data, mesh, "batch")
+
+
+def test_initialize_is_a_no_op_for_one_process_and_names_bad_configuration(monkeypatch):
+    for name in (distributed.ENV_COORDINATOR, distributed.ENV_NUM_PROCESSES,
+                 distributed.ENV_PROCESS_ID):
+        monkeypatch.delenv(name, raising=False)
+    assert distributed.initialize() is False
+    assert distributed.initialize(num_processes=1) is False
+    monkeypatch.setenv(distributed.ENV_NUM_PROCESSES, "1")
+    assert distributed.initialize() is False
+    assert not jax.distributed.is_initialized()
+    with pytest.raises(ValueError, match="process_id is missing"):
+        distributed.initialize("127.0.0.1:1234", num_processes=2)
+    with pytest.raises(ValueError, match=r"process_id must be an integer in \[0, 2\), got 2"):
+        distributed.initialize("127.0.0.1:1234", num_processes=2, process_id=2)
+    with pytest.raises(ValueError, match="coordinator_address is missing"):
+        distributed.initialize(num_processes=2, process_id=0)
+    with pytest.raises(ValueError, match="'host:port', got '127.0.0.1'"):
+        distributed.initialize("127.0.0.1", num_processes=2, process_id=0)
+    monkeypatch.setenv(distributed.ENV_NUM_PROCESSES, "two")
+    with pytest.raises(ValueError, match="BONJAX_NUM_PROCESSES='two' is not an integer"):
+        distributed.initialize()
+    with pytest.raises(ValueError, match="heartbeat_timeout_s must be"):
+        distributed.initialize(heartbeat_timeout_s=0)
+
+
+def test_argparse_flags_reach_initialize():
+    import argparse
+
+    parser = distributed.add_arguments(argparse.ArgumentParser())
+    args = parser.parse_args(["--coordinator_address", "10.0.0.1:8476", "--num_processes", "4",
+                              "--process_id", "3", "--heartbeat_timeout_s", "30"])
+    assert (args.coordinator_address, args.num_processes, args.process_id,
+            args.heartbeat_timeout_s) == ("10.0.0.1:8476", 4, 3, 30)
+    defaults = parser.parse_args([])
+    assert defaults.coordinator_address is None and defaults.initialization_timeout_s == 300
+
+
+def test_compiled_collect_equals_op_by_op_collect():
+    """``Trainer(jit_collect=True)``, the rollout of multi-process jobs, samples the same
+    completions as the op-by-op rollout and lays the batch out as the update takes it."""
+    from bonjax import objectives
+    from bonjax import sharding as shd
+    from bonjax.toy import ToyProblem
+    from bonjax.training import Trainer, method_for, reference_store
+
+    toy = ToyProblem(seed=3)
+    mesh = shd.make_mesh((2, 2, 2))
+    store = reference_store(np.random.default_rng(0).normal(size=(8, 32)).astype(np.float32))
+
+    def trainer(jit_collect):
+        return Trainer(toy.lm, toy.ref_params, method_for(objectives.VBoNConfig(n=4)),
+                       toy.reward, max_new_tokens=toy.length, ref_rewards=store, mesh=mesh,
+                       jit_collect=jit_collect)
+
+    eager, compiled = trainer(False), trainer(True)
+    state = eager.init_state(jax.random.key(0))
+    args = (*toy.prompts(8), jax.numpy.arange(8), jax.random.key(1))
+    with jax.set_mesh(mesh):
+        want, want_metrics = eager.collect(state, *args)
+        got, got_metrics = compiled.collect(state, *args)
+    np.testing.assert_array_equal(got.tokens_BxSxT, want.tokens_BxSxT)
+    for a, b in zip(jax.tree.leaves(got), jax.tree.leaves(want), strict=True):
+        np.testing.assert_allclose(np.asarray(a, np.float64), np.asarray(b, np.float64),
+                                   rtol=0, atol=1e-6)
+        assert a.sharding.is_equivalent_to(shd.batch_sharding(mesh, a.ndim, batch_size=8), a.ndim)
+    for name in want_metrics:
+        np.testing.assert_allclose(got_metrics[name], want_metrics[name], rtol=1e-5, atol=1e-6)
+
+
+# ----------------------------------------------------------------------------- two processes
+
+
+@pytest.mark.slow
+def test_best_of_n_in_two_processes_equals_one_process(one_process, two_processes):
+    """One key for the global batch: the samples do not depend on the process count."""
+    one, two = one_process["pieces"], two_processes["pieces"]
+    for name in ("bon_tokens_BxNxT", "bon_rewards_BxN", "bon_best_B", "bon_best_tokens_BxT"):
+        np.testing.assert_array_equal(two[name], one[name], err_msg=name)
+    np.testing.assert_allclose(two["bon_logp_BxNxT"], one["bon_logp_BxNxT"], rtol=0, atol=1e-6)
+    assert len(np.unique(one["bon_tokens_BxNxT"].reshape(PROMPTS * BON_N, -1), axis=0)) > 8
+
+
+@pytest.mark.slow
+def test_vbon_step_in_two_processes_equals_one_process(one_process, two_processes):
+    one, two = one_process["pieces"], two_processes["pieces"]
+    for name in ("step_tokens_BxSxT", "step_reward"):
+        np.testing.assert_array_equal(two[name], one[name], err_msg=name)
+    for name in ("step_advantage_BxS", "step_logp_ref_BxSxT", "update_loss"):
+        np.testing.assert_allclose(two[name], one[name], rtol=0, atol=1e-6, err_msg=name)
+    assert_params_close(two, one, "updated")
+    assert np.abs(one["updated['blocks'][1]['fc'].value"]).max() > 0
+
+
+@pytest.mark.slow
+def test_checkpoint_saved_and_restored_by_two_processes(one_process, two_processes):
+    one, two = one_process["pieces"], two_processes["pieces"]
+    for result in (one, two):
+        for saved, restored in (("updated", "restored"), ("saved_opt", "restored_opt")):
+            names = [k for k in result if k.startswith(saved + "[")]
+            assert names
+            for name in names:
+                np.testing.assert_array_equal(result[restored + name[len(saved):]],
+                                              result[name], err_msg=name)
+        assert bool(result["restored_same_shardings"])
+        assert int(result["restored_position"]) == 1
+    assert int(two["restored_meta_processes"]) == 2
+    assert_params_close(two, one, "restored")
+
+
+@pytest.mark.slow
+def test_initialize_again_in_a_running_job_is_a_no_op_or_names_the_conflict(one_process,
+                                                                           two_processes):
+    one, two = one_process["pieces"], two_processes["pieces"]
+    assert not one["initialize_several"] and not one["initialize_again"]
+    assert two["initialize_several"] and two["initialize_again"]
+    assert "process_id must be an integer in [0, 1), got 1" in str(one["initialize_conflict_error"])
+    assert ("already runs with process_id=0; cannot initialize again with 1"
+            in str(two["initialize_conflict_error"]))
+
+
+@pytest.mark.slow
+def test_global_array_rejects_a_mesh_not_ordered_by_process(one_process, two_processes):
+    assert str(one_process["pieces"]["reversed_mesh_error"]) == ""  # one process holds all rows
+    assert ("process 0 holds rows [4, 8) of the global batch of 8, not process_slice's [0, 4)"
+            in str(two_processes["pieces"]["reversed_mesh_error"]))
+
+
+# ----------------------------------------------------------------------------- faults
+
+
+@pytest.mark.slow
+def test_killed_process_makes_the_other_exit_with_an_error_in_bounded_time(killed_job):
+    assert killed_job["returncodes"][1] == -signal.SIGKILL
+    assert killed_job["returncodes"][0] not in (0, None)
+    assert "stopped sending heartbeats" in killed_job["stderr_0"]
+    assert killed_job["steps"] == list(range(1, KILL_AFTER + 1))
+    assert not killed_job["wrote_results"]
+
+
+@pytest.mark.slow
+def test_restarted_job_resumes_from_the_last_checkpoint_and_ends_as_uninterrupted(
+        one_process, two_processes):
+    """The restart consumed data positions KILL_AFTER.. only and ends where one uninterrupted
+    process ends (same tolerances as one step; the RNG key bitwise)."""
+    resumed, reference = two_processes["loop"], one_process["loop"]
+    np.testing.assert_array_equal(resumed["positions"], np.arange(KILL_AFTER, LOOP_STEPS))
+    np.testing.assert_array_equal(reference["positions"], np.arange(LOOP_STEPS))
+    np.testing.assert_array_equal(resumed["final_key"], reference["final_key"])
+    assert_params_close(resumed, reference, "final")
+    assert_params_close(resumed, reference, "final_opt[1][0].mu")
