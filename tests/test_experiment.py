@@ -9,6 +9,7 @@ import json
 import pathlib
 import subprocess
 
+import jax
 import nbformat
 import numpy as np
 import pytest
@@ -173,6 +174,16 @@ def test_bad_config_raises_before_anything_is_written(tmp_path, field, value, me
         node = node[name]
     node[leaf] = value
     with pytest.raises(ValueError, match=message):
+        run_experiment(config, tmp_path / "run", progress=False)
+    assert not (tmp_path / "run").exists()
+
+
+@pytest.mark.skipif(jax.device_count() < 2, reason="needs several (fake) devices")
+def test_a_batch_the_mesh_cannot_split_raises(tmp_path):
+    config = configs.get("test_tiny")
+    config.mesh_shape = (-1, 1, 1)
+    config.train.prompts_per_step = 1
+    with pytest.raises(ValueError, match="multiple of the mesh's batch devices"):
         run_experiment(config, tmp_path / "run", progress=False)
     assert not (tmp_path / "run").exists()
 

@@ -14,6 +14,7 @@
 from bonjax.experiment.components import (
     REWARDS,
     TINY_GPT2,
+    CompiledReward,
     adds_bos,
     load_policy,
     load_reward,
@@ -35,6 +36,7 @@ __all__ = [
     "METHODS",
     "REWARDS",
     "TINY_GPT2",
+    "CompiledReward",
     "ExperimentResult",
     "MethodRun",
     "PolicySamples",

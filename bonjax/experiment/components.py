@@ -10,10 +10,11 @@ from __future__ import annotations
 
 import logging
 import warnings
+from typing import Any
 
 import jax
 import numpy as np
-from flax import nnx
+from flax import nnx, struct
 from jax.sharding import Mesh
 
 from bonjax import sharding as shd
@@ -23,7 +24,8 @@ from bonjax.models.gpt2 import GPT2Config
 from bonjax.models.registry import gpt2_tokenizer, load_model
 from bonjax.rewards import TRAIN_COMMAND, load_sentiment_reward, vader_reward
 
-__all__ = ["REWARDS", "TINY_GPT2", "adds_bos", "load_policy", "load_reward", "prompt_batch"]
+__all__ = ["REWARDS", "TINY_GPT2", "CompiledReward", "adds_bos", "load_policy", "load_reward",
+           "prompt_batch"]
 
 logger = logging.getLogger(__name__)
 
@@ -87,6 +89,25 @@ def load_reward(name: str, policy_tokenizer, fallback: str = "", max_length: int
         logger.warning("%s\n%s\n%s", "!" * 80, message, "!" * 80)
         warnings.warn(message, stacklevel=2)
         return load_reward(fallback, policy_tokenizer)
+
+
+@jax.jit
+def _apply(reward, prompt_BxP, prompt_mask_BxP, completion, completion_mask):
+    return reward(prompt_BxP, prompt_mask_BxP, completion, completion_mask)
+
+
+class CompiledReward(struct.PyTreeNode):
+    """A reward always called through one compiled program (same signature and leaves).
+
+    A reward with a host callback (VADER, a re-tokenised classifier) called eagerly on arrays
+    sharded over several devices fails in jax 0.10 ("Cannot convert GSPMDSharding {maximal
+    device=0} into SdyArray"); compiled, the partitioner gathers the batch for the callback.
+    """
+
+    reward: Any
+
+    def __call__(self, prompt_BxP, prompt_mask_BxP, completion, completion_mask) -> jax.Array:
+        return _apply(self.reward, prompt_BxP, prompt_mask_BxP, completion, completion_mask)
 
 
 def adds_bos(tokenizer) -> bool:

@@ -15,7 +15,8 @@
 
 A second call with the same config and run directory continues where the first stopped: cached
 references, finished evaluations and checkpoints are reused. Every JAX process runs the same
-calls; process 0 writes the files.
+calls; process 0 writes the files, so the run directory must be one every host sees (a shared
+file system).
 """
 
 from __future__ import annotations
@@ -34,6 +35,7 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 import numpy as np
+from jax.experimental import multihost_utils
 
 from bonjax import sharding as shd
 from bonjax.data.imdb import Source, imdb_prompts
@@ -49,7 +51,13 @@ from bonjax.evaluation import (
     results_table,
 )
 from bonjax.evaluation.tables import DEFAULT_NOTE
-from bonjax.experiment.components import REWARDS, load_policy, load_reward, prompt_batch
+from bonjax.experiment.components import (
+    REWARDS,
+    CompiledReward,
+    load_policy,
+    load_reward,
+    prompt_batch,
+)
 from bonjax.experiment.evaluate import (
     bon_gap,
     evaluate_samples,
@@ -202,7 +210,12 @@ def _mesh(config: Any):
             raise ValueError(f"config.mesh_shape {shape} does not fit {jax.device_count()} "
                              "devices")
         shape = tuple(jax.device_count() // known if s == -1 else s for s in shape)
-    return shd.make_mesh(shape)
+    mesh = shd.make_mesh(shape)
+    batch_devices = mesh.shape["data"] * mesh.shape["fsdp"]
+    if config.train.prompts_per_step % batch_devices:
+        raise ValueError(f"config.train.prompts_per_step {config.train.prompts_per_step} must be "
+                         f"a multiple of the mesh's batch devices (data x fsdp = {batch_devices})")
+    return mesh
 
 
 def _key(seed: int, name: str) -> jax.Array:
@@ -220,57 +233,87 @@ def _independent_frozen(state):
     return state.replace(frozen=jax.tree.map(jnp.copy, state.frozen))
 
 
-def _train_and_evaluate(run: MethodRun, ctx: dict, budget: list[int | None]):
-    """Trains one method (resuming its checkpoints) and evaluates it; None if out of budget."""
-    config, run_dir = ctx["config"], ctx["run_dir"]
+@dataclasses.dataclass(frozen=True, eq=False)
+class _Setup:
+    """What every method's training and evaluation share (loaded once per call)."""
+
+    config: Any
+    run_dir: RunDirectory
+    lm: Any
+    params: Any
+    tokenizer: Any
+    reward: Any
+    mesh: Any
+    sampler: Sampler
+    train_tokens_PxL: np.ndarray
+    train_mask_PxL: np.ndarray
+    train_store: Any
+    test_prompts: Any
+    test_tokens_PxL: np.ndarray
+    test_mask_PxL: np.ndarray
+    test_refs_PxM: np.ndarray
+    progress: bool
+
+
+def _agree(flag: bool) -> bool:
+    """Process 0's ``flag`` on every process (decisions read from files must be collective)."""
+    if jax.process_count() == 1:
+        return flag
+    return bool(multihost_utils.broadcast_one_to_all(np.int32(flag)))
+
+
+def _train_and_evaluate(run: MethodRun, s: _Setup,
+                        budget: int | None) -> tuple[dict | None, int]:
+    """Trains one method (resuming its checkpoints) and evaluates it.
+
+    Returns its evaluation record (None when ``budget`` steps ran out first) and the number of
+    training steps this call took.
+    """
+    config, run_dir = s.config, s.run_dir
     method_dir = run_dir.path / run.key
     eval_path = method_dir / "eval.json"
     steps = int(config.train.steps)
-    if eval_path.exists():
-        record = json.loads(eval_path.read_text())
-        if record["step"] == steps:
-            return record
-    trainer = Trainer(ctx["lm"], ctx["params"], run.method, ctx["reward"],
+    if _agree(eval_path.exists() and json.loads(eval_path.read_text())["step"] == steps):
+        return json.loads(eval_path.read_text()), 0
+    if budget == 0:
+        return None, 0
+    trainer = Trainer(s.lm, s.params, run.method, s.reward,
                       max_new_tokens=int(config.max_new_tokens), optimizer=_optimizer(config),
-                      ref_rewards=ctx["train_store"] if run.needs_reference_cdf else None,
-                      mesh=ctx["mesh"])
+                      ref_rewards=s.train_store if run.needs_reference_cdf else None, mesh=s.mesh)
     state = _independent_frozen(trainer.init_state(_key(config.seed, f"train/{run.key}")))
-    tokens_PxL, mask_PxL = ctx["train_tokens"], ctx["train_mask"]
-    B, P = int(config.train.prompts_per_step), tokens_PxL.shape[0]
+    B, P = int(config.train.prompts_per_step), s.train_tokens_PxL.shape[0]
 
     def batches(position: int):
         index_B = (position * B + np.arange(B)) % P
-        return tokens_PxL[index_B], mask_PxL[index_B], index_B
+        return s.train_tokens_PxL[index_B], s.train_mask_PxL[index_B], index_B
 
     def step_fn(state, batch):
         tokens_BxL, mask_BxL, index_B = batch
-        return trainer.step(state, to_device(tokens_BxL, ctx["mesh"]),
-                            to_device(mask_BxL, ctx["mesh"]), jnp.asarray(index_B))
+        return trainer.step(state, to_device(tokens_BxL, s.mesh), to_device(mask_BxL, s.mesh),
+                            jnp.asarray(index_B))
 
     fingerprint = config_fingerprint({"run": run_dir.fingerprint, "method": run.key})
     with Checkpointer(method_dir / "checkpoints", save_every=int(config.train.save_every),
                       fingerprint=fingerprint) as ckpt, MetricsWriter(method_dir) as metrics:
         start = ckpt.latest_step or 0
-        target = steps if budget[0] is None else min(steps, start + budget[0])
+        target = steps if budget is None else min(steps, start + budget)
         logger.info("training %s %s: steps %d -> %d of %d", run.name, run.setting, start,
                     target, steps)
         state = train_loop(step_fn, state, batches, num_steps=target, checkpointer=ckpt,
                            metrics=metrics, log_every=int(config.train.log_every),
-                           progress=ctx["progress"], meta={"method": run.key})
-    if budget[0] is not None:
-        budget[0] -= target - start
+                           progress=s.progress, meta={"method": run.key})
     if target < steps:
-        return None
-    samples = sample_policy(ctx["sampler"], state.full_params(), ctx["params"], ctx["reward"],
-                            ctx["test_tokens"], ctx["test_mask"],
+        return None, target - start
+    samples = sample_policy(s.sampler, state.full_params(), s.params, s.reward,
+                            s.test_tokens_PxL, s.test_mask_PxL,
                             int(config.eval.samples_per_prompt),
                             _key(config.seed, f"eval/{run.key}"),
                             prompts_per_call=int(config.eval.prompts_per_call),
-                            progress=ctx["progress"], desc=f"evaluate {run.key}")
-    point, kl_k3 = evaluate_samples(samples, ctx["test_refs"], run.name, run.setting)
+                            progress=s.progress, desc=f"evaluate {run.key}")
+    point, kl_k3 = evaluate_samples(samples, s.test_refs_PxM, run.name, run.setting)
     if run_dir.is_main:
-        write_samples(method_dir / "samples.jsonl", samples, ctx["test_tokens"],
-                      ctx["test_mask"], ctx["test_prompts"], ctx["tokenizer"])
+        write_samples(method_dir / "samples.jsonl", samples, s.test_tokens_PxL, s.test_mask_PxL,
+                      s.test_prompts, s.tokenizer)
         records = read_metrics_jsonl(method_dir / "metrics.jsonl")
         keys = [k for k in _CURVE_KEYS if any(k in r for r in records)]
         plot_training_curves(method_dir / "training_curves.png", records, keys=keys,
@@ -280,7 +323,7 @@ def _train_and_evaluate(run: MethodRun, ctx: dict, budget: list[int | None]):
               "win_rate": list(point.win_rate),
               "eval_samples_per_prompt": int(config.eval.samples_per_prompt)}
     run_dir.write_json(f"{run.key}/eval.json", record)
-    return record
+    return record, target - start
 
 
 def _point(record: dict) -> EvalPoint:
@@ -354,12 +397,13 @@ def run_experiment(config: Any, run_dir: str | os.PathLike, *, step_budget: int 
     runs = check_config(config)
     if step_budget is not None and step_budget < 0:
         raise ValueError(f"step_budget must be >= 0 or None, got {step_budget}")
+    mesh = _mesh(config)
     run_dir = RunDirectory(run_dir, config)
     logger.info("run %s in %s", run_dir.run_id, run_dir.path)
-    mesh = _mesh(config)
     lm, params, tokenizer = load_policy(config.model, seed=int(config.seed), mesh=mesh)
     reward, reward_name = load_reward(config.reward, tokenizer, config.reward_fallback,
                                       int(config.reward_max_length))
+    reward = CompiledReward(reward)
     run_dir.check_reward(reward_name)
 
     data = {"source": Source(config.data.source), "min_tokens": int(config.data.min_tokens),
@@ -388,16 +432,16 @@ def run_experiment(config: Any, run_dir: str | os.PathLike, *, step_budget: int 
         logger.info("reference samples of the %d training prompts", len(train_prompts))
         train_store = reference_store(references("train", train_tokens, train_mask))
 
-    ctx = {"config": config, "run_dir": run_dir, "lm": lm, "params": params,
-           "tokenizer": tokenizer, "reward": reward, "mesh": mesh, "sampler": sampler,
-           "train_tokens": train_tokens, "train_mask": train_mask, "train_store": train_store,
-           "test_tokens": test_tokens, "test_mask": test_mask, "test_prompts": test_prompts,
-           "test_refs": test_refs, "progress": progress}
-    budget = [step_budget]
+    setup = _Setup(config, run_dir, lm, params, tokenizer, reward, mesh, sampler, train_tokens,
+                   train_mask, train_store, test_prompts, test_tokens, test_mask, test_refs,
+                   progress)
+    budget = step_budget
     records, complete = [], True
     for run in runs:
-        record = _train_and_evaluate(run, ctx, budget)
+        record, taken = _train_and_evaluate(run, setup, budget)
         gc.collect()  # the finished method's trainer, state and compiled update
+        if budget is not None:
+            budget -= taken
         if record is None:
             complete = False
             break
