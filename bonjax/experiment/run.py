@@ -179,6 +179,7 @@ def check_config(config: Any) -> list[MethodRun]:
     _check_int(config, "train.epochs", 1)
     _check_int(config, "train.train_top", 0)
     _check_int(config, "train.save_every", 1)
+    _check_int(config, "train.keep_checkpoints", 1)
     _check_int(config, "train.log_every", 1)
     _check_int(config, "eval.samples_per_prompt", 1)
     _check_int(config, "eval.prompts_per_call", 1)
@@ -294,6 +295,7 @@ def _train_and_evaluate(run: MethodRun, s: _Setup,
 
     fingerprint = config_fingerprint({"run": run_dir.fingerprint, "method": run.key})
     with Checkpointer(method_dir / "checkpoints", save_every=int(config.train.save_every),
+                      max_to_keep=int(config.train.keep_checkpoints),
                       fingerprint=fingerprint) as ckpt, MetricsWriter(method_dir) as metrics:
         start = ckpt.latest_step or 0
         target = steps if budget is None else min(steps, start + budget)

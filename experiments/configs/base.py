@@ -126,6 +126,8 @@ def get_config() -> ml_collections.ConfigDict:
     config.train.cosine_decay = False
     # Checkpoint every this many steps (and at the end of each method's training).
     config.train.save_every = 25
+    # Checkpoints kept per method (each holds the whole training state, frozen layers included).
+    config.train.keep_checkpoints = 1
     # Steps between metric fetches from the device (one transfer for all of them).
     config.train.log_every = 1
 

@@ -30,6 +30,7 @@ def get_config():
     config.train.epochs = 1
     config.train.train_top = 1
     config.train.save_every = 1
+    config.train.keep_checkpoints = 2  # the tests look at both
     config.eval.samples_per_prompt = 2
     config.eval.prompts_per_call = 8
     return config
