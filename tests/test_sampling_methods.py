@@ -6,6 +6,8 @@ into one). Each test has a false-alarm rate of 1e-6 (the draws are seeded, so a 
 of the code passes or fails deterministically).
 """
 
+import dataclasses
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -186,5 +188,5 @@ def test_bad_settings_raise(make, value):
 def test_methods_are_hashable_static_settings():
     assert hash(TopK(5, 0.7)) == hash(TopK(5, 0.7))
     assert TopP(0.9) != TopP(0.8)
-    with pytest.raises(Exception):
+    with pytest.raises(dataclasses.FrozenInstanceError):
         TopK(5).k = 6
