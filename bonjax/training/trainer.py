@@ -134,7 +134,8 @@ class Trainer:
         if self.mesh is not None:  # parameters by their logical axes; moments follow them
             params = shd.shard_params(params, self.mesh, self.rules)
             frozen = shd.shard_params(frozen, self.mesh, self.rules)
-        params = jax.tree.map(jnp.copy, params)  # the state is donated; the reference is not
+        # The state is donated; the reference (which shares the frozen arrays) is not.
+        params, frozen = jax.tree.map(jnp.copy, (params, frozen))
         anchor = jax.tree.map(jnp.copy, params) if self.method.uses_anchor else None
         state = TrainState.create(params, frozen, self.tx, key, anchor=anchor)
         if self.mesh is None:
