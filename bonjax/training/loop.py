@@ -36,7 +36,7 @@ import numpy as np
 from jax.experimental import multihost_utils
 from tqdm.auto import tqdm
 
-from bonjax.training.checkpoint import Checkpointer, abstract_like
+from bonjax.training.checkpoint import Checkpointer
 from bonjax.training.metrics import MetricsWriter
 
 __all__ = ["train_loop"]
@@ -141,7 +141,8 @@ def train_loop(step_fn: StepFn, state: Any, batches: Callable[[int], Any], *, nu
       step_fn: ``(state, batch) -> (state, metrics)``, jitted by the caller (donating the state
         is safe); it must advance ``state.step`` by one. ``metrics`` is a dict of device scalars.
       state: the initial state (a ``TrainState``); when ``checkpointer`` holds a checkpoint, the
-        state is restored from it into this state's shapes and shardings instead.
+        state is restored from it into this state's shapes and shardings instead, keeping this
+        state's frozen parameters (checkpoints leave them out).
       batches: ``position -> batch``, deterministic in ``position``. A fresh run starts at data
         position ``state.step``; a resumed one at its checkpoint's data position.
       num_steps: the total number of steps of the run (not the number left).
@@ -162,7 +163,7 @@ def train_loop(step_fn: StepFn, state: Any, batches: Callable[[int], Any], *, nu
         raise ValueError(f"log_every must be >= 1, got {log_every}")
     position = None
     if checkpointer is not None:
-        restored = checkpointer.restore_latest(abstract_like(state))
+        restored = checkpointer.restore_latest(state)
         if restored is not None:
             state, position, _ = restored
     step = int(jax.device_get(state.step))
