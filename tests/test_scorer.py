@@ -147,3 +147,26 @@ def test_bad_input_raises():
     for override, message in cases:
         with pytest.raises(ValueError, match=message):
             completion_logprobs(lm, params, **{**base, **override})
+
+
+@pytest.mark.parametrize("cfg", [GPT2Config.tiny(), Gemma3Config.tiny()],
+                         ids=["gpt2", "gemma3"])
+@pytest.mark.parametrize("num_chunks", [1, 2])
+def test_hidden_states_equal_full_forward(cfg, num_chunks):
+    """``return_hidden``: the state before token t is the full pass's state at the position
+    whose logits score token t (the prompt's last position for t = 0); 0 where masked."""
+    lm, params = DecoderLM.init(cfg, jax.random.key(2))
+    prompts, prompt_mask, tokens, mask = _batch(lm, [1, 9, 5], [[8, 1], [3, 8], [6, 2]], 8)
+    logp, hidden = completion_logprobs(lm, params, prompts, prompt_mask, tokens, mask,
+                                       num_chunks=num_chunks, return_hidden=True)
+    np.testing.assert_allclose(logp, completion_logprobs(lm, params, prompts, prompt_mask,
+                                                         tokens, mask), atol=TOL)
+    seq, seq_mask = _concatenated(prompts, prompt_mask, tokens, mask)
+    _, _, full = lm.forward(params, jnp.asarray(seq), positions_from_mask(jnp.asarray(seq_mask)),
+                            jnp.asarray(seq_mask), return_hidden=True)
+    B, N, T = tokens.shape
+    P = prompts.shape[1]
+    expected = np.asarray(full[:, P - 1:-1]).reshape(B, N, T, -1) * mask[..., None]
+    assert hidden.shape == (B, N, T, cfg.d_model)
+    np.testing.assert_allclose(hidden, expected, atol=1e-4)
+    assert np.abs(expected[mask]).max() > 0.1

@@ -78,8 +78,12 @@ class DecoderLM:
 
     def forward(self, params: nnx.State, tokens_BxT: jax.Array, positions_BxT: jax.Array,
                 input_mask_BxT: jax.Array, cache: KVCache | None = None,
-                prefix: KVCache | None = None) -> tuple[jax.Array, KVCache | None]:
+                prefix: KVCache | None = None, *, return_hidden: bool = False
+                ) -> tuple[jax.Array, KVCache | None] | tuple[jax.Array, KVCache | None, jax.Array]:
         """Float32 logits ``[B, T, V]`` and the updated cache (None without one).
+
+        ``return_hidden=True`` appends the final-norm hidden states ``[B, T, D]`` the logits are
+        computed from (the input of a value head).
 
         ``input_mask_BxT`` marks real tokens (False for padding). With ``cache``, the tokens are
         written at ``cache.length`` and attend to everything written before; with ``prefix``,
@@ -100,7 +104,8 @@ class DecoderLM:
         if cache is not None and T > cache.max_len:
             raise ValueError(f"{T} tokens do not fit a cache of {cache.max_len} slots")
         model = nnx.merge(self.graphdef, params)
-        return model(tokens_BxT, positions_BxT, input_mask_BxT, cache, prefix)
+        return model(tokens_BxT, positions_BxT, input_mask_BxT, cache, prefix,
+                     return_hidden=return_hidden)
 
     def init_cache(self, batch_size: int, max_len: int, dtype=None) -> KVCache:
         """An empty KV cache of ``max_len`` slots."""

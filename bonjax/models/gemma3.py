@@ -159,9 +159,12 @@ class Gemma3(nnx.Module):
         self.final_norm = _RMSNorm(cfg.d_model, cfg.rms_norm_eps, pd, "embed")
 
     def __call__(self, tokens_BxT, positions_BxT, input_mask_BxT, cache: KVCache | None = None,
-                 prefix: KVCache | None = None, *, last_logits_only: bool = False):
+                 prefix: KVCache | None = None, *, last_logits_only: bool = False,
+                 return_hidden: bool = False):
         """``last_logits_only`` computes the logits of the last position only (``[B, 1, V]``),
-        as a prefill needs: the unembedding of the other positions is never computed."""
+        as a prefill needs: the unembedding of the other positions is never computed.
+        ``return_hidden`` also returns the final-norm hidden states the logits are computed
+        from, ``[B, T, D]`` (``[B, 1, D]`` with ``last_logits_only``): a value head reads them."""
         cfg = self.cfg
         dt = jnp.dtype(cfg.dtype)
         windows = {cfg.window(i) for i in range(cfg.num_layers)}
@@ -190,4 +193,6 @@ class Gemma3(nnx.Module):
         if cache is not None:
             cache = KVCache(k=tuple(new_k), v=tuple(new_v), valid_BxS=key_valid_BxS,
                             length=cache.length + tokens_BxT.shape[1])
+        if return_hidden:
+            return logits_BxTxV, cache, x_BxTxD
         return logits_BxTxV, cache

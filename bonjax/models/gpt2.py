@@ -137,9 +137,12 @@ class GPT2(nnx.Module):
         self.ln_f = _LayerNorm(cfg.d_model, cfg.layer_norm_eps, pd)
 
     def __call__(self, tokens_BxT, positions_BxT, input_mask_BxT, cache: KVCache | None = None,
-                 prefix: KVCache | None = None, *, last_logits_only: bool = False):
+                 prefix: KVCache | None = None, *, last_logits_only: bool = False,
+                 return_hidden: bool = False):
         """``last_logits_only`` computes the logits of the last position only (``[B, 1, V]``),
-        as a prefill needs: the unembedding of the other positions is never computed."""
+        as a prefill needs: the unembedding of the other positions is never computed.
+        ``return_hidden`` also returns the final-norm hidden states the logits are computed
+        from, ``[B, T, D]`` (``[B, 1, D]`` with ``last_logits_only``): a value head reads them."""
         dt = jnp.dtype(self.cfg.dtype)
         masks, key_valid_BxS, write_index = attention.build_masks(input_mask_BxT, cache, prefix,
                                                                   {None})
@@ -160,4 +163,6 @@ class GPT2(nnx.Module):
         if cache is not None:
             cache = KVCache(k=tuple(new_k), v=tuple(new_v), valid_BxS=key_valid_BxS,
                             length=cache.length + tokens_BxT.shape[1])
+        if return_hidden:
+            return logits_BxTxV, cache, x_BxTxD
         return logits_BxTxV, cache

@@ -151,8 +151,9 @@ def check_prompts(lm: DecoderLM, prompt_tokens_BxP, prompt_mask_BxP, new_tokens:
 
 
 def prefill(lm: DecoderLM, params: nnx.State, prompt_tokens_BxP: jax.Array,
-            prompt_mask_BxP: jax.Array, extra_slots: int = 0
-            ) -> tuple[jax.Array, KVCache, jax.Array]:
+            prompt_mask_BxP: jax.Array, extra_slots: int = 0, *, return_hidden: bool = False
+            ) -> tuple[jax.Array, KVCache, jax.Array] | tuple[jax.Array, KVCache, jax.Array,
+                                                              jax.Array]:
     """Runs the prompts once: ``(last_logits_BxV, prompt_cache, length_B)``.
 
     The cache has ``P + extra_slots`` slots. With ``extra_slots = 0`` all of them are written
@@ -160,15 +161,20 @@ def prefill(lm: DecoderLM, params: nnx.State, prompt_tokens_BxP: jax.Array,
     real tokens: the position of its first new token. Only the last position's logits are
     computed: the model module is called with ``last_logits_only=True`` (``DecoderLM.forward``
     would unembed all ``P`` positions, ``B x P x V`` floats, 4 GiB for 8 Gemma prompts of 512
-    tokens).
+    tokens). ``return_hidden=True`` appends the last position's final hidden state ``[B, D]``.
     """
     B, P = prompt_tokens_BxP.shape
     prompt_mask_BxP = prompt_mask_BxP.astype(jnp.bool_)
     model = nnx.merge(lm.graphdef, params)
-    logits_Bx1xV, cache = model(prompt_tokens_BxP, positions_from_mask(prompt_mask_BxP),
-                                prompt_mask_BxP, lm.init_cache(B, P + extra_slots), None,
-                                last_logits_only=True)
-    return logits_Bx1xV[:, 0], cache, jnp.sum(prompt_mask_BxP, axis=-1, dtype=jnp.int32)
+    out = model(prompt_tokens_BxP, positions_from_mask(prompt_mask_BxP), prompt_mask_BxP,
+                lm.init_cache(B, P + extra_slots), None, last_logits_only=True,
+                return_hidden=return_hidden)
+    length_B = jnp.sum(prompt_mask_BxP, axis=-1, dtype=jnp.int32)
+    if return_hidden:
+        logits_Bx1xV, cache, hidden_Bx1xD = out
+        return logits_Bx1xV[:, 0], cache, length_B, hidden_Bx1xD[:, 0]
+    logits_Bx1xV, cache = out
+    return logits_Bx1xV[:, 0], cache, length_B
 
 
 @dataclasses.dataclass(frozen=True)

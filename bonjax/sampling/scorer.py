@@ -38,8 +38,14 @@ def _token_logprobs(logits_xV: jax.Array, tokens_x: jax.Array, temperature: floa
 def completion_logprobs(lm: DecoderLM, params: nnx.State, prompt_tokens_BxP: jax.Array,
                         prompt_mask_BxP: jax.Array, tokens_BxNxT: jax.Array,
                         mask_BxNxT: jax.Array, temperature: float = 1.0,
-                        num_chunks: int = 1) -> jax.Array:
+                        num_chunks: int = 1, *, return_hidden: bool = False
+                        ) -> jax.Array | tuple[jax.Array, jax.Array]:
     """Per-token log-probabilities ``logp_BxNxT`` of the completions, 0 where ``mask`` is False.
+
+    With ``return_hidden=True`` it returns ``(logp_BxNxT, hidden_BxNxTxD)``: ``hidden[b, n, t]``
+    is the final hidden state the logits of token ``t`` are computed from (the state before
+    token ``t`` is emitted; the prompt's last position for ``t = 0``), 0 where ``mask`` is
+    False. A value head maps it to ``V(s_t)``.
 
     Args:
       lm: the decoder (static under ``jit``).
@@ -75,10 +81,16 @@ def completion_logprobs(lm: DecoderLM, params: nnx.State, prompt_tokens_BxP: jax
     prompt_tokens_BxP = jnp.asarray(prompt_tokens_BxP)
     tokens_BxNxT = jnp.asarray(tokens_BxNxT, jnp.int32)
     mask_BxNxT = jnp.asarray(mask_BxNxT).astype(jnp.bool_)
-    last_BxV, prefix, length_B = prefill(lm, params, prompt_tokens_BxP,
-                                         jnp.asarray(prompt_mask_BxP))
+    out = prefill(lm, params, prompt_tokens_BxP, jnp.asarray(prompt_mask_BxP),
+                  return_hidden=return_hidden)
+    last_BxV, prefix, length_B = out[:3]
     logp_BxNx1 = _token_logprobs(last_BxV[:, None, :], tokens_BxNxT[:, :, 0],
                                  temperature)[..., None]
+    parts_logp, parts_hidden = [logp_BxNx1], []
+    if return_hidden:
+        hidden_BxD = out[3]
+        parts_hidden.append(jnp.broadcast_to(hidden_BxD[:, None, None, :],
+                                             (B, N, 1, hidden_BxD.shape[-1])))
     if T > 1:
         M = N // num_chunks
 
@@ -90,24 +102,34 @@ def completion_logprobs(lm: DecoderLM, params: nnx.State, prompt_tokens_BxP: jax
             fed_mask_RxS = mask_BxMxT[:, :, :-1].reshape(R, T - 1)
             positions_RxS = (jnp.repeat(length_B, M)[:, None]
                              + jnp.arange(T - 1, dtype=jnp.int32))
-            logits_RxSxV, _ = lm.forward(params, fed_RxS, positions_RxS, fed_mask_RxS,
-                                         prefix=prefix)
-            logp_RxS = _token_logprobs(logits_RxSxV, tokens_BxMxT[:, :, 1:].reshape(R, T - 1),
+            out = lm.forward(params, fed_RxS, positions_RxS, fed_mask_RxS, prefix=prefix,
+                             return_hidden=return_hidden)
+            logp_RxS = _token_logprobs(out[0], tokens_BxMxT[:, :, 1:].reshape(R, T - 1),
                                        temperature)
-            return logp_RxS.reshape(B, M, T - 1)
+            if not return_hidden:
+                return logp_RxS.reshape(B, M, T - 1)
+            return logp_RxS.reshape(B, M, T - 1), out[2].reshape(B, M, T - 1, -1)
 
         if num_chunks == 1:
-            logp_BxNxS = score_chunk((tokens_BxNxT, mask_BxNxT))
+            scored = score_chunk((tokens_BxNxT, mask_BxNxT))
         else:
             # Chunks of the N completions run one after another (lax.map); checkpointing makes
             # the backward pass recompute a chunk's logits instead of storing all of them.
             def split(x_BxNxT):
                 return x_BxNxT.reshape(B, num_chunks, M, T).swapaxes(0, 1)
 
-            logp_CxBxMxS = jax.lax.map(jax.checkpoint(score_chunk),
-                                       (split(tokens_BxNxT), split(mask_BxNxT)))
-            logp_BxNxS = logp_CxBxMxS.swapaxes(0, 1).reshape(B, N, T - 1)
-        logp_BxNxT = jnp.concatenate([logp_BxNx1, logp_BxNxS], axis=-1)
-    else:
-        logp_BxNxT = logp_BxNx1
-    return jnp.where(mask_BxNxT, logp_BxNxT, 0.0)
+            def join(x_CxBxMx):
+                return x_CxBxMx.swapaxes(0, 1).reshape(B, N, *x_CxBxMx.shape[3:])
+
+            scored = jax.tree.map(join, jax.lax.map(jax.checkpoint(score_chunk),
+                                                    (split(tokens_BxNxT), split(mask_BxNxT))))
+        if return_hidden:
+            parts_logp.append(scored[0])
+            parts_hidden.append(scored[1])
+        else:
+            parts_logp.append(scored)
+    logp_BxNxT = jnp.where(mask_BxNxT, jnp.concatenate(parts_logp, axis=-1), 0.0)
+    if not return_hidden:
+        return logp_BxNxT
+    hidden_BxNxTxD = jnp.concatenate(parts_hidden, axis=2)
+    return logp_BxNxT, jnp.where(mask_BxNxT[..., None], hidden_BxNxTxD, 0)
