@@ -108,14 +108,15 @@ class ToyProblem:
 TOY_METHODS = ("vbon", "bonbon", "bond", "jbond", "ppo")
 
 
-def _toy_method(name: str, n: int, samples_per_prompt: int, kl_beta: float):
+def _toy_method(name: str, n: int, samples_per_prompt: int, kl_beta: float, optimizer: str):
     from bonjax import objectives as obj
     from bonjax.training.methods import method_for
 
     if name == "vbon":
-        return method_for(obj.VBoNConfig(n=n), samples_per_prompt=samples_per_prompt)
+        return method_for(obj.VBoNConfig(n=n), optimizer, samples_per_prompt=samples_per_prompt)
     if name == "ppo":
-        return method_for(obj.KLRLConfig(beta=kl_beta), samples_per_prompt=samples_per_prompt)
+        return method_for(obj.KLRLConfig(beta=kl_beta), optimizer,
+                          samples_per_prompt=samples_per_prompt)
     if name == "bonbon":
         return method_for(obj.BoNBoNConfig(n=n, alpha=0.005))
     if name == "bond":
@@ -128,10 +129,11 @@ def _toy_method(name: str, n: int, samples_per_prompt: int, kl_beta: float):
 def train_on_toy(method: str, *, n: int = 4, steps: int = 300, learning_rate: float = 1e-2,
                  prompts: int = 64, samples_per_prompt: int = 4, num_refs: int = 512,
                  epochs: int = 2, kl_beta: float = 0.1, seed: int = 0,
-                 problem: ToyProblem | None = None) -> dict:
+                 optimizer: str = "rloo", problem: ToyProblem | None = None) -> dict:
     """Trains ``method`` on the toy and reports exact KL to ``pi_BoN`` and rewards, start and end.
 
-    J-BOND distils BoN with n = 2 by construction; its ``n`` in the report is 2.
+    J-BOND distils BoN with n = 2 by construction; its ``n`` in the report is 2. ``optimizer``
+    (``"rloo"`` or ``"ppo"``, value head and GAE) applies to ``vbon`` and ``ppo`` only.
     """
     from bonjax.sampling.methods import Temperature
     from bonjax.sampling.sampler import Sampler
@@ -140,7 +142,7 @@ def train_on_toy(method: str, *, n: int = 4, steps: int = 300, learning_rate: fl
 
     toy = problem or ToyProblem(seed=seed)
     n = 2 if method == "jbond" else n
-    chosen = _toy_method(method, n, samples_per_prompt, kl_beta)
+    chosen = _toy_method(method, n, samples_per_prompt, kl_beta, optimizer)
     prompt_tokens, prompt_mask = toy.prompts(prompts)
     ref_rewards = None
     if method == "vbon":
@@ -160,7 +162,8 @@ def train_on_toy(method: str, *, n: int = 4, steps: int = 300, learning_rate: fl
     for _ in range(steps):
         state, _ = trainer.step(state, prompt_tokens, prompt_mask)
     p_end = toy.probs(state.full_params())
-    return {"method": method, "n": n, "steps": steps,
+    return {"method": method, "optimizer": optimizer if method in ("vbon", "ppo") else None,
+            "n": n, "steps": steps,
             "kl_to_bon_start": toy.kl(p_start, p_bon), "kl_to_bon_end": toy.kl(p_end, p_bon),
             "reward_start": toy.expected_reward(p_start),
             "reward_end": toy.expected_reward(p_end), "bon_reward": toy.expected_reward(p_bon),

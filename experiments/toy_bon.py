@@ -1,6 +1,7 @@
 """Trains one method on the exactly solvable toy and prints one JSON line.
 
     python experiments/toy_bon.py --method vbon --n 4
+    python experiments/toy_bon.py --method vbon --optimizer ppo    # value head + GAE
 
 The line gives the exact KL(pi_theta || pi_BoN) and expected reward before and after training,
 and the reward of BoN itself (see bonjax/toy.py).
@@ -10,6 +11,7 @@ import argparse
 import json
 
 from bonjax.toy import TOY_METHODS, train_on_toy
+from bonjax.training.methods import OPTIMIZERS
 
 
 def main() -> None:
@@ -19,9 +21,12 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=300, help="training steps (rollouts)")
     parser.add_argument("--learning_rate", type=float, default=1e-2)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--optimizer", choices=OPTIMIZERS, default="rloo",
+                        help="vbon and ppo: critic-free RLOO, or PPO with a value head and GAE")
     args = parser.parse_args()
     print(json.dumps(train_on_toy(args.method, n=args.n, steps=args.steps,
-                                  learning_rate=args.learning_rate, seed=args.seed)))
+                                  learning_rate=args.learning_rate, seed=args.seed,
+                                  optimizer=args.optimizer)))
 
 
 if __name__ == "__main__":

@@ -8,10 +8,12 @@ from bonjax.training.methods import (
     Batch,
     Context,
     Method,
+    OPTIMIZERS,
     PolicyGradient,
     PreferencePairs,
     method_for,
 )
+from bonjax.training.ppo import PPO, ValueHead, init_value_head, value_head_apply
 from bonjax.training.metrics import MetricsWriter, read_metrics
 from bonjax.training.reference import reference_rewards, reference_store
 from bonjax.training.state import TrainState, split_trainable, top_layers_filter
@@ -26,13 +28,17 @@ __all__ = [
     "Context",
     "Method",
     "MetricsWriter",
+    "OPTIMIZERS",
     "OptimizerConfig",
+    "PPO",
     "PolicyGradient",
     "PreferencePairs",
     "TrainState",
+    "ValueHead",
     "Trainer",
     "apply_updates",
     "config_fingerprint",
+    "init_value_head",
     "method_for",
     "read_metrics",
     "reference_rewards",
@@ -40,4 +46,5 @@ __all__ = [
     "split_trainable",
     "top_layers_filter",
     "train_loop",
+    "value_head_apply",
 ]

@@ -13,6 +13,9 @@ vBoN           K policy samples                         clipped policy gradient,
                                                         ``log F_hat(r) - KL/(N-1)``
 KL-RL (PPO     K policy samples                         same, on ``r - beta KL``
 baseline)
+vBoN / KL-RL   K >= 1 policy samples                    PPO: per-token clipped surrogate with GAE
+by ``PPO``                                              advantages from a value head, plus the
+                                                        clipped value loss (``training/ppo.py``)
 BoNBoN         best and worst of n reference samples    ``alpha SFT + (1-alpha) IPO`` (beta*_n)
 DPO / IPO      best and worst of n reference samples    DPO / IPO on the pair
 BOND           1 BoN_N sample of the anchor + K policy  Jeffreys mix: SFT + RLOO on
@@ -49,6 +52,7 @@ __all__ = [
     "BOND",
     "JBOND",
     "RewardFn",
+    "OPTIMIZERS",
     "method_for",
 ]
 
@@ -357,10 +361,27 @@ class JBOND:
         return loss_B, {}
 
 
-def method_for(objective: Any, **kwargs) -> Method:
-    """The method that optimises an objective config (``VBoNConfig``, ``BoNBoNConfig``, ...)."""
+OPTIMIZERS = ("rloo", "ppo")
+
+
+def method_for(objective: Any, optimizer: str = "rloo", **kwargs) -> Method:
+    """The method that optimises an objective config (``VBoNConfig``, ``BoNBoNConfig``, ...).
+
+    ``optimizer`` picks how vBoN and the KL-RL baseline are optimised: ``"rloo"`` (critic-free
+    :class:`PolicyGradient`, RLOO baseline) or ``"ppo"`` (:class:`~bonjax.training.ppo.PPO`, a
+    value head and GAE, the vBoN paper's optimiser). The other objectives have one method each.
+    """
+    if optimizer not in OPTIMIZERS:
+        raise ValueError(f"unknown optimizer {optimizer!r}; choose one of {OPTIMIZERS}")
     if isinstance(objective, obj.VBoNConfig | obj.KLRLConfig):
+        if optimizer == "ppo":
+            from bonjax.training.ppo import PPO  # ppo builds on this module
+
+            return PPO(objective, **kwargs)
         return PolicyGradient(objective, **kwargs)
+    if optimizer != "rloo":
+        raise ValueError(f"optimizer {optimizer!r} applies to vBoN and KL-RL only, not to "
+                         f"{type(objective).__name__}")
     if isinstance(objective, obj.BoNBoNConfig | obj.DPOConfig | obj.IPOConfig):
         n = kwargs.pop("n", getattr(objective, "n", 8))
         return PreferencePairs(objective, n=n, **kwargs)

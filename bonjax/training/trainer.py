@@ -29,8 +29,9 @@ from bonjax.sampling.methods import Temperature
 from bonjax.sampling.sampler import Sampler
 from bonjax.sampling.scorer import completion_logprobs
 from bonjax.training.methods import Batch, Context, Method, RewardFn
+from bonjax.training.ppo import init_value_head, value_head_apply
 from bonjax.training.state import TrainState, merge_params, split_trainable, top_layers_filter
-from bonjax.training.update import apply_updates
+from bonjax.training.update import apply_updates, trainable_tree
 
 __all__ = ["OptimizerConfig", "Trainer"]
 
@@ -124,6 +125,7 @@ class Trainer:
             ref_params=self.ref_params, reward=self.reward, ref_rewards=self.ref_rewards))
         object.__setattr__(self, "_update_jit", None)
         object.__setattr__(self, "_collect_jit", jax.jit(self._collect))
+        object.__setattr__(self, "_values_jit", jax.jit(self._values))
 
     # ------------------------------------------------------------------------- state
 
@@ -137,7 +139,9 @@ class Trainer:
         # The state is donated; the reference (which shares the frozen arrays) is not.
         params, frozen = jax.tree.map(jnp.copy, (params, frozen))
         anchor = jax.tree.map(jnp.copy, params) if self.method.uses_anchor else None
-        state = TrainState.create(params, frozen, self.tx, key, anchor=anchor)
+        extra = ({"value_head": init_value_head(self.lm.config.d_model)}
+                 if self._uses_value_head else None)
+        state = TrainState.create(params, frozen, self.tx, key, extra=extra, anchor=anchor)
         if self.mesh is None:
             return state
         replicated = shd.replicated(self.mesh)
@@ -150,6 +154,10 @@ class Trainer:
 
         return jax.tree.map(on_mesh, state)
 
+    @property
+    def _uses_value_head(self) -> bool:
+        return getattr(self.method, "uses_value_head", False)
+
     def anchor_params(self, state: TrainState) -> nnx.State | None:
         if not self.method.uses_anchor:
             return None
@@ -160,12 +168,25 @@ class Trainer:
     def collect(self, state: TrainState, prompt_tokens_BxP, prompt_mask_BxP, prompt_index_B,
                 key) -> tuple[Batch, dict]:
         jit_collect = jax.process_count() > 1 if self.jit_collect is None else self.jit_collect
+        value_head = state.extra.get("value_head")
         if jit_collect:
             return self._collect_jit(self._context_arrays(), state.full_params(),
-                                     self.anchor_params(state), prompt_tokens_BxP,
+                                     self.anchor_params(state), value_head, prompt_tokens_BxP,
                                      prompt_mask_BxP, prompt_index_B, key)
-        return self.method.collect(self.context, state.full_params(), self.anchor_params(state),
-                                   prompt_tokens_BxP, prompt_mask_BxP, prompt_index_B, key)
+        batch, metrics = self.method.collect(
+            self.context, state.full_params(), self.anchor_params(state), prompt_tokens_BxP,
+            prompt_mask_BxP, prompt_index_B, key)
+        if not self._uses_value_head:
+            return batch, metrics
+        batch, value_metrics = self._values_jit(state.full_params(), value_head, batch)
+        return batch, {**metrics, **value_metrics}
+
+    def _values(self, policy, value_head, batch: Batch) -> tuple[Batch, dict]:
+        """The value head's ``V_old`` on the collected samples, handed to the method."""
+        _, hidden_BxSxTxD = completion_logprobs(
+            self.lm, policy, batch.prompt_tokens_BxP, batch.prompt_mask_BxP, batch.tokens_BxSxT,
+            batch.mask_BxSxT, return_hidden=True)
+        return self.method.with_values(batch, value_head_apply(value_head, hidden_BxSxTxD))
 
     def _context_arrays(self) -> dict:
         """The context's pytrees of arrays (reference parameters, a reward model's parameters,
@@ -176,12 +197,15 @@ class Trainer:
                 if jax.tree.leaves(value)
                 and all(isinstance(x, jax.Array | np.ndarray) for x in jax.tree.leaves(value))}
 
-    def _collect(self, context_arrays, policy, anchor, prompt_tokens_BxP, prompt_mask_BxP,
-                 prompt_index_B, key):
+    def _collect(self, context_arrays, policy, anchor, value_head, prompt_tokens_BxP,
+                 prompt_mask_BxP, prompt_index_B, key):
         """Traced body of a compiled ``collect``: the batch is laid out as ``update`` takes it."""
         context = dataclasses.replace(self.context, **context_arrays)
         batch, metrics = self.method.collect(context, policy, anchor, prompt_tokens_BxP,
                                              prompt_mask_BxP, prompt_index_B, key)
+        if value_head is not None:
+            batch, value_metrics = self._values(policy, value_head, batch)
+            metrics = {**metrics, **value_metrics}
         if self.mesh is not None:
             batch = jax.tree.map(lambda x: jax.lax.with_sharding_constraint(
                 x, shd.batch_sharding(self.mesh, x.ndim, self.rules, x.shape[0])), batch)
@@ -215,18 +239,28 @@ class Trainer:
             object.__setattr__(self, "_update_jit", self._compile_update(state, batch))
         return self._update_jit(state, batch)
 
-    def loss(self, trainable: nnx.State, frozen: nnx.State, batch: Batch):
-        params = merge_params(trainable, frozen)
-        logp_BxSxT = completion_logprobs(self.lm, params, batch.prompt_tokens_BxP,
-                                       batch.prompt_mask_BxP, batch.tokens_BxSxT,
-                                       batch.mask_BxSxT)
-        loss_B, metrics = self.method.loss(logp_BxSxT, batch)
+    def loss(self, trainable, frozen: nnx.State, batch: Batch):
+        """Mean per-prompt loss; ``trainable`` is ``trainable_tree(state)`` (the parameters, or
+        ``{"params": ..., "value_head": ...}`` for a method with a value head)."""
+        if not self._uses_value_head:
+            params = merge_params(trainable, frozen)
+            logp_BxSxT = completion_logprobs(self.lm, params, batch.prompt_tokens_BxP,
+                                             batch.prompt_mask_BxP, batch.tokens_BxSxT,
+                                             batch.mask_BxSxT)
+            loss_B, metrics = self.method.loss(logp_BxSxT, batch)
+            return loss_B.mean(), metrics
+        params = merge_params(trainable["params"], frozen)
+        logp_BxSxT, hidden_BxSxTxD = completion_logprobs(
+            self.lm, params, batch.prompt_tokens_BxP, batch.prompt_mask_BxP, batch.tokens_BxSxT,
+            batch.mask_BxSxT, return_hidden=True)
+        value_BxSxT = value_head_apply(trainable["value_head"], hidden_BxSxTxD)
+        loss_B, metrics = self.method.loss(logp_BxSxT, batch, value_BxSxT)
         return loss_B.mean(), metrics
 
     def _compile_update(self, state: TrainState, batch: Batch):
         def update(state: TrainState, batch: Batch):
             (loss, metrics), grads = jax.value_and_grad(self.loss, has_aux=True)(
-                state.params, state.frozen, batch)
+                trainable_tree(state), state.frozen, batch)
             state, update_metrics = apply_updates(state, grads, self.tx, loss)
             return state, {"loss": loss, **metrics, **update_metrics}
 

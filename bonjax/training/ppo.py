@@ -1,0 +1,180 @@
+"""PPO with a value head and GAE: the vBoN paper's optimiser, for vBoN and the KL-RL baseline.
+
+Per rollout (Schulman et al. 2017, arXiv 1707.06347; the RLHF form of Ziegler et al. 2019):
+
+    r_t   = -beta (log pi_old(y_t) - log pi_ref(y_t)) + [t = last] w R(y)     (per-token reward)
+    V_t   = v^T h_t + b                  (value head on the policy's final hidden state h_t)
+    A_t   = GAE(r, V_old; gamma, lambda),   G_t = A_t + V_old_t                (value target)
+    L     = sum_t -min(rho_t A_t, clip(rho_t, 1 +- eps) A_t)
+            + c_v sum_t 1/2 max((V_t - G_t)^2, (V_old_t + clip(V_t - V_old_t, +- eps_v) - G_t)^2)
+
+with ``rho_t = pi_theta(y_t) / pi_old(y_t)``. vBoN sets ``R = log F_hat(r)`` and
+``beta = 1 / (N - 1)`` (``w = 1``); the baseline sets ``R = r`` and its own ``beta``. ``gamma = 1``
+and ``lambda = 0.95`` are the paper's. ``h_t`` is the hidden state the logits of token ``t`` are
+computed from, so ``V_t`` values the state before ``y_t`` is emitted.
+
+The value head trains with the policy (``TrainState.extra["value_head"]``, covered by the same
+optimiser) and shares its trunk: the value loss also shapes the trainable blocks. Collecting
+costs one forward pass of the policy over the samples beyond what the critic-free
+:class:`~bonjax.training.methods.PolicyGradient` needs (the values ``V_old``); every gradient
+step's forward pass gives both ``log pi_theta`` and ``V``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import jax
+import jax.numpy as jnp
+from flax import struct
+
+from bonjax import ecdf
+from bonjax import objectives as obj
+from bonjax.objectives._logprob import check_unit_interval
+from bonjax.training.methods import Batch, _kl_metrics, _rows
+
+__all__ = ["PPO", "ValueHead", "init_value_head", "value_head_apply", "whiten"]
+
+
+@struct.dataclass
+class ValueHead:
+    """A linear map of the final hidden state to a scalar value: ``V = w_D . h + b``."""
+
+    w_D: jax.Array
+    b: jax.Array
+
+
+def init_value_head(d_model: int) -> ValueHead:
+    """Zeros: the first values are 0 and GAE starts as a plain (discounted) return."""
+    return ValueHead(w_D=jnp.zeros((d_model,), jnp.float32), b=jnp.zeros((), jnp.float32))
+
+
+def value_head_apply(head: ValueHead, hidden_xD: jax.Array) -> jax.Array:
+    """Float32 values ``[...]`` of hidden states ``[..., D]``."""
+    return jnp.einsum("...d,d->...", hidden_xD.astype(jnp.float32), head.w_D) + head.b
+
+
+def whiten(x: jax.Array, mask: jax.Array, eps: float = 1e-8) -> jax.Array:
+    """``(x - mean) / std`` over the masked entries of the whole batch, 0 elsewhere."""
+    mask = mask.astype(jnp.bool_)
+    count = jnp.maximum(mask.sum(), 1)
+    mean = jnp.where(mask, x, 0.0).sum() / count
+    var = jnp.where(mask, jnp.square(x - mean), 0.0).sum() / count
+    return jnp.where(mask, (x - mean) * jax.lax.rsqrt(var + eps), 0.0)
+
+
+@dataclasses.dataclass(frozen=True)
+class PPO:
+    """vBoN or the KL-RL baseline, optimised by PPO with a value head, GAE and clipping.
+
+    Attributes:
+      objective: ``VBoNConfig`` or ``KLRLConfig`` (see the module equations).
+      samples_per_prompt: K >= 1 policy samples per prompt (the critic needs no second sample).
+      clip_eps: the clipping range of the probability ratio.
+      value_clip_eps: the clipping range of the value update around ``V_old``.
+      value_coef: ``c_v``, the weight of the value loss.
+      gamma, lam: GAE's discount and trace decay (paper: 1 and 0.95).
+      whiten_advantages: normalise the advantages over the batch's completion tokens.
+      estimator: the ECDF variant for vBoN's ``log F_hat``.
+    """
+
+    objective: obj.VBoNConfig | obj.KLRLConfig
+    samples_per_prompt: int = 1
+    clip_eps: float = 0.2
+    value_clip_eps: float = 0.2
+    value_coef: float = 0.1
+    gamma: float = 1.0
+    lam: float = 0.95
+    whiten_advantages: bool = True
+    estimator: ecdf.ECDFEstimator = ecdf.SMOOTHED_LT
+
+    uses_anchor = False
+    anchor_eta = 0.0
+    uses_value_head = True
+
+    def __post_init__(self):
+        if not isinstance(self.objective, obj.VBoNConfig | obj.KLRLConfig):
+            raise ValueError(f"PPO takes VBoNConfig or KLRLConfig, got {self.objective!r}")
+        if not isinstance(self.samples_per_prompt, int) or self.samples_per_prompt < 1:
+            raise ValueError(f"samples_per_prompt must be an integer >= 1, got "
+                             f"{self.samples_per_prompt!r}")
+        for name in ("clip_eps", "value_clip_eps", "value_coef"):
+            if not getattr(self, name) > 0:
+                raise ValueError(f"{name} must be > 0, got {getattr(self, name)!r}")
+        check_unit_interval("gamma", self.gamma)
+        check_unit_interval("lam", self.lam)
+
+    def collect(self, ctx, policy, anchor, prompt_tokens_BxP, prompt_mask_BxP, prompt_index_B,
+                key) -> tuple[Batch, dict]:
+        """K policy samples with per-token rewards; the trainer adds values (``with_values``)."""
+        out = ctx.sampler.sample(policy, prompt_tokens_BxP, prompt_mask_BxP, key,
+                                 self.samples_per_prompt)
+        tokens, mask, logp = out.tokens_BxNxT, out.mask_BxNxT, out.logp_BxNxT
+        logp_ref = ctx.score(ctx.ref_params, prompt_tokens_BxP, prompt_mask_BxP, tokens, mask)
+        reward_BxK = ctx.reward(prompt_tokens_BxP, prompt_mask_BxP, tokens, mask)
+        metrics = {"reward": reward_BxK.mean(), **_kl_metrics(logp, logp_ref, mask)}
+        if isinstance(self.objective, obj.VBoNConfig):
+            if ctx.ref_rewards is None:
+                raise ValueError("vBoN needs reference rewards (Context.ref_rewards) for F_hat")
+            terminal_BxK = ecdf.log_ecdf(ctx.ref_rewards(prompt_index_B), reward_BxK,
+                                         self.estimator)
+            metrics["log_F"] = terminal_BxK.mean()
+        else:
+            terminal_BxK = reward_BxK
+        reward_RxT = obj.per_token_rewards(
+            terminal_BxK.reshape(-1), *_rows(logp, logp_ref, mask),
+            kl_coef=self.objective.kl_coef, reward_weight=self.objective.reward_weight)
+        reward_BxKxT = reward_RxT.reshape(tokens.shape)
+        metrics["return"] = reward_BxKxT.sum(-1).mean()
+        batch = Batch(prompt_tokens_BxP, prompt_mask_BxP, tokens, mask, logp, logp_ref,
+                      {"reward_BxSxT": reward_BxKxT})
+        return batch, metrics
+
+    def with_values(self, batch: Batch, value_BxSxT: jax.Array) -> tuple[Batch, dict]:
+        """GAE advantages and value targets from the collected values ``V_old``."""
+        mask = batch.mask_BxSxT
+        value_BxSxT = jnp.where(mask, value_BxSxT, 0.0)
+        advantage, target = obj.gae(batch.targets["reward_BxSxT"], value_BxSxT, mask,
+                                    gamma=self.gamma, lam=self.lam)
+        if self.whiten_advantages:
+            advantage = whiten(advantage, mask)
+        targets = {**batch.targets, "advantage_BxSxT": advantage, "value_target_BxSxT": target,
+                   "value_old_BxSxT": value_BxSxT}
+        metrics = {"value": obj.masked_sum(value_BxSxT, mask).sum() / jnp.maximum(mask.sum(), 1),
+                   "value_explained_variance": _explained_variance(value_BxSxT, target, mask)}
+        return batch.replace(targets=targets), metrics
+
+    def loss(self, logp_BxSxT, batch: Batch, value_BxSxT=None) -> tuple[jax.Array, dict]:
+        """Per-prompt clipped surrogate plus ``c_v`` times the clipped value loss."""
+        if value_BxSxT is None:
+            raise ValueError("PPO's loss needs the value head's values (value_BxSxT)")
+        t = batch.targets
+        mask = batch.mask_BxSxT
+        policy_BxSxT = obj.ppo_clipped_surrogate(logp_BxSxT, batch.logp_old_BxSxT,
+                                                 t["advantage_BxSxT"], mask, self.clip_eps)
+        value_old, target = t["value_old_BxSxT"], t["value_target_BxSxT"]
+        clipped = value_old + jnp.clip(value_BxSxT - value_old, -self.value_clip_eps,
+                                       self.value_clip_eps)
+        value_loss_BxSxT = 0.5 * jnp.maximum(jnp.square(value_BxSxT - target),
+                                             jnp.square(clipped - target))
+        value_loss_BxSxT = jnp.where(mask, value_loss_BxSxT, 0.0)
+        policy_B = policy_BxSxT.sum(-1).mean(-1)
+        value_B = value_loss_BxSxT.sum(-1).mean(-1)
+        tokens = jnp.maximum(mask.sum(), 1)
+        metrics = {"policy_loss": policy_B.mean(), "value_loss": value_B.mean(),
+                   "value_clip_fraction": jnp.where(
+                       mask, jnp.abs(value_BxSxT - value_old) > self.value_clip_eps,
+                       False).sum() / tokens}
+        return policy_B + self.value_coef * value_B, metrics
+
+
+def _explained_variance(value, target, mask):
+    """``1 - Var(G - V) / Var(G)`` over the completion tokens (1: the critic is exact)."""
+    mask = mask.astype(jnp.bool_)
+    count = jnp.maximum(mask.sum(), 1)
+
+    def var(x):
+        mean = jnp.where(mask, x, 0.0).sum() / count
+        return jnp.where(mask, jnp.square(x - mean), 0.0).sum() / count
+
+    return 1.0 - var(target - value) / jnp.maximum(var(target), 1e-12)
