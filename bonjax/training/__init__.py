@@ -5,16 +5,16 @@ from bonjax.training.loop import train_loop
 from bonjax.training.methods import (
     BOND,
     JBOND,
+    OPTIMIZERS,
     Batch,
     Context,
     Method,
-    OPTIMIZERS,
     PolicyGradient,
     PreferencePairs,
     method_for,
 )
-from bonjax.training.ppo import PPO, ValueHead, init_value_head, value_head_apply
 from bonjax.training.metrics import MetricsWriter, read_metrics
+from bonjax.training.ppo import PPO, ValueHead, init_value_head, value_head_apply
 from bonjax.training.reference import reference_rewards, reference_store
 from bonjax.training.state import TrainState, split_trainable, top_layers_filter
 from bonjax.training.trainer import OptimizerConfig, Trainer
