@@ -9,9 +9,11 @@ optimiser, same scorer) are timed alternately in the same run. One JSON line per
 
     objective, tok_s, plain_tok_s, overhead = plain_tok_s / tok_s - 1
 
-The extra forward passes an objective needs by definition (reference or anchor log-probs) are
-part of the rollout, so the update itself needs none: its overhead is the objective's own
-arithmetic on top of one policy forward and backward pass over the batch.
+The extra forward passes an objective needs by definition (reference or anchor log-probs, and
+for the PPO variants ``vbon_ppo`` / ``kl_rl_ppo`` the value head's ``V_old``) are part of the
+rollout, so the update itself needs none: its overhead is the objective's own arithmetic on top
+of one policy forward and backward pass over the batch (for PPO: the value head on the final
+hidden states and the value loss).
 """
 
 from __future__ import annotations
@@ -38,6 +40,8 @@ def _methods(samples: int):
     return {
         "vbon": method_for(obj.VBoNConfig(n=8), samples_per_prompt=samples),
         "kl_rl": method_for(obj.KLRLConfig(beta=0.05), samples_per_prompt=samples),
+        "vbon_ppo": method_for(obj.VBoNConfig(n=8), "ppo", samples_per_prompt=samples),
+        "kl_rl_ppo": method_for(obj.KLRLConfig(beta=0.05), "ppo", samples_per_prompt=samples),
         "bonbon": method_for(obj.BoNBoNConfig(n=8)),
         "dpo": method_for(obj.DPOConfig(beta=0.1), n=8),
         "bond": method_for(obj.BONDConfig(n=4), samples_per_prompt=samples),
@@ -60,6 +64,8 @@ def _plain_update(trainer: Trainer):
 
     def update(state, batch):
         value, grads = jax.value_and_grad(loss)(state.params, state.frozen, batch)
+        if state.extra:  # a value head: same optimiser tree, no gradient from the plain loss
+            grads = {"params": grads, **jax.tree.map(jnp.zeros_like, state.extra)}
         state, metrics = apply_updates(state, grads, trainer.tx, value)
         return state, {"loss": value, **metrics}
 
@@ -83,7 +89,8 @@ def main() -> None:
     parser.add_argument("--samples", type=int, default=4)
     parser.add_argument("--new_tokens", type=int, default=40)
     parser.add_argument("--repeats", type=int, default=3)
-    parser.add_argument("--objectives", default="vbon,kl_rl,bonbon,dpo,bond,jbond")
+    parser.add_argument("--objectives",
+                        default="vbon,kl_rl,vbon_ppo,kl_rl_ppo,bonbon,dpo,bond,jbond")
     args = parser.parse_args()
 
     config = GPT2Config.gpt2_124m() if args.model == "gpt2" else GPT2Config.tiny()
