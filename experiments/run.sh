@@ -1,9 +1,21 @@
 #!/usr/bin/env bash
-# The main job: sets up the environment (see setup.sh), then Best-of-N-samples continuations of
-# held-out IMDB review openings with the shipped Gemma-3-270M, scored by the sentiment reward.
+# The main job: sets up the environment (see setup.sh), trains the IMDB sentiment reward once if
+# its artifact is missing (~25-40 min on 2 CPU cores), then runs the `cpu_demo` alignment
+# experiment (reference CDFs, Best-of-N, vBoN / BoNBoN / PPO training and evaluation, Pareto
+# plot and results table) with the shipped Gemma-3-270M into $BONJAX_RUN_DIR
+# (default ~/.cache/bonjax/runs/cpu_demo). A killed run continues where it stopped when the
+# command is run again; a finished one only reprints its results. Extra arguments go to
+# experiments/train.py (e.g. --config.train.steps=4).
 set -euo pipefail
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 source "$here/setup.sh"
 set -u
 cd "$here/.."
-exec python experiments/bon_demo.py "$@"
+reward_dir="${BONJAX_SENTIMENT_REWARD:-$HOME/.cache/bonjax/rewards/minilm-imdb}"
+if [ ! -f "$reward_dir/reward.json" ]; then
+  echo "no sentiment reward at $reward_dir: training it (experiments/train_reward.py)" >&2
+  python experiments/train_reward.py --output_dir "$reward_dir"
+fi
+run_dir="${BONJAX_RUN_DIR:-$HOME/.cache/bonjax/runs/cpu_demo}"
+python experiments/train.py --config=experiments/configs/cpu_demo.py --run_dir="$run_dir" "$@"
+echo "results: $run_dir/results.md, plot: $run_dir/reward_vs_kl.png" >&2
