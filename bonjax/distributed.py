@@ -15,6 +15,9 @@ unchanged (XLA inserts the cross-process collectives)::
 
 Randomness never depends on the number of processes: a sampler takes one key for the global
 batch, and JAX's partitionable threefry gives each element the bits it would get on one device.
+:func:`process_rows` names the rows a process supplies under any sharding (all of them when
+the sharding does not split the batch across processes); :func:`broadcast_json` hands process
+0's decisions (what a resumed run reuses, a run id) to every process.
 
 Failure. Process 0 hosts the coordination service and every process sends it heartbeats. When
 a process dies, every other one terminates (SIGABRT, "Terminating process because the JAX
@@ -33,12 +36,14 @@ from __future__ import annotations
 
 import argparse
 import itertools
+import json
 import logging
 import os
 from collections.abc import Sequence
 
 import jax
 import numpy as np
+from jax.experimental import multihost_utils
 from jax.sharding import Mesh, NamedSharding, PartitionSpec, Sharding
 
 __all__ = [
@@ -46,10 +51,12 @@ __all__ = [
     "ENV_NUM_PROCESSES",
     "ENV_PROCESS_ID",
     "add_arguments",
+    "broadcast_json",
     "global_array",
     "initialize",
     "initialize_from_args",
     "is_main_process",
+    "process_rows",
     "process_slice",
 ]
 
@@ -214,10 +221,9 @@ def process_slice(global_batch: int, process_index: int | None = None,
     return slice(p * rows, (p + 1) * rows)
 
 
-def _rows_of_this_process(array: jax.Array) -> tuple[int, int]:
-    """The [start, stop) rows of ``array``'s leading axis held by this process's devices."""
-    blocks = sorted({shard.index[0].indices(array.shape[0])[:2]
-                     for shard in array.addressable_shards})
+def _contiguous_rows(blocks: set[tuple[int, int]]) -> tuple[int, int]:
+    """The [start, stop) union of row blocks, which must leave no gap."""
+    blocks = sorted(blocks)
     for (_, stop), (start, _) in itertools.pairwise(blocks):
         if stop != start:
             raise ValueError(f"this process holds the non-contiguous rows {blocks} of the global "
@@ -225,9 +231,35 @@ def _rows_of_this_process(array: jax.Array) -> tuple[int, int]:
     return blocks[0][0], blocks[-1][1]
 
 
+def _rows_of_this_process(array: jax.Array) -> tuple[int, int]:
+    """The [start, stop) rows of ``array``'s leading axis held by this process's devices."""
+    return _contiguous_rows({shard.index[0].indices(array.shape[0])[:2]
+                             for shard in array.addressable_shards})
+
+
+def process_rows(sharding: Sharding, global_shape: Sequence[int]) -> slice:
+    """The rows of a global array's leading axis that this process supplies under ``sharding``.
+
+    ``process_slice(B)`` when the sharding splits the B rows evenly over the processes (a batch
+    sharding over a mesh from ``bonjax.sharding.make_mesh``); all rows when it does not split
+    the leading axis across processes (replicated, or a batch too small for the mesh's batch
+    axes). These are the rows :func:`global_array` takes from this process.
+
+    Raises:
+      ValueError: if this process's devices hold non-contiguous rows (a mesh whose devices are
+        not ordered by process).
+    """
+    shape = tuple(int(d) for d in global_shape)
+    if not shape:
+        raise ValueError("process_rows needs a leading (batch) axis, got a scalar shape")
+    indices = sharding.addressable_devices_indices_map(shape).values()
+    start, stop = _contiguous_rows({index[0].indices(shape[0])[:2] for index in indices})
+    return slice(start, stop)
+
+
 def global_array(local_data, mesh: Mesh, sharding_or_spec: Sharding | PartitionSpec,
                  global_shape: Sequence[int] | None = None) -> jax.Array:
-    """A global ``jax.Array`` on ``mesh`` from this process's rows (``process_slice``).
+    """A global ``jax.Array`` on ``mesh`` from this process's rows (``process_rows``).
 
     Every process calls it with its own rows of the same global array; with a sharding that
     does not split the leading axis across processes, every process passes all rows. The
@@ -262,6 +294,23 @@ def global_array(local_data, mesh: Mesh, sharding_or_spec: Sharding | PartitionS
                 f"batch of {array.shape[0]}, not process_slice's [{expected.start}, "
                 f"{expected.stop}): order the mesh's devices by process")
     return array
+
+
+def broadcast_json(value):
+    """Process 0's ``value`` (anything ``json`` encodes) on every process, as ``json`` decodes it.
+
+    A collective: every process calls it (the others' ``value`` is ignored). Decisions that
+    read files, the clock or a random generator (a resumed run's record, its run id) must come
+    from one process, or the processes' programs diverge.
+    """
+    encoded = json.dumps(value)
+    if jax.process_count() == 1:
+        return json.loads(encoded)
+    data = np.frombuffer(encoded.encode(), np.uint8) if is_main_process() else None
+    size = int(multihost_utils.broadcast_one_to_all(np.int32(0 if data is None else data.size)))
+    data = multihost_utils.broadcast_one_to_all(np.zeros(size, np.uint8) if data is None
+                                                else data)
+    return json.loads(np.asarray(data, np.uint8).tobytes().decode())
 
 
 # ----------------------------------------------------------------------------- entry points
