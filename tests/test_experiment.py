@@ -2,7 +2,10 @@
 
 The tiny config (random tiny GPT-2, VADER reward, every method for two steps) runs twice into
 one directory: the first call stops after a budget of three training steps (in the middle of
-the second method), the second continues. Everything else checks the files they leave.
+the second method), the second continues. Everything else checks the files they leave, except
+the last tests: a process's share of the prompts (``PromptShard``) and the reference rewards
+drawn from it, against ``bonjax.training.reference_rewards`` on the whole table. Two processes
+run the experiment in ``tests/test_distributed.py``.
 """
 
 import json
@@ -15,17 +18,25 @@ import numpy as np
 import pytest
 from nbclient import NotebookClient
 
+from bonjax import sharding as shd
+from bonjax import training
 from bonjax.evaluation import Estimate, EvalPoint, bon_curve, win_rate
 from bonjax.experiment import (
+    PromptShard,
     RunDirectory,
     bon_gap,
+    chunk_indices,
     load_reward,
     method_runs,
+    reference_rewards,
     run_experiment,
+    step_indices,
     win_rate_vs_references,
 )
 from bonjax.experiment.components import load_policy
 from bonjax.rewards import vader_compound
+from bonjax.sampling import Sampler, Temperature
+from bonjax.toy import ToyProblem
 from bonjax.training import config_fingerprint, read_metrics
 from experiments import configs
 
@@ -235,3 +246,86 @@ def test_quickstart_notebook_runs_on_cpu(tmp_path, monkeypatch):
                       for o in cell.get("outputs", []))
     assert "best of 4" in outputs
     assert (tmp_path / "bonjax-quickstart-test_tiny" / "results.md").exists()
+
+
+# ----------------------------------------------------------------------------- prompt shards
+
+
+def _table(P: int = 10, L: int = 3) -> tuple[np.ndarray, np.ndarray]:
+    tokens_PxL = np.arange(P * L, dtype=np.int32).reshape(P, L)
+    return tokens_PxL, tokens_PxL % 3 != 0
+
+
+def test_global_batches_take_the_table_in_order():
+    np.testing.assert_array_equal(chunk_indices(10, 4), [[0, 1, 2, 3], [4, 5, 6, 7], [8, 9, 9, 9]])
+    np.testing.assert_array_equal(step_indices(10, 4, np.arange(3)),
+                                  [[0, 1, 2, 3], [4, 5, 6, 7], [8, 9, 0, 1]])
+    np.testing.assert_array_equal(step_indices(10, 4, 2), [8, 9, 0, 1])
+    with pytest.raises(ValueError, match="data positions must be >= 0, got -1"):
+        step_indices(10, 4, [-1])
+
+
+@pytest.mark.skipif(jax.device_count() < 8, reason="needs 8 (fake) devices")
+def test_prompt_shard_batches_are_rows_of_the_table_on_the_mesh():
+    tokens_PxL, mask_PxL = _table()
+    mesh = shd.make_mesh((1, 4, 2))
+    shard = PromptShard.keep(tokens_PxL, mask_PxL, [step_indices(10, 4, np.arange(3))], mesh)
+    assert shard.index_R.tolist() == list(range(10))  # one process supplies every row
+    for index_B, split in (([8, 9, 0, 1], True), ([3, 5], False)):  # 2 rows: not split over 4
+        tokens_BxL, mask_BxL, got_B = shard.batch(index_B)
+        np.testing.assert_array_equal(tokens_BxL, tokens_PxL[index_B])
+        np.testing.assert_array_equal(mask_BxL, mask_PxL[index_B])
+        np.testing.assert_array_equal(got_B, index_B)
+        assert tokens_BxL.sharding.is_equivalent_to(
+            shd.batch_sharding(mesh, 2, batch_size=len(index_B)), 2)
+        assert tokens_BxL.sharding.is_fully_replicated != split
+    plain = PromptShard.keep(tokens_PxL, mask_PxL, None, None)
+    np.testing.assert_array_equal(plain.batch([8, 9, 0, 1])[0], tokens_PxL[[8, 9, 0, 1]])
+    assert plain.digest == shard.digest
+
+
+def test_prompt_shard_refuses_prompts_it_was_not_given():
+    tokens_PxL, mask_PxL = _table()
+    shard = PromptShard.keep(tokens_PxL, mask_PxL, [chunk_indices(4, 2)], None)
+    assert shard.index_R.tolist() == [0, 1, 2, 3] and shard.num_prompts == 10
+    with pytest.raises(ValueError, match="process 0 does not hold prompt 4"):
+        shard.batch([0, 4])
+    with pytest.raises(ValueError, match=r"prompt indices \[0, 10\] lie outside the table of 10"):
+        shard.batch([0, 10])
+    with pytest.raises(ValueError, match=r"prompt indices \[11, 11\] lie outside the table"):
+        PromptShard.keep(tokens_PxL, mask_PxL, [np.array([[11]])], None)
+    with pytest.raises(ValueError, match=r"calls must be \[C, B\] index arrays"):
+        PromptShard.keep(tokens_PxL, mask_PxL, [np.arange(3)], None)
+    with pytest.raises(ValueError, match="a mask of the same shape"):
+        PromptShard.keep(tokens_PxL, mask_PxL[:5], None, None)
+
+
+@pytest.mark.parametrize("mesh_shape", [None, (2, 2, 2)])
+def test_reference_rewards_of_a_prompt_shard_equal_those_of_the_whole_table(tmp_path,
+                                                                            mesh_shape):
+    """Same chunks (a padded last prompt chunk, a short last sample chunk), same keys, same
+    cache name as :func:`bonjax.training.reference_rewards`; a second call reads the cache."""
+    toy = ToyProblem(seed=3)
+    mesh = None if mesh_shape is None else shd.make_mesh(mesh_shape)
+    params = toy.ref_params if mesh is None else shd.shard_params(toy.ref_params, mesh)
+    tokens_PxL = np.random.default_rng(0).integers(0, toy.vocab_size, (10, 1)).astype(np.int32)
+    mask_PxL = np.ones_like(tokens_PxL, bool)
+    sampler = Sampler(toy.lm, Temperature(1.0), toy.length, mesh)
+    key = jax.random.key(5)
+    common = {"prompts_per_call": 4, "samples_per_call": 3, "fingerprint": {"toy": 3}}
+    want = training.reference_rewards(sampler, params, toy.reward, tokens_PxL, mask_PxL, 7, key,
+                                      cache_dir=tmp_path / "whole", **common)
+    shard = PromptShard.keep(tokens_PxL, mask_PxL, [chunk_indices(10, 4)], mesh)
+    got = reference_rewards(sampler, params, toy.reward, shard, 7, key,
+                            cache_dir=tmp_path / "shard", **common)
+    np.testing.assert_array_equal(got, want)
+    assert len(np.unique(want)) > 10
+    names = [sorted(p.name for p in (tmp_path / d).iterdir()) for d in ("whole", "shard")]
+    assert names[0] == names[1] and len(names[0]) == 1
+
+    def no_sampling(*args):
+        raise AssertionError("sampled although the rewards were cached")
+
+    cached = reference_rewards(sampler, params, no_sampling, shard, 7, key,
+                               cache_dir=tmp_path / "whole", **common)
+    np.testing.assert_array_equal(cached, want)

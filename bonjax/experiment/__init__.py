@@ -8,6 +8,9 @@
 - :mod:`~bonjax.experiment.methods`: the trained methods and their sweeps.
 - :mod:`~bonjax.experiment.components`: policy, reward and prompts by name.
 - :mod:`~bonjax.experiment.evaluate`: reward, KL, win rate and samples of a policy.
+- :mod:`~bonjax.experiment.prompt_shard`: each process's share of the prompts, global batches.
+- :mod:`~bonjax.experiment.references`: reference rewards of a prompt table shared out over
+  the processes.
 - :mod:`~bonjax.experiment.rundir`: the run directory's config, run id and git commit.
 """
 
@@ -29,6 +32,8 @@ from bonjax.experiment.evaluate import (
     write_samples,
 )
 from bonjax.experiment.methods import METHODS, MethodRun, method_runs
+from bonjax.experiment.prompt_shard import PromptShard, chunk_indices, step_indices, table_digest
+from bonjax.experiment.references import reference_rewards
 from bonjax.experiment.run import ExperimentResult, check_config, run_experiment
 from bonjax.experiment.rundir import RunDirectory, git_commit
 
@@ -40,18 +45,23 @@ __all__ = [
     "ExperimentResult",
     "MethodRun",
     "PolicySamples",
+    "PromptShard",
     "RunDirectory",
     "adds_bos",
     "bon_gap",
     "check_config",
+    "chunk_indices",
     "evaluate_samples",
     "git_commit",
     "load_policy",
     "load_reward",
     "method_runs",
     "prompt_batch",
+    "reference_rewards",
     "run_experiment",
     "sample_policy",
+    "step_indices",
+    "table_digest",
     "win_rate_vs_references",
     "write_samples",
 ]

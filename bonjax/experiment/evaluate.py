@@ -27,18 +27,17 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 from jax.experimental import multihost_utils
-from jax.sharding import Mesh
 from tqdm.auto import tqdm
 
-from bonjax import sharding as shd
 from bonjax.data.imdb import Prompts
 from bonjax.evaluation import BoNCurve, Estimate, EvalPoint, kl_summary, mean_and_stderr
+from bonjax.experiment.prompt_shard import PromptShard, chunk_indices
 from bonjax.objectives import kl_k1
 from bonjax.sampling.sampler import Sampler
 from bonjax.sampling.scorer import completion_logprobs
 
-__all__ = ["PolicySamples", "bon_gap", "evaluate_samples", "sample_policy", "to_device",
-           "to_host", "win_rate_vs_references", "write_samples"]
+__all__ = ["PolicySamples", "bon_gap", "evaluate_samples", "sample_policy", "to_host",
+           "win_rate_vs_references", "write_samples"]
 
 
 def to_host(x) -> np.ndarray:
@@ -46,15 +45,6 @@ def to_host(x) -> np.ndarray:
     if isinstance(x, jax.Array) and not x.is_fully_addressable:
         return np.asarray(multihost_utils.process_allgather(x, tiled=True))
     return np.asarray(x)
-
-
-def to_device(x: np.ndarray, mesh: Mesh | None,
-              rules: shd.ShardingRules = shd.ShardingRules()) -> jax.Array:
-    """``x`` (the same on every process) as an array sharded over the mesh's batch axes."""
-    if mesh is None:
-        return jnp.asarray(x)
-    sharding = shd.batch_sharding(mesh, x.ndim, rules, x.shape[0])
-    return jax.make_array_from_callback(x.shape, sharding, lambda index: x[index])
 
 
 @dataclasses.dataclass(frozen=True)
@@ -74,39 +64,32 @@ class PolicySamples:
     reward_PxK: np.ndarray
 
 
-def _pad_rows(x: np.ndarray, rows: int) -> np.ndarray:
-    """Repeats the last row up to ``rows`` rows: every call has the same compiled shape."""
-    if x.shape[0] == rows:
-        return x
-    return np.concatenate([x, np.repeat(x[-1:], rows - x.shape[0], axis=0)], axis=0)
-
-
 @functools.cache
 def _scorer(lm) -> Callable:
     return jax.jit(functools.partial(completion_logprobs, lm))
 
 
 def sample_policy(sampler: Sampler, params: nnx.State, ref_params: nnx.State, reward: Callable,
-                  prompt_tokens_PxL: np.ndarray, prompt_mask_PxL: np.ndarray, k: int,
-                  key: jax.Array, *, prompts_per_call: int, progress: bool = True,
-                  desc: str = "evaluate") -> PolicySamples:
-    """Draws ``k`` samples per prompt from ``params`` and scores them under both policies.
+                  prompts: PromptShard, k: int, key: jax.Array, *, prompts_per_call: int,
+                  progress: bool = True, desc: str = "evaluate") -> PolicySamples:
+    """Draws ``k`` samples per prompt of the table from ``params``; scores them under both
+    policies.
 
-    Prompt chunk ``c`` draws with ``fold_in(key, c)``. The policy's log-probabilities come from
-    the teacher-forced scorer, like the reference's, not from the sampler.
+    Prompt chunk ``c`` (:func:`~bonjax.experiment.prompt_shard.chunk_indices`) draws with
+    ``fold_in(key, c)``. The policy's log-probabilities come from the teacher-forced scorer,
+    like the reference's, not from the sampler. A collective: every process of the job calls it
+    with its share of the same table (it supplies its rows of each chunk) and gets every
+    prompt's samples.
     """
-    P = prompt_tokens_PxL.shape[0]
+    P = prompts.num_prompts
     score = _scorer(sampler.lm)
     parts: list[tuple[np.ndarray, ...]] = []
-    starts = range(0, P, prompts_per_call)
-    bar = tqdm(starts, desc=desc, unit="chunk",
+    index_CxB = chunk_indices(P, prompts_per_call)
+    bar = tqdm(index_CxB, desc=desc, unit="chunk",
                disable=not progress or jax.process_index() != 0)
-    for c, start in enumerate(bar):
-        rows = min(prompts_per_call, P - start)
-        tokens = to_device(_pad_rows(prompt_tokens_PxL[start:start + rows], prompts_per_call),
-                           sampler.mesh, sampler.rules)
-        mask = to_device(_pad_rows(prompt_mask_PxL[start:start + rows], prompts_per_call),
-                         sampler.mesh, sampler.rules)
+    for c, index_B in enumerate(bar):
+        rows = min(prompts_per_call, P - c * prompts_per_call)
+        tokens, mask, _ = prompts.batch(index_B)
         out = sampler.sample(params, tokens, mask, jax.random.fold_in(key, c), k)
         logp = score(params, tokens, mask, out.tokens_BxNxT, out.mask_BxNxT)
         logp_ref = score(ref_params, tokens, mask, out.tokens_BxNxT, out.mask_BxNxT)

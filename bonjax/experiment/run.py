@@ -14,9 +14,16 @@
    method's training curves; write the results table (Markdown) and ``results.json``.
 
 A second call with the same config and run directory continues where the first stopped: cached
-references, finished evaluations and checkpoints are reused. Every JAX process runs the same
-calls; process 0 writes the files, so the run directory must be one every host sees (a shared
-file system).
+references, finished evaluations and checkpoints are reused.
+
+Several JAX processes (``bonjax.distributed``) run the same calls on one mesh over all their
+devices (``config.mesh_shape`` is then required). Each process keeps only the prompts of its
+rows of the global batches (:class:`~bonjax.experiment.prompt_shard.PromptShard`) and supplies
+just those rows; the batches and keys are those of one process, so the results do not depend on
+the number of processes. Process 0 alone writes the run directory's files (configs, reference
+cache, metrics, plots, tables, samples) and decides what a resumed run reuses; every process
+writes its shards of the checkpoints, so the run directory must be one every host sees (a
+shared file system). Process 0 also keeps the test prompts' texts for the samples file.
 """
 
 from __future__ import annotations
@@ -33,10 +40,9 @@ import zlib
 from typing import Any
 
 import jax
-import jax.numpy as jnp
 import numpy as np
-from jax.experimental import multihost_utils
 
+from bonjax import distributed
 from bonjax import sharding as shd
 from bonjax.data.imdb import Source, imdb_prompts
 from bonjax.evaluation import (
@@ -58,14 +64,10 @@ from bonjax.experiment.components import (
     load_reward,
     prompt_batch,
 )
-from bonjax.experiment.evaluate import (
-    bon_gap,
-    evaluate_samples,
-    sample_policy,
-    to_device,
-    write_samples,
-)
+from bonjax.experiment.evaluate import bon_gap, evaluate_samples, sample_policy, write_samples
 from bonjax.experiment.methods import MethodRun, method_runs
+from bonjax.experiment.prompt_shard import PromptShard, chunk_indices, step_indices
+from bonjax.experiment.references import reference_rewards
 from bonjax.experiment.rundir import RunDirectory
 from bonjax.sampling.methods import Temperature
 from bonjax.sampling.sampler import Sampler
@@ -75,7 +77,6 @@ from bonjax.training import (
     OptimizerConfig,
     Trainer,
     config_fingerprint,
-    reference_rewards,
     reference_store,
     train_loop,
 )
@@ -204,6 +205,10 @@ def _optimizer(config: Any) -> OptimizerConfig:
 def _mesh(config: Any):
     shape = tuple(config.mesh_shape)
     if not shape:
+        if jax.process_count() > 1:
+            raise ValueError(f"config.mesh_shape is () but the job has {jax.process_count()} "
+                             "processes: give a mesh over every process's devices, e.g. "
+                             "(-1, 1, 1)")
         return None
     if -1 in shape:
         known = int(np.prod([s for s in shape if s != -1]))
@@ -224,16 +229,6 @@ def _key(seed: int, name: str) -> jax.Array:
     return jax.random.fold_in(jax.random.key(seed), zlib.crc32(name.encode()) & 0x7FFFFFFF)
 
 
-def _independent_frozen(state):
-    """The state with its own copy of the frozen parameters.
-
-    ``Trainer.init_state`` keeps the reference's arrays as the frozen part of the state, and
-    every update donates the state: without a copy the first update deletes the reference's
-    parameters (its embedding, with ``train_top``), which sampling and scoring still need.
-    """
-    return state.replace(frozen=jax.tree.map(jnp.copy, state.frozen))
-
-
 @dataclasses.dataclass(frozen=True, eq=False)
 class _Setup:
     """What every method's training and evaluation share (loaded once per call)."""
@@ -246,21 +241,21 @@ class _Setup:
     reward: Any
     mesh: Any
     sampler: Sampler
-    train_tokens_PxL: np.ndarray
-    train_mask_PxL: np.ndarray
+    train_prompts: PromptShard
     train_store: Any
-    test_prompts: Any
-    test_tokens_PxL: np.ndarray
-    test_mask_PxL: np.ndarray
+    test_prompts: PromptShard
     test_refs_PxM: np.ndarray
+    report: tuple | None  # process 0: (Prompts, tokens_PxL, mask_PxL) of the test prompts
     progress: bool
 
 
-def _agree(flag: bool) -> bool:
-    """Process 0's ``flag`` on every process (decisions read from files must be collective)."""
-    if jax.process_count() == 1:
-        return flag
-    return bool(multihost_utils.broadcast_one_to_all(np.int32(flag)))
+def _finished_record(path: pathlib.Path, steps: int) -> dict | None:
+    """Process 0's reading of a method's evaluation record, if it evaluated all ``steps``."""
+    record = None
+    if distributed.is_main_process() and path.exists():
+        record = json.loads(path.read_text())
+        record = record if record["step"] == steps else None
+    return distributed.broadcast_json(record)
 
 
 def _train_and_evaluate(run: MethodRun, s: _Setup,
@@ -274,24 +269,25 @@ def _train_and_evaluate(run: MethodRun, s: _Setup,
     method_dir = run_dir.path / run.key
     eval_path = method_dir / "eval.json"
     steps = int(config.train.steps)
-    if _agree(eval_path.exists() and json.loads(eval_path.read_text())["step"] == steps):
-        return json.loads(eval_path.read_text()), 0
+    record = _finished_record(eval_path, steps)
+    if record is not None:
+        return record, 0
     if budget == 0:
         return None, 0
+    # With a mesh the rollout is one compiled program whatever the process count: its batch
+    # comes out laid out as the update takes it.
     trainer = Trainer(s.lm, s.params, run.method, s.reward,
                       max_new_tokens=int(config.max_new_tokens), optimizer=_optimizer(config),
-                      ref_rewards=s.train_store if run.needs_reference_cdf else None, mesh=s.mesh)
-    state = _independent_frozen(trainer.init_state(_key(config.seed, f"train/{run.key}")))
-    B, P = int(config.train.prompts_per_step), s.train_tokens_PxL.shape[0]
+                      ref_rewards=s.train_store if run.needs_reference_cdf else None, mesh=s.mesh,
+                      jit_collect=True if s.mesh is not None else None)
+    state = trainer.init_state(_key(config.seed, f"train/{run.key}"))
+    B, P = int(config.train.prompts_per_step), s.train_prompts.num_prompts
 
     def batches(position: int):
-        index_B = (position * B + np.arange(B)) % P
-        return s.train_tokens_PxL[index_B], s.train_mask_PxL[index_B], index_B
+        return s.train_prompts.batch(step_indices(P, B, position))
 
     def step_fn(state, batch):
-        tokens_BxL, mask_BxL, index_B = batch
-        return trainer.step(state, to_device(tokens_BxL, s.mesh), to_device(mask_BxL, s.mesh),
-                            jnp.asarray(index_B))
+        return trainer.step(state, *batch)
 
     fingerprint = config_fingerprint({"run": run_dir.fingerprint, "method": run.key})
     with Checkpointer(method_dir / "checkpoints", save_every=int(config.train.save_every),
@@ -306,16 +302,16 @@ def _train_and_evaluate(run: MethodRun, s: _Setup,
                            progress=s.progress, meta={"method": run.key})
     if target < steps:
         return None, target - start
-    samples = sample_policy(s.sampler, state.full_params(), s.params, s.reward,
-                            s.test_tokens_PxL, s.test_mask_PxL,
+    samples = sample_policy(s.sampler, state.full_params(), s.params, s.reward, s.test_prompts,
                             int(config.eval.samples_per_prompt),
                             _key(config.seed, f"eval/{run.key}"),
                             prompts_per_call=int(config.eval.prompts_per_call),
                             progress=s.progress, desc=f"evaluate {run.key}")
     point, kl_k3 = evaluate_samples(samples, s.test_refs_PxM, run.name, run.setting)
     if run_dir.is_main:
-        write_samples(method_dir / "samples.jsonl", samples, s.test_tokens_PxL, s.test_mask_PxL,
-                      s.test_prompts, s.tokenizer)
+        test_prompts, test_tokens_PxL, test_mask_PxL = s.report
+        write_samples(method_dir / "samples.jsonl", samples, test_tokens_PxL, test_mask_PxL,
+                      test_prompts, s.tokenizer)
         records = read_metrics_jsonl(method_dir / "metrics.jsonl")
         keys = [k for k in _CURVE_KEYS if any(k in r for r in records)]
         plot_training_curves(method_dir / "training_curves.png", records, keys=keys,
@@ -377,6 +373,31 @@ def _write_report(run_dir: RunDirectory, config: Any, bon_points: list[EvalPoint
     return points, kl_k3, gaps
 
 
+def _prompts(config: Any, runs: list[MethodRun], tokenizer, pad_id: int, mesh,
+             is_main: bool) -> tuple[PromptShard, PromptShard, tuple | None]:
+    """This process's shares of the training and test prompts: the prompts of its rows of every
+    global batch it takes part in (reference chunks, training steps, evaluation chunks). Process
+    0 also gets the test prompts' ``(Prompts, tokens_PxL, mask_PxL)`` for the samples file."""
+    data = {"source": Source(config.data.source), "min_tokens": int(config.data.min_tokens),
+            "max_tokens": int(config.data.max_tokens), "seed": int(config.seed)}
+    train = imdb_prompts(tokenizer, "train", int(config.data.train_prompts), **data)
+    test = imdb_prompts(tokenizer, "test", int(config.data.test_prompts), **data)
+    refs_per_call = int(config.reference.prompts_per_call)
+    train_calls = [step_indices(len(train), int(config.train.prompts_per_step),
+                                np.arange(int(config.train.steps)))]
+    if any(r.needs_reference_cdf for r in runs):
+        train_calls.append(chunk_indices(len(train), refs_per_call))
+    test_calls = [chunk_indices(len(test), refs_per_call),
+                  chunk_indices(len(test), int(config.eval.prompts_per_call))]
+    train_shard = PromptShard.keep(*prompt_batch(train, tokenizer, pad_id), train_calls, mesh)
+    test_tokens, test_mask = prompt_batch(test, tokenizer, pad_id)
+    test_shard = PromptShard.keep(test_tokens, test_mask, test_calls, mesh)
+    logger.info("process %d keeps %d of %d training prompts and %d of %d test prompts",
+                jax.process_index(), len(train_shard.index_R), train_shard.num_prompts,
+                len(test_shard.index_R), test_shard.num_prompts)
+    return train_shard, test_shard, (test, test_tokens, test_mask) if is_main else None
+
+
 def run_experiment(config: Any, run_dir: str | os.PathLike, *, step_budget: int | None = None,
                    progress: bool = True) -> ExperimentResult:
     """Runs (or continues) the experiment of ``config`` in ``run_dir`` (see the module doc).
@@ -408,35 +429,33 @@ def run_experiment(config: Any, run_dir: str | os.PathLike, *, step_budget: int 
     reward = CompiledReward(reward)
     run_dir.check_reward(reward_name)
 
-    data = {"source": Source(config.data.source), "min_tokens": int(config.data.min_tokens),
-            "max_tokens": int(config.data.max_tokens), "seed": int(config.seed)}
-    train_prompts = imdb_prompts(tokenizer, "train", int(config.data.train_prompts), **data)
-    test_prompts = imdb_prompts(tokenizer, "test", int(config.data.test_prompts), **data)
-    train_tokens, train_mask = prompt_batch(train_prompts, tokenizer, lm.pad_id)
-    test_tokens, test_mask = prompt_batch(test_prompts, tokenizer, lm.pad_id)
+    train_shard, test_shard, report = _prompts(config, runs, tokenizer, lm.pad_id, mesh,
+                                               run_dir.is_main)
     sampler = Sampler(lm, Temperature(1.0), int(config.max_new_tokens), mesh)
 
-    def references(split: str, tokens_PxL, mask_PxL) -> np.ndarray:
+    def references(split: str, prompts: PromptShard) -> np.ndarray:
         return reference_rewards(
-            sampler, params, reward, tokens_PxL, mask_PxL, int(config.reference.samples),
+            sampler, params, reward, prompts, int(config.reference.samples),
             _key(config.seed, f"references/{split}"),
             prompts_per_call=int(config.reference.prompts_per_call),
             samples_per_call=int(config.reference.samples_per_call),
             cache_dir=run_dir.path / "references", progress=progress and run_dir.is_main,
             fingerprint={"model": config.model, "reward": reward_name, "split": split})
 
-    logger.info("reference samples of the %d test prompts", len(test_prompts))
-    test_refs = references("test", test_tokens, test_mask)
+    logger.info("reference samples of the %d test prompts", test_shard.num_prompts)
+    test_refs = references("test", test_shard)
     bon_points = bon_reference_points(test_refs, tuple(config.bon.ns))
     curve = bon_curve(test_refs)
     train_store = None
     if any(r.needs_reference_cdf for r in runs):
-        logger.info("reference samples of the %d training prompts", len(train_prompts))
-        train_store = reference_store(references("train", train_tokens, train_mask))
+        logger.info("reference samples of the %d training prompts", train_shard.num_prompts)
+        train_refs = references("train", train_shard)
+        if mesh is not None:  # a global array: an argument of the multi-process rollout
+            train_refs = distributed.global_array(train_refs, mesh, shd.replicated(mesh))
+        train_store = reference_store(train_refs)
 
-    setup = _Setup(config, run_dir, lm, params, tokenizer, reward, mesh, sampler, train_tokens,
-                   train_mask, train_store, test_prompts, test_tokens, test_mask, test_refs,
-                   progress)
+    setup = _Setup(config, run_dir, lm, params, tokenizer, reward, mesh, sampler, train_shard,
+                   train_store, test_shard, test_refs, report, progress)
     budget = step_budget
     records, complete = [], True
     for run in runs:

@@ -7,7 +7,8 @@
       run.json        run id, the reward actually used, one record per call (git commit, time)
 
 A directory whose ``config.json`` holds another fingerprint, or a non-empty directory without
-one, is refused before anything is written. Only JAX process 0 writes; every process checks.
+one, is refused before anything is written. Only JAX process 0 writes; every process checks, and
+every process holds process 0's record (one run id).
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from typing import Any
 import jax
 from jax.experimental import multihost_utils
 
+from bonjax import distributed
 from bonjax.training.checkpoint import config_fingerprint
 
 __all__ = ["CONFIG_FILE", "RUN_FILE", "RunDirectory", "git_commit"]
@@ -124,6 +126,7 @@ class RunDirectory:
             "started": _now(), **git_commit(), "host": socket.gethostname(),
             "processes": jax.process_count(), "devices": jax.device_count(),
             "platform": jax.devices()[0].platform, "jax": jax.__version__})
+        record = distributed.broadcast_json(record)  # one run id and record for every process
         if self.is_main:
             self.path.mkdir(parents=True, exist_ok=True)
             if not (self.path / CONFIG_FILE).exists():
