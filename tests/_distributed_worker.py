@@ -15,6 +15,9 @@ to ``OUT_DIR/<mode>.npz``. Modes:
 - ``pieces``: Best-of-N sampling on the toy; one vBoN training step (collect, then update);
   a checkpoint save of the updated state and its restore in a fresh ``Checkpointer``; and
   ``global_array`` on a mesh whose devices are not ordered by process (it must raise).
+- ``experiment``: ``run_experiment`` with :func:`experiment_config` into ``OUT_DIR/run``, twice
+  (the second call finds the run finished); every process writes what both calls returned to
+  ``OUT_DIR/experiment-<process>.json``.
 
 ``SIGUSR1`` dumps every thread's Python stack to stderr (for a stuck worker).
 """
@@ -22,7 +25,10 @@ to ``OUT_DIR/<mode>.npz``. Modes:
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import faulthandler
+import json
+import logging
 import os
 import signal
 import time
@@ -33,6 +39,7 @@ from jax.experimental import multihost_utils
 
 from bonjax import bon, distributed, objectives
 from bonjax import sharding as shd
+from bonjax.experiment import run_experiment
 from bonjax.sampling import Sampler, Temperature
 from bonjax.toy import ToyProblem
 from bonjax.training import (
@@ -44,11 +51,12 @@ from bonjax.training import (
     train_loop,
 )
 from bonjax.training.checkpoint import abstract_like
+from experiments import configs
 
 MESH_SHAPE = (1, 4, 2)  # data x fsdp x tensor: the fsdp axis spans both processes' devices
 PROMPTS, SAMPLES, BON_N, NUM_REFS = 8, 4, 4, 32
 LOOP_STEPS = 5
-MODES = ("loop", "pieces")
+MODES = ("loop", "pieces", "experiment")
 
 
 def gather(tree) -> dict:
@@ -60,6 +68,36 @@ def flat(prefix: str, tree) -> dict:
     """``{prefix + path: leaf}`` of a pytree of host arrays."""
     return {f"{prefix}{jax.tree_util.keystr(path)}": leaf
             for path, leaf in jax.tree_util.tree_leaves_with_path(tree)}
+
+
+def experiment_config():
+    """The tiny experiment (``experiments/configs/test_tiny.py``) on the worker's mesh, vBoN
+    only, 4 prompts per sampling call: every global batch, training steps included, takes rows
+    0-1 from process 0's devices and rows 2-3 from process 1's, so each of two processes keeps
+    half of the training and half of the test prompts."""
+    config = configs.get("test_tiny")
+    config.mesh_shape = MESH_SHAPE
+    config.methods = ("vbon",)
+    config.reference.prompts_per_call = 4
+    config.eval.prompts_per_call = 4
+    return config
+
+
+def experiment(out_dir: str) -> None:
+    """Runs the experiment, then calls it again on the finished run directory (which must reuse
+    the cached references and evaluations), recording what both calls returned."""
+    config, run_dir = experiment_config(), os.path.join(out_dir, "run")
+    calls = []
+    for _ in range(2):
+        result = run_experiment(config, run_dir, progress=False)
+        calls.append({"run_id": result.run_id, "complete": result.complete,
+                      "points": [dataclasses.asdict(p) for p in result.points],
+                      "kl_k3": {k: list(v) for k, v in result.kl_k3.items()},
+                      "bon_gaps": result.bon_gaps})
+    path = os.path.join(out_dir, f"experiment-{jax.process_index()}.json")
+    with open(path + ".tmp", "w") as f:
+        json.dump(calls, f)
+    os.replace(path + ".tmp", path)
 
 
 class Job:
@@ -192,20 +230,28 @@ def main() -> None:
     if not set(modes) <= set(MODES):
         parser.error(f"unknown modes {sorted(set(modes) - set(MODES))}; choose from {MODES}")
 
+    logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(name)s: %(message)s",
+                        force=True)
+    logging.getLogger("bonjax").setLevel(logging.INFO)  # the experiment's progress lines
     several = distributed.initialize(
         args.coordinator_address, args.num_processes, args.process_id,
         initialization_timeout_s=args.initialization_timeout_s,
         heartbeat_timeout_s=args.heartbeat_timeout_s, shutdown_timeout_s=args.shutdown_timeout_s)
     jax.config.update("jax_default_matmul_precision", "highest")
-    job = Job()
-    job.initialize_results = _initialize_again(args, several)
-    with jax.set_mesh(job.mesh):
-        for mode in modes:
+    job = None
+    for mode in modes:
+        if mode == "experiment":
+            experiment(args.out_dir)
+            continue
+        if job is None:  # the toy modes' problem, mesh and trainer
+            job = Job()
+            job.initialize_results = _initialize_again(args, several)
+        with jax.set_mesh(job.mesh):
             results = getattr(job, mode)(args.out_dir)
-            if distributed.is_main_process():
-                path = os.path.join(args.out_dir, f"{mode}.npz")
-                np.savez(path + ".tmp.npz", **{k: np.asarray(v) for k, v in results.items()})
-                os.replace(path + ".tmp.npz", path)
+        if distributed.is_main_process():
+            path = os.path.join(args.out_dir, f"{mode}.npz")
+            np.savez(path + ".tmp.npz", **{k: np.asarray(v) for k, v in results.items()})
+            os.replace(path + ".tmp.npz", path)
 
 
 if __name__ == "__main__":

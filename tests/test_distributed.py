@@ -13,13 +13,20 @@ own rows of every global batch. Two processes against one, with the measured max
   between the runs; both must keep it at noise level, below 1e-3 (a tenth of one
   learning-rate step) [3.8e-4 after five steps, while the query and value biases move 6e-2];
 - a checkpoint restored by two processes: bitwise equal to the state they saved; a job killed
-  and restarted: it resumes at its last checkpoint and ends as the uninterrupted run ends.
+  and restarted: it resumes at its last checkpoint and ends as the uninterrupted run ends;
+- the tiny experiment (``run_experiment``, vBoN) run by two processes, each keeping half of the
+  prompts: its reference rewards, Best-of-N points, samples and rewards exactly equal, its
+  log-probability-based numbers (training metrics, KL) within 1e-5 (see
+  :func:`test_experiment_in_two_processes_equals_one_process`).
 
-Every wait is bounded: subprocess timeouts, the coordinator's initialization timeout and a
-heartbeat timeout after which a surviving process terminates with an error.
+Every wait is bounded: subprocess timeouts (every worker is killed as soon as one fails), the
+coordinator's initialization timeout and a heartbeat timeout after which a surviving process
+terminates with an error. Workers write their output to ``worker-<i>.log`` in their directory.
 """
 
+import json
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -37,7 +44,10 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 WORKER = os.path.join(REPO, "tests", "_distributed_worker.py")
 
 PROCESS_TIMEOUT_S = 240
+EXPERIMENT_TIMEOUT_S = 300
 HEARTBEAT_TIMEOUT_S = 5
+EXPERIMENT_HEARTBEAT_TIMEOUT_S = 20  # three busy processes share the cores
+EXPERIMENT_ATOL = 1e-5
 FAILURE_BOUND_S = 60  # a survivor of a killed peer must exit well within this
 PARAM_ATOL = 5e-6
 KEY_BIAS_NOISE = 1e-3
@@ -59,38 +69,59 @@ def _env(devices: int, **extra) -> dict:
     return env
 
 
-def launch(modes: str, out_dir, processes: int, env_of=lambda i: {}) -> list[subprocess.Popen]:
-    """``processes`` worker processes running ``modes`` with 8 devices in all."""
+def launch(modes: str, out_dir, processes: int, env_of=lambda i: {},
+           heartbeat_timeout_s: int = HEARTBEAT_TIMEOUT_S) -> list[subprocess.Popen]:
+    """``processes`` worker processes running ``modes`` with 8 devices in all; worker i writes
+    its output to ``out_dir/worker-<i>.log`` (``proc.log_path``)."""
     if processes == 1:
         commands = [[sys.executable, WORKER, modes, str(out_dir)]]
     else:
         address = f"127.0.0.1:{free_port()}"
         commands = [[sys.executable, WORKER, modes, str(out_dir), "--coordinator_address",
                      address, "--num_processes", str(processes), "--process_id", str(i),
-                     "--heartbeat_timeout_s", str(HEARTBEAT_TIMEOUT_S),
+                     "--heartbeat_timeout_s", str(heartbeat_timeout_s),
                      "--initialization_timeout_s", "60"] for i in range(processes)]
-    return [subprocess.Popen(cmd, env=_env(8 // processes, **env_of(i)), cwd=REPO,
-                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-            for i, cmd in enumerate(commands)]
+    procs = []
+    for i, cmd in enumerate(commands):
+        log_path = os.path.join(out_dir, f"worker-{i}.log")
+        with open(log_path, "w") as log:
+            proc = subprocess.Popen(cmd, env=_env(8 // processes, **env_of(i)), cwd=REPO,
+                                    stdout=log, stderr=subprocess.STDOUT, text=True)
+        proc.log_path = log_path
+        procs.append(proc)
+    return procs
+
+
+def log_of(proc: subprocess.Popen) -> str:
+    with open(proc.log_path) as f:
+        return f.read()
+
+
+def stop(procs: list[subprocess.Popen]) -> None:
+    """Kills every process still running and reaps them all."""
+    for proc in procs:
+        if proc.poll() is None:
+            proc.kill()
+    for proc in procs:
+        proc.wait()
 
 
 def finish(procs: list[subprocess.Popen], timeout_s: float = PROCESS_TIMEOUT_S) -> list[str]:
-    """Waits for every process (killing all on timeout); fails unless all exit 0."""
+    """Waits for every process; fails, killing them all, as soon as one exits with an error or
+    when ``timeout_s`` runs out. Returns their logs."""
     deadline = time.monotonic() + timeout_s
-    logs = []
-    for proc in procs:
-        try:
-            out, err = proc.communicate(timeout=max(deadline - time.monotonic(), 1))
-        except subprocess.TimeoutExpired:
-            for p in procs:
-                p.kill()
-            pytest.fail(f"worker did not finish within {timeout_s} s")
-        logs.append(err)
-        if proc.returncode != 0:
-            for p in procs:
-                p.kill()
-            pytest.fail(f"worker exited with {proc.returncode}:\n{out}\n{err[-4000:]}")
-    return logs
+    while True:
+        codes = [proc.poll() for proc in procs]
+        if all(code == 0 for code in codes):
+            return [log_of(proc) for proc in procs]
+        failed = [i for i, code in enumerate(codes) if code not in (None, 0)]
+        if failed or time.monotonic() > deadline:
+            stop(procs)
+            why = (f"worker {failed[0]} exited with {codes[failed[0]]}" if failed
+                   else f"workers did not finish within {timeout_s} s")
+            pytest.fail(why + "".join(f"\n--- worker {i}:\n{log_of(proc)[-4000:]}"
+                                      for i, proc in enumerate(procs)))
+        time.sleep(0.2)
 
 
 def run(modes: str, out_dir, processes: int) -> dict[str, dict[str, np.ndarray]]:
@@ -128,23 +159,21 @@ def killed_job(tmp_path_factory):
     deadline = time.monotonic() + PROCESS_TIMEOUT_S
     while KILL_AFTER not in _committed_steps(ckpt_dir):
         if any(p.poll() is not None for p in procs) or time.monotonic() > deadline:
-            for p in procs:
-                p.kill()
-            logs = [p.communicate()[1][-3000:] for p in procs]
+            stop(procs)
             pytest.fail(f"no checkpoint {KILL_AFTER} before a worker exited or timed out:\n"
-                        + "\n".join(logs))
+                        + "\n".join(log_of(p)[-3000:] for p in procs))
         time.sleep(0.05)
     time.sleep(1.0)  # process 0 enters step KILL_AFTER + 1
     procs[1].kill()
     killed_at = time.monotonic()
     try:
-        _, err = procs[0].communicate(timeout=FAILURE_BOUND_S)
+        procs[0].wait(timeout=FAILURE_BOUND_S)
     except subprocess.TimeoutExpired:
-        procs[0].kill()
-        procs[0].communicate()
+        stop(procs)
         pytest.fail(f"process 0 still running {FAILURE_BOUND_S} s after its peer was killed")
     time_to_failure = time.monotonic() - killed_at
-    procs[1].communicate()
+    procs[1].wait()
+    err = log_of(procs[0])
     print(f"\nprocess 0 exited with {procs[0].returncode} {time_to_failure:.1f} s after process "
           f"1 was killed (heartbeat timeout {HEARTBEAT_TIMEOUT_S} s)")
     return {"dir": job_dir, "returncodes": [p.returncode for p in procs], "stderr_0": err,
@@ -199,6 +228,20 @@ def test_global_array_in_one_process_is_the_data_with_the_sharding():
         distributed.global_array(data, mesh, shd.replicated(shd.make_mesh((8, 1, 1))))
     with pytest.raises(ValueError, match="Sharding or a PartitionSpec"):
         distributed.global_array(data, mesh, "batch")
+
+
+def test_process_rows_and_broadcast_in_one_process():
+    """One process supplies every row and broadcasts to itself (several processes: the
+    experiment tests below)."""
+    from bonjax import sharding as shd
+
+    mesh = shd.make_mesh((1, 4, 2))
+    assert distributed.process_rows(shd.batch_sharding(mesh, 2, batch_size=8), (8, 3)) \
+        == slice(0, 8)
+    assert distributed.process_rows(shd.replicated(mesh), (5,)) == slice(0, 5)
+    with pytest.raises(ValueError, match="needs a leading"):
+        distributed.process_rows(shd.replicated(mesh), ())
+    assert distributed.broadcast_json({"a": (1, 2), "b": None}) == {"a": [1, 2], "b": None}
 
 
 def test_initialize_is_a_no_op_for_one_process_and_names_bad_configuration(monkeypatch):
@@ -350,3 +393,108 @@ def test_restarted_job_resumes_from_the_last_checkpoint_and_ends_as_uninterrupte
     np.testing.assert_array_equal(resumed["final_key"], reference["final_key"])
     assert_params_close(resumed, reference, "final")
     assert_params_close(resumed, reference, "final_opt[1][0].mu")
+
+
+# ----------------------------------------------------------------------------- the experiment
+
+
+@pytest.fixture(scope="module")
+def experiment_runs(tmp_path_factory):
+    """The tiny experiment (``_distributed_worker.experiment_config``) run at the same time by
+    one process x 8 devices and by two x 4, each twice into its run directory."""
+    dirs = {"one": tmp_path_factory.mktemp("experiment_one"),
+            "two": tmp_path_factory.mktemp("experiment_two")}
+    procs = (launch("experiment", dirs["one"], 1)
+             + launch("experiment", dirs["two"], 2,
+                      heartbeat_timeout_s=EXPERIMENT_HEARTBEAT_TIMEOUT_S))
+    logs = finish(procs, EXPERIMENT_TIMEOUT_S)
+    returned = {name: [json.loads((path / f"experiment-{i}.json").read_text())
+                       for i in range(1 if name == "one" else 2)] for name, path in dirs.items()}
+    return {"dirs": dirs, "logs": {"one": logs[:1], "two": logs[1:]}, "returned": returned}
+
+
+def _lines(path) -> list[dict]:
+    return [json.loads(line) for line in path.read_text().splitlines()]
+
+
+def _assert_numbers_close(got, want, where: str) -> None:
+    """Equal structure; numbers within EXPERIMENT_ATOL (+ 1e-5 relative), the rest equal."""
+    if isinstance(want, dict):
+        assert sorted(got) == sorted(want), where
+        for key in want:
+            _assert_numbers_close(got[key], want[key], f"{where}.{key}")
+    elif isinstance(want, list):
+        assert len(got) == len(want), where
+        for i, (a, b) in enumerate(zip(got, want, strict=True)):
+            _assert_numbers_close(a, b, f"{where}[{i}]")
+    elif isinstance(want, float):
+        np.testing.assert_allclose(got, want, rtol=1e-5, atol=EXPERIMENT_ATOL, err_msg=where)
+    else:
+        assert got == want, where
+
+
+@pytest.mark.slow
+def test_experiment_in_two_processes_equals_one_process(experiment_runs):
+    """Same global batches, same keys: what the two runs sample and score is exactly equal
+    (reference rewards, Best-of-N points, evaluation samples, their rewards and win rates);
+    numbers computed from log-probabilities (KL, losses, gradient norms, advantages) agree to
+    1e-5 absolute or relative [measured: 1.9e-6 on a sample's KL, 1.4e-6 on a gradient norm of
+    3-6, 5e-7 on the loss]."""
+    one, two = (experiment_runs["dirs"][k] / "run" for k in ("one", "two"))
+    refs = sorted(p.name for p in (one / "references").iterdir())
+    assert len(refs) == 2 and refs == sorted(p.name for p in (two / "references").iterdir())
+    for name in refs:  # same cache names: same prompts table, M, T, key and chunks
+        with np.load(one / "references" / name) as a, np.load(two / "references" / name) as b:
+            np.testing.assert_array_equal(b["rewards_PxM"], a["rewards_PxM"], err_msg=name)
+    want, got = (json.loads((d / "results.json").read_text()) for d in (one, two))
+    assert got["bon"] == want["bon"] and got["bon_curve"] == want["bon_curve"]
+    for a, b in zip(got["methods"], want["methods"], strict=True):
+        assert (a["reward"], a["win_rate"]) == (b["reward"], b["win_rate"])
+    _assert_numbers_close(got["methods"], want["methods"], "methods")
+    assert [m["key"] for m in want["methods"]] == ["vbon-n4"]
+    metrics = {d: _lines(d / "vbon-n4" / "metrics.jsonl") for d in (one, two)}
+    assert [r["step"] for r in metrics[two]] == [r["step"] for r in metrics[one]] == [1, 2]
+    for a, b in zip(metrics[two], metrics[one], strict=True):
+        del a["time"], b["time"]
+        _assert_numbers_close(a, b, f"metrics of step {b['step']}")
+    samples = {d: _lines(d / "vbon-n4" / "samples.jsonl") for d in (one, two)}
+    for a, b in zip(samples[two], samples[one], strict=True):
+        assert (a["completion"], a["reward"]) == (b["completion"], b["reward"])
+        _assert_numbers_close(a, b, f"sample {b['prompt_index']}.{b['sample']}")
+    assert len({s["completion"] for s in samples[one]}) > 4
+
+
+@pytest.mark.slow
+def test_experiment_processes_keep_their_share_of_the_prompts(experiment_runs):
+    """Every global batch of the config takes its rows 0-1 from process 0 and 2-3 from process
+    1, so each process keeps 4 of the 8 training and of the 8 test prompts."""
+    kept = re.compile(r"process (\d) keeps (\d+) of (\d+) training prompts and (\d+) of (\d+) "
+                      r"test prompts")
+    (one,), two = experiment_runs["logs"]["one"], experiment_runs["logs"]["two"]
+    assert [m.groups() for m in kept.finditer(one)] == [("0", "8", "8", "8", "8")] * 2
+    for i, log in enumerate(two):
+        assert [m.groups() for m in kept.finditer(log)] == [(str(i), "4", "8", "4", "8")] * 2
+
+
+@pytest.mark.slow
+def test_experiment_processes_share_one_run_and_process_0_writes_it(experiment_runs):
+    """Both processes return the same run (one run id, the same points); the second call reuses
+    the finished run; the files of the run directory are those of the one-process run."""
+    (one,), two = experiment_runs["returned"]["one"], experiment_runs["returned"]["two"]
+    assert two[0] == two[1]
+    for calls in (one, two[0]):
+        first, second = calls
+        assert first == second and first["complete"]
+    one_dir, two_dir = (experiment_runs["dirs"][k] / "run" for k in ("one", "two"))
+    run = json.loads((two_dir / "run.json").read_text())
+    assert run["run_id"] == two[0][0]["run_id"]
+    assert [i["processes"] for i in run["invocations"]] == [2, 2]
+    _assert_numbers_close(two[0][0]["points"], one[0]["points"], "points")
+
+    def files(run_dir):
+        return sorted(p.relative_to(run_dir).as_posix() for p in run_dir.rglob("*")
+                      if p.is_file() and "tensorboard" not in p.parts
+                      and "checkpoints" not in p.parts)
+
+    assert files(two_dir) == files(one_dir)
+    assert not [f for f in files(two_dir) if ".tmp" in f]
