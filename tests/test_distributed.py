@@ -438,8 +438,8 @@ def test_experiment_in_two_processes_equals_one_process(experiment_runs):
     """Same global batches, same keys: what the two runs sample and score is exactly equal
     (reference rewards, Best-of-N points, evaluation samples, their rewards and win rates);
     numbers computed from log-probabilities (KL, losses, gradient norms, advantages) agree to
-    1e-5 absolute or relative [measured: 1.9e-6 on a sample's KL, 1.4e-6 on a gradient norm of
-    3-6, 5e-7 on the loss]."""
+    1e-5 absolute or relative [measured in two runs: up to 2.9e-6 on a sample's KL, 1.4e-6 on a
+    gradient norm of 3-6, 5e-7 on the loss, 8e-7 on the evaluated k1 KL]."""
     one, two = (experiment_runs["dirs"][k] / "run" for k in ("one", "two"))
     refs = sorted(p.name for p in (one / "references").iterdir())
     assert len(refs) == 2 and refs == sorted(p.name for p in (two / "references").iterdir())
