@@ -96,3 +96,21 @@ def test_batch_without_completions_is_rejected(toy):
     empty = batch.replace(mask_BxSxT=batch.mask_BxSxT.at[2].set(False))
     with pytest.raises(ValueError, match="prompt 2 has no completion tokens"):
         trainer.update(state, empty)
+
+
+def test_eager_rollout_with_a_replicated_reward_updates_on_a_mesh(toy):
+    """An eager rollout whose reward comes back replicated (a host-side reward) still feeds the
+    update, whose inputs are laid out over the batch axes: the batch is resharded first."""
+    mesh = shd.make_mesh((2, 2, 2))
+    replicated = shd.replicated(mesh)
+
+    def host_reward(*args):
+        return jax.device_put(toy.reward(*args), replicated)
+
+    trainer = Trainer(toy.lm, toy.ref_params, method_for(obj.BONDConfig(n=2)), host_reward,
+                      max_new_tokens=toy.length, mesh=mesh, jit_collect=False,
+                      optimizer=OptimizerConfig(learning_rate=1e-2, epochs=1))
+    state = trainer.init_state(jax.random.key(6))
+    with jax.set_mesh(mesh):
+        state, metrics = trainer.step(state, *toy.prompts(8))
+    assert np.isfinite(float(metrics["loss"]))

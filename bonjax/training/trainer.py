@@ -235,9 +235,18 @@ class Trainer:
         if not bool(jnp.all(has_tokens_B)):
             raise ValueError(f"prompt {int(jnp.argmin(has_tokens_B))} has no completion tokens in "
                              "the batch: every prompt needs at least one completion token")
+        if self.mesh is not None:  # e.g. a replicated reward from an eager rollout
+            batch = jax.tree.map(self._on_batch_axes, batch)
         if self._update_jit is None:
             object.__setattr__(self, "_update_jit", self._compile_update(state, batch))
         return self._update_jit(state, batch)
+
+    def _on_batch_axes(self, x: jax.Array) -> jax.Array:
+        """``x`` laid out as the compiled update takes it: split over the batch axes."""
+        sharding = shd.batch_sharding(self.mesh, x.ndim, self.rules, x.shape[0])
+        if getattr(x, "sharding", None) == sharding:
+            return x
+        return jax.device_put(x, sharding)
 
     def loss(self, trainable, frozen: nnx.State, batch: Batch):
         """Mean per-prompt loss; ``trainable`` is ``trainable_tree(state)`` (the parameters, or
