@@ -176,6 +176,7 @@ def test_a_directory_no_run_created_is_refused(tmp_path):
     ("vbon.ns", (), "config.vbon.ns is empty"),
     ("train.samples_per_prompt", 1, "config.train.samples_per_prompt must be an integer >= 2"),
     ("mesh_shape", (2, 2), "config.mesh_shape must be"),
+    ("train.optimizer", "sgd", "unknown config.train.optimizer 'sgd'"),
 ])
 def test_bad_config_raises_before_anything_is_written(tmp_path, field, value, message):
     config = configs.get("test_tiny")
@@ -329,3 +330,13 @@ def test_reference_rewards_of_a_prompt_shard_equal_those_of_the_whole_table(tmp_
     cached = reference_rewards(sampler, params, no_sampling, shard, 7, key,
                                cache_dir=tmp_path / "whole", **common)
     np.testing.assert_array_equal(cached, want)
+
+
+def test_the_optimizer_option_picks_ppo_with_a_value_head_for_vbon_and_the_baseline():
+    config = configs.get("test_tiny")
+    config.train.optimizer = "ppo"
+    kinds = {r.key: type(r.method).__name__ for r in method_runs(config)}
+    assert {k: v for k, v in kinds.items() if k.startswith(("vbon", "ppo"))} and all(
+        v == "PPO" for k, v in kinds.items() if k.startswith(("vbon", "ppo")))
+    assert kinds["bonbon-n4"] == "PreferencePairs"
+    assert configs.get("full").train.optimizer == "ppo"

@@ -9,6 +9,9 @@ A config lists method names in ``config.methods``; each name's own section holds
 
 :func:`method_runs` turns that into typed :class:`MethodRun` values (names for the plots and the
 table, a directory name, and the :class:`bonjax.training.Method` that optimises it).
+``config.train.optimizer`` picks how vBoN and PPO are optimised: ``"rloo"`` (clipped policy
+gradient with leave-one-out advantages, no critic) or ``"ppo"`` (a value head and GAE, the vBoN
+paper's optimiser).
 """
 
 from __future__ import annotations
@@ -17,7 +20,7 @@ import dataclasses
 from typing import Any
 
 from bonjax import objectives as obj
-from bonjax.training.methods import Method, method_for
+from bonjax.training.methods import OPTIMIZERS, Method, method_for
 
 __all__ = ["METHODS", "MethodRun", "method_runs"]
 
@@ -75,12 +78,16 @@ def method_runs(config: Any) -> list[MethodRun]:
         raise ValueError(f"config.methods = {names} names a method twice")
     K = int(config.train.samples_per_prompt)
     clip = float(config.train.clip_eps)
+    optimizer = str(config.train.get("optimizer", "rloo"))
+    if optimizer not in OPTIMIZERS:
+        raise ValueError(f"unknown config.train.optimizer {optimizer!r}; choose one of "
+                         f"{', '.join(OPTIMIZERS)}")
     runs: list[MethodRun] = []
     for name in names:
         if name == "vbon":
             exact = bool(config.vbon.exact)
             for n in _sweep(config, "vbon", "ns"):
-                method = method_for(obj.VBoNConfig(n=int(n), exact=exact),
+                method = method_for(obj.VBoNConfig(n=int(n), exact=exact), optimizer,
                                     samples_per_prompt=K, clip_eps=clip)
                 runs.append(MethodRun(f"vbon{'-exact' if exact else ''}-n{n}",
                                       "vBoN (exact)" if exact else "vBoN", f"N={n}", method,
@@ -102,8 +109,8 @@ def method_runs(config: Any) -> list[MethodRun]:
                                   method))
         else:
             for beta in _sweep(config, "ppo", "betas"):
-                method = method_for(obj.KLRLConfig(beta=float(beta)), samples_per_prompt=K,
-                                    clip_eps=clip)
+                method = method_for(obj.KLRLConfig(beta=float(beta)), optimizer,
+                                    samples_per_prompt=K, clip_eps=clip)
                 runs.append(MethodRun(f"ppo-beta{_number(beta)}", "PPO",
                                       f"beta={_number(beta)}", method))
     return runs

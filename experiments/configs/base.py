@@ -104,6 +104,10 @@ def get_config() -> ml_collections.ConfigDict:
     config.train.steps = 100
     # Prompts per step, taken in order from the shuffled training prompts, wrapping around.
     config.train.prompts_per_step = 16
+    # How vBoN and PPO are optimised: "rloo" (PPO-clipped policy gradient with leave-one-out
+    # advantages, no critic) or "ppo" (a value head on the policy and GAE with gamma = 1,
+    # lambda = 0.95: the vBoN paper's optimiser).
+    config.train.optimizer = "rloo"
     # K: policy samples per prompt for vBoN, BOND and PPO (>= 2: leave-one-out baseline).
     config.train.samples_per_prompt = 4
     # PPO clipping range of the probability ratio.
@@ -126,7 +130,7 @@ def get_config() -> ml_collections.ConfigDict:
     config.train.cosine_decay = False
     # Checkpoint every this many steps (and at the end of each method's training).
     config.train.save_every = 25
-    # Checkpoints kept per method (each holds the whole training state, frozen layers included).
+    # Checkpoints kept per method (each holds the training state without the frozen layers).
     config.train.keep_checkpoints = 1
     # Steps between metric fetches from the device (one transfer for all of them).
     config.train.log_every = 1

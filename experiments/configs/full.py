@@ -4,8 +4,9 @@
 
 5,000 training prompts of 2-8 tokens, 512 test prompts, 40 new tokens, M = 300 reference samples
 per prompt, N swept over 2..64 (vBoN: beta = 1/(N-1)), a beta sweep for the PPO baseline, AdamW
-(lr 3e-5, betas 0.9 / 0.95), 4 PPO epochs, the top 2 blocks trained. Data parallel over every
-device of every host.
+(lr 3e-5, betas 0.9 / 0.95), PPO with a value head and GAE (4 epochs per rollout) for vBoN and
+the baseline as in the paper, the top 2 blocks trained. Data parallel over every device of every
+host.
 """
 
 from experiments.configs import base
@@ -25,6 +26,7 @@ def get_config():
     config.bonbon.ns = (2, 4, 8, 16, 32, 64)
     config.bond.ns = (2, 4, 8, 16, 32, 64)
     config.ppo.betas = (1.0, 0.5, 0.2, 0.1, 0.05, 0.02, 0.01)
+    config.train.optimizer = "ppo"
     config.train.steps = 312  # 4 passes over the 5,000 prompts at 64 per step
     config.train.prompts_per_step = 64
     config.train.save_every = 50
