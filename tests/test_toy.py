@@ -35,3 +35,13 @@ def test_training_approaches_best_of_n(toy, method, factor):
     print(result)
     assert result["kl_to_bon_end"] < result["kl_to_bon_start"] / factor, result
     assert result["reward_end"] > result["reward_start"] + 0.5, result
+
+
+@pytest.mark.slow
+def test_vbon_with_ppo_and_a_value_head_approaches_best_of_n(toy):
+    """vBoN optimised as in the paper (PPO, value head, GAE): measured 1.559 -> 0.081 in 100
+    steps; 150 steps must cut the KL to pi_BoN by a factor of 8."""
+    result = train_on_toy("vbon", n=4, steps=150, optimizer="ppo", problem=toy)
+    print(result)
+    assert result["kl_to_bon_end"] < result["kl_to_bon_start"] / 8, result
+    assert result["reward_end"] > result["reward_start"] + 0.5, result
