@@ -24,13 +24,18 @@ _CONFIG = config_flags.DEFINE_config_file("config", None, "experiment config fil
 _RUN_DIR = flags.DEFINE_string("run_dir", None, "run directory (created, or resumed)")
 _STEP_BUDGET = flags.DEFINE_integer("step_budget", None, "train at most this many steps in "
                                     "this call, then stop with checkpoints saved")
+_HEARTBEAT = flags.DEFINE_integer("heartbeat_timeout_s", 100, "multi-process: a process silent "
+                                  "this long is declared dead and the others stop with an error")
+_SHUTDOWN = flags.DEFINE_integer("shutdown_timeout_s", 300, "multi-process: how long a process "
+                                 "waits at exit for the others")
 flags.mark_flags_as_required(["config", "run_dir"])
 
 
 def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments: {argv[1:]}")
-    distributed.initialize()
+    distributed.initialize(heartbeat_timeout_s=_HEARTBEAT.value,
+                           shutdown_timeout_s=_SHUTDOWN.value)
     logging.getLogger("absl").setLevel(logging.WARNING)  # orbax's per-save INFO lines
     result = run_experiment(_CONFIG.value, _RUN_DIR.value, step_budget=_STEP_BUDGET.value)
     if distributed.is_main_process():
