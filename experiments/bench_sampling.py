@@ -15,7 +15,9 @@ packaged GGUF weights, read by both). bonjax runs ``Sampler(lm, Temperature(1.0)
 the reference runs ``generate(num_return_sequences=N, do_sample=True, top_k=0, top_p=1.0,
 max_new_tokens=T, min_new_tokens=T)``, both sampling from the unmodified model. Their repeats
 are interleaved and each side's best time is kept (the machine is shared; the best time is the
-least disturbed); medians are printed too. ``tok_s = B * N * T / time``; ``ratio =
+least disturbed); medians are printed too. ``cache_block_speedup``: the same sampler with its own
+cache allocated whole (``cache_block=None``, one scan) over the blockwise-grown default, timed
+interleaved in the same case. ``tok_s = B * N * T / time``; ``ratio =
 bonjax_tok_s / reference_tok_s``. Compile time is excluded (a warm-up call) and reported as
 ``bonjax_compile_s`` (an ahead-of-time ``Sampler.lower(...).compile()``). The 1-minute load
 average before and after each case is recorded: other jobs on the machine slow both sides, the
@@ -138,7 +140,11 @@ def run_case(name, lm, params, tokenizer, reference, n, args, peaks):
     enc = tokenizer(texts, return_tensors="np", padding=True)
     tokens, mask = enc["input_ids"].astype(np.int32), enc["attention_mask"].astype(bool)
     B, T = tokens.shape[0], args.new_tokens
-    sampler = Sampler(lm, Temperature(1.0), max_new_tokens=T)
+    block = args.cache_block or None
+    sampler = Sampler(lm, Temperature(1.0), max_new_tokens=T, cache_block=block)
+    whole = Sampler(lm, Temperature(1.0), max_new_tokens=T, cache_block=None) if block else None
+    if whole is not None:
+        jax.block_until_ready(whole.sample(params, tokens, mask, jax.random.key(0), n))
     start = time.perf_counter()
     sampler.lower(params, tokens, mask, jax.random.key(0), n).compile()
     compile_s = time.perf_counter() - start
@@ -167,10 +173,13 @@ def run_case(name, lm, params, tokenizer, reference, n, args, peaks):
     if not args.no_reference:
         generate(0, new_tokens=2)  # warm-up
     load_before = os.getloadavg()[0]
-    ours, theirs = [], []
+    ours, theirs, whole_s = [], [], []
     for r in range(args.repeats):
         ours.append(_timed(lambda r=r: sampler.sample(params, tokens, mask, jax.random.key(r + 1),
                                                        n)))
+        if whole is not None:
+            whole_s.append(_timed(lambda r=r: whole.sample(params, tokens, mask,
+                                                           jax.random.key(r + 1), n)))
         if not args.no_reference and r < args.reference_repeats:
             start = time.perf_counter()
             generate(r)
@@ -183,7 +192,7 @@ def run_case(name, lm, params, tokenizer, reference, n, args, peaks):
     row = {
         "model": {"gpt2": "gpt2-124m (random weights)", "gemma": "gemma-3-270m"}[name],
         "prompts": B, "n": n, "new_tokens": T, "prompt_slots": int(tokens.shape[1]),
-        "method": "Temperature(1.0)",
+        "method": "Temperature(1.0)", "cache_block": block,
         "bonjax_tok_s": round(ours_tok_s, 1),
         "reference_tok_s": round(generated / min(theirs), 1) if theirs else None,
         "ratio": round(ours_tok_s * min(theirs) / generated, 2) if theirs else None,
@@ -192,6 +201,8 @@ def run_case(name, lm, params, tokenizer, reference, n, args, peaks):
         "bonjax_gflops": round(ours_tok_s * flops / 1e9, 1),
         "matmul_peak_gflops": round(peak, 1),
         "bonjax_compile_s": round(compile_s, 1),
+        "whole_cache_tok_s": round(generated / min(whole_s), 1) if whole_s else None,
+        "cache_block_speedup": round(min(whole_s) / min(ours), 3) if whole_s else None,
         "bonjax_times_s": [round(t, 2) for t in ours],
         "reference_times_s": [round(t, 2) for t in theirs],
         # Each reference run follows a bonjax run: their time ratios see similar machine load.
@@ -304,6 +315,9 @@ def main():
     parser.add_argument("--reference-repeats", type=int, default=2,
                         help="transformers runs per case (interleaved with bonjax's)")
     parser.add_argument("--no-reference", action="store_true")
+    parser.add_argument("--cache-block", type=int, default=8,
+                        help="Sampler.cache_block (0: the whole cache at once); with a block, "
+                        "the whole-cache sampler is timed too, as its anchor")
     parser.add_argument("--methods", action="store_true", help="time the sampling methods")
     args = parser.parse_args()
     os.environ.setdefault("HF_HUB_OFFLINE", "1")

@@ -300,8 +300,28 @@ def test_bad_input_raises_before_compiling(gpt2):
         (lambda: Sampler(lm, Temperature(0.0)), "temperature .* got 0.0"),
         (lambda: Sampler(lm, TopP(1.2)), "p=1.2"),
         (lambda: Sampler(lm, TopK(-1)), "k=-1"),
+        (lambda: Sampler(lm, cache_block=0), "cache_block must be an integer >= 1 or None"),
     ]
     for make, message in cases:
         with pytest.raises(ValueError, match=message):
             make()
     assert sampler_module._sample_jit._cache_size() == before
+
+
+@pytest.mark.parametrize("model", ["gpt2", "gemma"])
+def test_cache_grown_in_blocks_equals_one_cache_of_all_slots(model, request):
+    """Blocks of 3 and 8 slots, and 1 (enlarged to 2: at most 8 blocks), give the tokens and
+    log-probabilities of a cache allocated whole (Gemma's window is 4: its local layers mask
+    early blocks' slots), for mixed-length left-padded prompts and T = 11 (blocks that do not
+    divide T - 1 = 10)."""
+    lm, params = request.getfixturevalue(model)
+    tokens, mask = _prompts([5, 1, 3], lm, seed=4)
+    key = jax.random.key(9)
+    whole = Sampler(lm, Temperature(1.0), max_new_tokens=11, cache_block=None).sample(
+        params, tokens, mask, key, 4)
+    for block in (1, 3, 8):
+        got = Sampler(lm, Temperature(1.0), max_new_tokens=11, cache_block=block).sample(
+            params, tokens, mask, key, 4)
+        np.testing.assert_array_equal(got.tokens_BxNxT, whole.tokens_BxNxT)
+        np.testing.assert_array_equal(got.mask_BxNxT, whole.mask_BxNxT)
+        np.testing.assert_allclose(got.logp_BxNxT, whole.logp_BxNxT, atol=1e-5)
