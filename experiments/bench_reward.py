@@ -33,7 +33,8 @@ import jax  # noqa: E402
 import numpy as np  # noqa: E402
 
 from bonjax.data import load_reviews  # noqa: E402
-from bonjax.models.encoder import EncoderTokenizer, load_minilm, minilm_dir  # noqa: E402
+from bonjax.models.encoder import load_minilm, minilm_dir  # noqa: E402
+from bonjax.models.encoder_tokenizer import EncoderTokenizer  # noqa: E402
 from bonjax.rewards import (  # noqa: E402
     ClassifierOutput,
     ClassifierScorer,

@@ -17,8 +17,8 @@ from bonjax.models.encoder import (
     load_hf_encoder,
     load_minilm,
     minilm_dir,
-    minilm_tokenizer,
 )
+from bonjax.models.encoder_tokenizer import minilm_tokenizer
 
 torch = pytest.importorskip("torch")
 transformers = pytest.importorskip("transformers")

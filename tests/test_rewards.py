@@ -15,8 +15,8 @@ from bonjax.models.encoder import (
     EncoderClassifier,
     load_minilm,
     minilm_dir,
-    minilm_tokenizer,
 )
+from bonjax.models.encoder_tokenizer import minilm_tokenizer
 from bonjax.rewards import (
     TRAIN_COMMAND,
     ClassifierOutput,

