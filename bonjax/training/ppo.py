@@ -54,12 +54,17 @@ def value_head_apply(head: ValueHead, hidden_xD: jax.Array) -> jax.Array:
     return jnp.einsum("...d,d->...", hidden_xD.astype(jnp.float32), head.w_D) + head.b
 
 
+def _masked_moments(x: jax.Array, mask: jax.Array) -> tuple[jax.Array, jax.Array]:
+    """Mean and variance of ``x`` over the masked entries of the whole batch."""
+    count = jnp.maximum(mask.sum(), 1)
+    mean = jnp.where(mask, x, 0.0).sum() / count
+    return mean, jnp.where(mask, jnp.square(x - mean), 0.0).sum() / count
+
+
 def whiten(x: jax.Array, mask: jax.Array, eps: float = 1e-8) -> jax.Array:
     """``(x - mean) / std`` over the masked entries of the whole batch, 0 elsewhere."""
     mask = mask.astype(jnp.bool_)
-    count = jnp.maximum(mask.sum(), 1)
-    mean = jnp.where(mask, x, 0.0).sum() / count
-    var = jnp.where(mask, jnp.square(x - mean), 0.0).sum() / count
+    mean, var = _masked_moments(x, mask)
     return jnp.where(mask, (x - mean) * jax.lax.rsqrt(var + eps), 0.0)
 
 
@@ -140,7 +145,7 @@ class PPO:
             advantage = whiten(advantage, mask)
         targets = {**batch.targets, "advantage_BxSxT": advantage, "value_target_BxSxT": target,
                    "value_old_BxSxT": value_BxSxT}
-        metrics = {"value": obj.masked_sum(value_BxSxT, mask).sum() / jnp.maximum(mask.sum(), 1),
+        metrics = {"value": _masked_moments(value_BxSxT, mask)[0],
                    "value_explained_variance": _explained_variance(value_BxSxT, target, mask)}
         return batch.replace(targets=targets), metrics
 
@@ -171,10 +176,5 @@ class PPO:
 def _explained_variance(value, target, mask):
     """``1 - Var(G - V) / Var(G)`` over the completion tokens (1: the critic is exact)."""
     mask = mask.astype(jnp.bool_)
-    count = jnp.maximum(mask.sum(), 1)
-
-    def var(x):
-        mean = jnp.where(mask, x, 0.0).sum() / count
-        return jnp.where(mask, jnp.square(x - mean), 0.0).sum() / count
-
-    return 1.0 - var(target - value) / jnp.maximum(var(target), 1e-12)
+    return 1.0 - _masked_moments(target - value, mask)[1] / jnp.maximum(
+        _masked_moments(target, mask)[1], 1e-12)

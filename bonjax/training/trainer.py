@@ -251,19 +251,16 @@ class Trainer:
     def loss(self, trainable, frozen: nnx.State, batch: Batch):
         """Mean per-prompt loss; ``trainable`` is ``trainable_tree(state)`` (the parameters, or
         ``{"params": ..., "value_head": ...}`` for a method with a value head)."""
-        if not self._uses_value_head:
-            params = merge_params(trainable, frozen)
-            logp_BxSxT = completion_logprobs(self.lm, params, batch.prompt_tokens_BxP,
-                                             batch.prompt_mask_BxP, batch.tokens_BxSxT,
-                                             batch.mask_BxSxT)
-            loss_B, metrics = self.method.loss(logp_BxSxT, batch)
-            return loss_B.mean(), metrics
-        params = merge_params(trainable["params"], frozen)
-        logp_BxSxT, hidden_BxSxTxD = completion_logprobs(
-            self.lm, params, batch.prompt_tokens_BxP, batch.prompt_mask_BxP, batch.tokens_BxSxT,
-            batch.mask_BxSxT, return_hidden=True)
-        value_BxSxT = value_head_apply(trainable["value_head"], hidden_BxSxTxD)
-        loss_B, metrics = self.method.loss(logp_BxSxT, batch, value_BxSxT)
+        head = self._uses_value_head
+        params = merge_params(trainable["params"] if head else trainable, frozen)
+        out = completion_logprobs(self.lm, params, batch.prompt_tokens_BxP, batch.prompt_mask_BxP,
+                                  batch.tokens_BxSxT, batch.mask_BxSxT, return_hidden=head)
+        if head:  # one forward pass gives log pi and the value head's input
+            logp_BxSxT, hidden_BxSxTxD = out
+            value_BxSxT = value_head_apply(trainable["value_head"], hidden_BxSxTxD)
+            loss_B, metrics = self.method.loss(logp_BxSxT, batch, value_BxSxT)
+        else:
+            loss_B, metrics = self.method.loss(out, batch)
         return loss_B.mean(), metrics
 
     def _compile_update(self, state: TrainState, batch: Batch):
