@@ -231,12 +231,6 @@ def _contiguous_rows(blocks: set[tuple[int, int]]) -> tuple[int, int]:
     return blocks[0][0], blocks[-1][1]
 
 
-def _rows_of_this_process(array: jax.Array) -> tuple[int, int]:
-    """The [start, stop) rows of ``array``'s leading axis held by this process's devices."""
-    return _contiguous_rows({shard.index[0].indices(array.shape[0])[:2]
-                             for shard in array.addressable_shards})
-
-
 def process_rows(sharding: Sharding, global_shape: Sequence[int]) -> slice:
     """The rows of a global array's leading axis that this process supplies under ``sharding``.
 
@@ -284,7 +278,8 @@ def global_array(local_data, mesh: Mesh, sharding_or_spec: Sharding | PartitionS
         raise ValueError("global_array needs a leading (batch) axis, got a scalar")
     array = jax.make_array_from_process_local_data(
         sharding, local_data, None if global_shape is None else tuple(global_shape))
-    start, stop = _rows_of_this_process(array)
+    rows = process_rows(sharding, array.shape)
+    start, stop = rows.start, rows.stop
     if (start, stop) != (0, array.shape[0]):
         expected = process_slice(array.shape[0])
         if (start, stop) != (expected.start, expected.stop):

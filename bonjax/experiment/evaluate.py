@@ -29,6 +29,7 @@ from flax import nnx
 from jax.experimental import multihost_utils
 from tqdm.auto import tqdm
 
+from bonjax import distributed
 from bonjax.data.imdb import Prompts
 from bonjax.evaluation import BoNCurve, Estimate, EvalPoint, kl_summary, mean_and_stderr
 from bonjax.experiment.prompt_shard import PromptShard, chunk_indices
@@ -86,7 +87,7 @@ def sample_policy(sampler: Sampler, params: nnx.State, ref_params: nnx.State, re
     parts: list[tuple[np.ndarray, ...]] = []
     index_CxB = chunk_indices(P, prompts_per_call)
     bar = tqdm(index_CxB, desc=desc, unit="chunk",
-               disable=not progress or jax.process_index() != 0)
+               disable=not progress or not distributed.is_main_process())
     for c, index_B in enumerate(bar):
         rows = min(prompts_per_call, P - c * prompts_per_call)
         tokens, mask, _ = prompts.batch(index_B)

@@ -78,7 +78,7 @@ def method_runs(config: Any) -> list[MethodRun]:
         raise ValueError(f"config.methods = {names} names a method twice")
     K = int(config.train.samples_per_prompt)
     clip = float(config.train.clip_eps)
-    optimizer = str(config.train.get("optimizer", "rloo"))
+    optimizer = str(config.train.optimizer)
     if optimizer not in OPTIMIZERS:
         raise ValueError(f"unknown config.train.optimizer {optimizer!r}; choose one of "
                          f"{', '.join(OPTIMIZERS)}")

@@ -97,7 +97,7 @@ class RunDirectory:
         self.path = pathlib.Path(path).expanduser().absolute()
         self.config = config.to_dict() if hasattr(config, "to_dict") else dict(config)
         self.fingerprint = config_fingerprint(config)
-        self.is_main = jax.process_index() == 0
+        self.is_main = distributed.is_main_process()
         config_path = self.path / CONFIG_FILE
         if config_path.exists():
             stored = json.loads(config_path.read_text())

@@ -36,6 +36,7 @@ import numpy as np
 from jax.experimental import multihost_utils
 from tqdm.auto import tqdm
 
+from bonjax import distributed
 from bonjax.training.checkpoint import Checkpointer
 from bonjax.training.metrics import MetricsWriter
 
@@ -177,7 +178,7 @@ def train_loop(step_fn: StepFn, state: Any, batches: Callable[[int], Any], *, nu
         metrics.rewind(step)
 
     bar = tqdm(total=num_steps, initial=step, desc="train", dynamic_ncols=True,
-               disable=not progress or jax.process_index() != 0)
+               disable=not progress or not distributed.is_main_process())
     log = _MetricsLog(metrics, bar, progress_keys)
     first_step = step
     with _StopSignals() as stop:
