@@ -33,7 +33,7 @@ from bonjax.objectives import sft_loss
 from bonjax.sampling.scorer import completion_logprobs
 from bonjax.training import OptimizerConfig, Trainer, method_for, reference_store
 from bonjax.training.state import merge_params
-from bonjax.training.update import apply_updates
+from bonjax.training.update import apply_updates, trainable_tree
 
 
 def _methods(samples: int):
@@ -65,7 +65,7 @@ def _plain_update(trainer: Trainer):
     def update(state, batch):
         value, grads = jax.value_and_grad(loss)(state.params, state.frozen, batch)
         if state.extra:  # a value head: same optimiser tree, no gradient from the plain loss
-            grads = {"params": grads, **jax.tree.map(jnp.zeros_like, state.extra)}
+            grads = {**jax.tree.map(jnp.zeros_like, trainable_tree(state)), "params": grads}
         state, metrics = apply_updates(state, grads, trainer.tx, value)
         return state, {"loss": value, **metrics}
 

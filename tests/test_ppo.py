@@ -41,7 +41,9 @@ def test_with_values_is_monte_carlo_return_minus_value_at_lambda_1():
     np.testing.assert_allclose(t["advantage_BxSxT"], (to_go - np.asarray(value)) * mask,
                                atol=1e-5)
     np.testing.assert_allclose(t["value_old_BxSxT"], np.asarray(value) * mask)
-    assert np.isfinite(float(metrics["value_explained_variance"]))
+    G, V = to_go[mask], np.asarray(value)[mask]
+    np.testing.assert_allclose(float(metrics["value_explained_variance"]),
+                               1 - np.var(G - V) / np.var(G), rtol=1e-4)
 
 
 def test_whiten_has_zero_mean_unit_variance_on_the_mask():

@@ -32,7 +32,7 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Callable
-from typing import Any, Protocol
+from typing import Any, NamedTuple, Protocol
 
 import jax
 import jax.numpy as jnp
@@ -48,12 +48,14 @@ __all__ = [
     "Context",
     "Method",
     "PolicyGradient",
+    "PolicySamples",
     "PreferencePairs",
     "BOND",
     "JBOND",
     "RewardFn",
     "OPTIMIZERS",
     "method_for",
+    "policy_samples",
 ]
 
 RewardFn = Callable[[jax.Array, jax.Array, jax.Array, jax.Array], jax.Array]
@@ -168,15 +170,16 @@ class PolicyGradient:
 
     def collect(self, ctx, policy, anchor, prompt_tokens_BxP, prompt_mask_BxP, prompt_index_B,
                 key):
-        out = ctx.sampler.sample(policy, prompt_tokens_BxP, prompt_mask_BxP, key,
-                                 self.samples_per_prompt)
-        logp_ref = ctx.score(ctx.ref_params, prompt_tokens_BxP, prompt_mask_BxP,
-                             out.tokens_BxNxT, out.mask_BxNxT)
-        reward_BxK = ctx.reward(prompt_tokens_BxP, prompt_mask_BxP, out.tokens_BxNxT,
-                                out.mask_BxNxT)
-        return _policy_gradient_batch(self, ctx, prompt_tokens_BxP, prompt_mask_BxP,
-                                      prompt_index_B, out.tokens_BxNxT, out.mask_BxNxT,
-                                      out.logp_BxNxT, logp_ref, reward_BxK)
+        s = policy_samples(self.objective, self.estimator, self.samples_per_prompt, ctx, policy,
+                           prompt_tokens_BxP, prompt_mask_BxP, prompt_index_B, key)
+        return_R = obj.kl_regularised_return(
+            s.return_reward_BxK.reshape(-1), *_rows(s.logp_BxKxT, s.logp_ref_BxKxT, s.mask_BxKxT),
+            kl_coef=self.objective.kl_coef, reward_weight=self.objective.reward_weight)
+        return_BxK = return_R.reshape(s.return_reward_BxK.shape)
+        batch = Batch(prompt_tokens_BxP, prompt_mask_BxP, s.tokens_BxKxT, s.mask_BxKxT,
+                      s.logp_BxKxT, s.logp_ref_BxKxT,
+                      {"advantage_BxS": obj.rloo_advantages(return_BxK)})
+        return batch, {**s.metrics, "return": return_BxK.mean()}
 
     def loss(self, logp_BxSxT, batch):
         return _clipped_pg_loss(logp_BxSxT, batch, self.clip_eps), {}
@@ -187,25 +190,40 @@ def _rows(*arrays_BxKxT):
     return tuple(a.reshape((-1, a.shape[-1])) for a in arrays_BxKxT)
 
 
-def _policy_gradient_batch(method: PolicyGradient, ctx: Context, prompt_tokens_BxP,
-                           prompt_mask_BxP, prompt_index_B, tokens, mask, logp, logp_ref,
-                           reward_BxK):
+class PolicySamples(NamedTuple):
+    """K policy samples per prompt, scored, with the sequence reward their objective maximises.
+
+    ``return_reward_BxK`` is ``R(y)`` of the return ``w R(y) - beta KL``: the raw reward for
+    KL-RL, :func:`bonjax.objectives.vbon_reward` of ``log F_hat(r)`` for vBoN.
+    """
+
+    tokens_BxKxT: jax.Array
+    mask_BxKxT: jax.Array
+    logp_BxKxT: jax.Array
+    logp_ref_BxKxT: jax.Array
+    return_reward_BxK: jax.Array
+    metrics: dict
+
+
+def policy_samples(objective: obj.VBoNConfig | obj.KLRLConfig, estimator: ecdf.ECDFEstimator,
+                   K: int, ctx: Context, policy, prompt_tokens_BxP, prompt_mask_BxP,
+                   prompt_index_B, key) -> PolicySamples:
+    """The rollout shared by the policy-gradient methods (RLOO and PPO) of vBoN and KL-RL."""
+    out = ctx.sampler.sample(policy, prompt_tokens_BxP, prompt_mask_BxP, key, K)
+    tokens, mask, logp = out.tokens_BxNxT, out.mask_BxNxT, out.logp_BxNxT
+    logp_ref = ctx.score(ctx.ref_params, prompt_tokens_BxP, prompt_mask_BxP, tokens, mask)
+    reward_BxK = ctx.reward(prompt_tokens_BxP, prompt_mask_BxP, tokens, mask)
     metrics = {"reward": reward_BxK.mean(), **_kl_metrics(logp, logp_ref, mask)}
-    if isinstance(method.objective, obj.VBoNConfig):
+    if isinstance(objective, obj.VBoNConfig):
         if ctx.ref_rewards is None:
             raise ValueError("vBoN needs reference rewards (Context.ref_rewards) for F_hat")
-        log_F_BxK = ecdf.log_ecdf(ctx.ref_rewards(prompt_index_B), reward_BxK, method.estimator)
-        return_R = obj.vbon_return(log_F_BxK.reshape(-1), *_rows(logp, logp_ref, mask),
-                                   method.objective)
+        log_F_BxK = ecdf.log_ecdf(ctx.ref_rewards(prompt_index_B), reward_BxK, estimator)
         metrics["log_F"] = log_F_BxK.mean()
+        R_BxK = obj.vbon_reward(log_F_BxK.reshape(-1), *_rows(logp_ref, mask),
+                                objective).reshape(reward_BxK.shape)
     else:
-        return_R = obj.kl_rl_return(reward_BxK.reshape(-1), *_rows(logp, logp_ref, mask),
-                                    method.objective)
-    return_BxK = return_R.reshape(reward_BxK.shape)
-    metrics["return"] = return_BxK.mean()
-    batch = Batch(prompt_tokens_BxP, prompt_mask_BxP, tokens, mask, logp, logp_ref,
-                  {"advantage_BxS": obj.rloo_advantages(return_BxK)})
-    return batch, metrics
+        R_BxK = reward_BxK
+    return PolicySamples(tokens, mask, logp, logp_ref, R_BxK, metrics)
 
 
 @dataclasses.dataclass(frozen=True)

@@ -8,7 +8,8 @@ Per rollout (Schulman et al. 2017, arXiv 1707.06347; the RLHF form of Ziegler et
     L     = sum_t -min(rho_t A_t, clip(rho_t, 1 +- eps) A_t)
             + c_v sum_t 1/2 max((V_t - G_t)^2, (V_old_t + clip(V_t - V_old_t, +- eps_v) - G_t)^2)
 
-with ``rho_t = pi_theta(y_t) / pi_old(y_t)``. vBoN sets ``R = log F_hat(r)`` and
+with ``rho_t = pi_theta(y_t) / pi_old(y_t)``. vBoN sets ``R = log F_hat(r)`` (``R_exact`` for
+the exact variant, :func:`bonjax.objectives.vbon_reward`) and
 ``beta = 1 / (N - 1)`` (``w = 1``); the baseline sets ``R = r`` and its own ``beta``. ``gamma = 1``
 and ``lambda = 0.95`` are the paper's. ``h_t`` is the hidden state the logits of token ``t`` are
 computed from, so ``V_t`` values the state before ``y_t`` is emitted.
@@ -30,8 +31,8 @@ from flax import struct
 
 from bonjax import ecdf
 from bonjax import objectives as obj
-from bonjax.objectives._logprob import check_unit_interval
-from bonjax.training.methods import Batch, _kl_metrics, _rows
+from bonjax.objectives._logprob import check_positive, check_unit_interval
+from bonjax.training.methods import Batch, _rows, policy_samples
 
 __all__ = ["PPO", "ValueHead", "init_value_head", "value_head_apply", "whiten"]
 
@@ -104,36 +105,22 @@ class PPO:
             raise ValueError(f"samples_per_prompt must be an integer >= 1, got "
                              f"{self.samples_per_prompt!r}")
         for name in ("clip_eps", "value_clip_eps", "value_coef"):
-            if not getattr(self, name) > 0:
-                raise ValueError(f"{name} must be > 0, got {getattr(self, name)!r}")
+            check_positive(name, getattr(self, name))
         check_unit_interval("gamma", self.gamma)
         check_unit_interval("lam", self.lam)
 
     def collect(self, ctx, policy, anchor, prompt_tokens_BxP, prompt_mask_BxP, prompt_index_B,
                 key) -> tuple[Batch, dict]:
         """K policy samples with per-token rewards; the trainer adds values (``with_values``)."""
-        out = ctx.sampler.sample(policy, prompt_tokens_BxP, prompt_mask_BxP, key,
-                                 self.samples_per_prompt)
-        tokens, mask, logp = out.tokens_BxNxT, out.mask_BxNxT, out.logp_BxNxT
-        logp_ref = ctx.score(ctx.ref_params, prompt_tokens_BxP, prompt_mask_BxP, tokens, mask)
-        reward_BxK = ctx.reward(prompt_tokens_BxP, prompt_mask_BxP, tokens, mask)
-        metrics = {"reward": reward_BxK.mean(), **_kl_metrics(logp, logp_ref, mask)}
-        if isinstance(self.objective, obj.VBoNConfig):
-            if ctx.ref_rewards is None:
-                raise ValueError("vBoN needs reference rewards (Context.ref_rewards) for F_hat")
-            terminal_BxK = ecdf.log_ecdf(ctx.ref_rewards(prompt_index_B), reward_BxK,
-                                         self.estimator)
-            metrics["log_F"] = terminal_BxK.mean()
-        else:
-            terminal_BxK = reward_BxK
+        s = policy_samples(self.objective, self.estimator, self.samples_per_prompt, ctx, policy,
+                           prompt_tokens_BxP, prompt_mask_BxP, prompt_index_B, key)
         reward_RxT = obj.per_token_rewards(
-            terminal_BxK.reshape(-1), *_rows(logp, logp_ref, mask),
+            s.return_reward_BxK.reshape(-1), *_rows(s.logp_BxKxT, s.logp_ref_BxKxT, s.mask_BxKxT),
             kl_coef=self.objective.kl_coef, reward_weight=self.objective.reward_weight)
-        reward_BxKxT = reward_RxT.reshape(tokens.shape)
-        metrics["return"] = reward_BxKxT.sum(-1).mean()
-        batch = Batch(prompt_tokens_BxP, prompt_mask_BxP, tokens, mask, logp, logp_ref,
-                      {"reward_BxSxT": reward_BxKxT})
-        return batch, metrics
+        reward_BxKxT = reward_RxT.reshape(s.tokens_BxKxT.shape)
+        batch = Batch(prompt_tokens_BxP, prompt_mask_BxP, s.tokens_BxKxT, s.mask_BxKxT,
+                      s.logp_BxKxT, s.logp_ref_BxKxT, {"reward_BxSxT": reward_BxKxT})
+        return batch, {**s.metrics, "return": reward_BxKxT.sum(-1).mean()}
 
     def with_values(self, batch: Batch, value_BxSxT: jax.Array) -> tuple[Batch, dict]:
         """GAE advantages and value targets from the collected values ``V_old``."""
