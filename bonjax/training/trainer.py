@@ -136,8 +136,9 @@ class Trainer:
         if self.mesh is not None:  # parameters by their logical axes; moments follow them
             params = shd.shard_params(params, self.mesh, self.rules)
             frozen = shd.shard_params(frozen, self.mesh, self.rules)
-        # The state is donated; the reference (which shares the frozen arrays) is not.
-        params, frozen = jax.tree.map(jnp.copy, (params, frozen))
+        # The update donates the trainable parameters, which share arrays with the reference
+        # until copied; the frozen ones are never donated and stay shared with it.
+        params = jax.tree.map(jnp.copy, params)
         anchor = jax.tree.map(jnp.copy, params) if self.method.uses_anchor else None
         extra = ({"value_head": init_value_head(self.lm.config.d_model)}
                  if self._uses_value_head else None)
@@ -237,9 +238,12 @@ class Trainer:
                              "the batch: every prompt needs at least one completion token")
         if self.mesh is not None:  # e.g. a replicated reward from an eager rollout
             batch = jax.tree.map(self._on_batch_axes, batch)
+        trainable_state = state.replace(frozen=None)  # donated; the frozen parameters are not
         if self._update_jit is None:
-            object.__setattr__(self, "_update_jit", self._compile_update(state, batch))
-        return self._update_jit(state, batch)
+            object.__setattr__(self, "_update_jit",
+                               self._compile_update(trainable_state, state.frozen, batch))
+        new_state, metrics = self._update_jit(trainable_state, state.frozen, batch)
+        return new_state.replace(frozen=state.frozen), metrics
 
     def _on_batch_axes(self, x: jax.Array) -> jax.Array:
         """``x`` laid out as the compiled update takes it: split over the batch axes."""
@@ -263,18 +267,21 @@ class Trainer:
             loss_B, metrics = self.method.loss(out, batch)
         return loss_B.mean(), metrics
 
-    def _compile_update(self, state: TrainState, batch: Batch):
-        def update(state: TrainState, batch: Batch):
+    def _compile_update(self, state: TrainState, frozen: nnx.State, batch: Batch):
+        """The jitted step on ``(state without its frozen parameters, frozen, batch)``; only the
+        first is donated."""
+        def update(state: TrainState, frozen: nnx.State, batch: Batch):
             (loss, metrics), grads = jax.value_and_grad(self.loss, has_aux=True)(
-                trainable_tree(state), state.frozen, batch)
+                trainable_tree(state), frozen, batch)
             state, update_metrics = apply_updates(state, grads, self.tx, loss)
             return state, {"loss": loss, **metrics, **update_metrics}
 
         if self.mesh is None:
             return jax.jit(update, donate_argnums=0)
         state_shardings = jax.tree.map(lambda x: x.sharding, state)
+        frozen_shardings = jax.tree.map(lambda x: x.sharding, frozen)
         batch_shardings = jax.tree.map(
             lambda x: shd.batch_sharding(self.mesh, x.ndim, self.rules, x.shape[0]), batch)
-        return jax.jit(update, in_shardings=(state_shardings, batch_shardings),
+        return jax.jit(update, in_shardings=(state_shardings, frozen_shardings, batch_shardings),
                        out_shardings=(state_shardings, shd.replicated(self.mesh)),
                        donate_argnums=0)
