@@ -64,6 +64,21 @@ class DecoderLM:
         out_shardings = shd.param_shardings(abstract_params, mesh, rules)
         return lm, jax.jit(make, out_shardings=out_shardings)(key)
 
+    def with_dtypes(self, params: nnx.State, dtype: str | None = None,
+                    param_dtype: str | None = None) -> tuple[DecoderLM, nnx.State]:
+        """The same model under another dtype policy, and its parameters cast to ``param_dtype``.
+
+        The policy (see ``GPT2Config`` / ``Gemma3Config``): parameters are stored in
+        ``param_dtype``; matmuls take ``dtype`` inputs (bfloat16 on accelerators) and accumulate in
+        float32; norms, softmax, logits and everything computed from them (log-probabilities,
+        losses) are float32; the KV cache is kept in ``dtype``.
+        """
+        config = dataclasses.replace(self.config, **{
+            k: v for k, v in (("dtype", dtype), ("param_dtype", param_dtype)) if v is not None})
+        lm, _ = DecoderLM.abstract(config)
+        target = jnp.dtype(config.param_dtype)
+        return lm, jax.tree.map(lambda x: x.astype(target), params)
+
     @property
     def eos_id(self) -> int:
         return self.config.eos_id

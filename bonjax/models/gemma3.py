@@ -44,6 +44,9 @@ class Gemma3Config:
     bos_id: int = 2
     eos_id: int = 1
     pad_id: int = 0
+    # The dtype policy: matmul inputs, activations between blocks and the KV cache in ``dtype``
+    # (matmuls accumulate in float32); norms, softmax and logits in float32; parameters stored
+    # in ``param_dtype``. "bfloat16" / "float32" is the accelerator setting.
     dtype: str = "float32"
     param_dtype: str = "float32"
 

@@ -32,6 +32,9 @@ class GPT2Config:
     bos_id: int = 50256
     eos_id: int = 50256
     pad_id: int = 50256
+    # The dtype policy: matmul inputs, activations between blocks and the KV cache in ``dtype``
+    # (matmuls accumulate in float32); norms, softmax and logits in float32; parameters stored
+    # in ``param_dtype``. "bfloat16" / "float32" is the accelerator setting.
     dtype: str = "float32"
     param_dtype: str = "float32"
 
