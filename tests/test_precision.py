@@ -1,0 +1,132 @@
+"""The bfloat16 dtype policy against float32 on the same weights: logits, sampled-token
+log-probabilities and one vBoN training step, within the budgets of ``bonjax.precision``; and the
+bfloat16 sampler still samples its own model's distribution (chi-square, as test_sampler)."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from bonjax import objectives as obj
+from bonjax import precision
+from bonjax.models import DecoderLM, Gemma3Config, GPT2Config
+from bonjax.sampling import Sampler, Temperature
+from bonjax.training import OptimizerConfig, Trainer, method_for, reference_store
+from bonjax.training.state import split_trainable
+
+CONFIGS = {"gpt2": GPT2Config.tiny(), "gemma": Gemma3Config.tiny()}
+
+
+def _models(name):
+    lm, params = DecoderLM.init(CONFIGS[name], jax.random.key(0))
+    params = jax.tree.map(lambda x: 4.0 * x, params)  # peaked distributions, larger logits
+    return (lm, params), lm.with_dtypes(params, dtype="bfloat16")
+
+
+def _prompts(lm, lengths=(3, 9, 6, 12), seed=0):
+    rng = np.random.default_rng(seed)
+    P = max(lengths)
+    tokens = np.full((len(lengths), P), lm.pad_id, np.int32)
+    mask = np.zeros((len(lengths), P), bool)
+    for i, n in enumerate(lengths):
+        tokens[i, P - n:] = rng.integers(3, lm.vocab_size, n)
+        mask[i, P - n:] = True
+    return jnp.asarray(tokens), jnp.asarray(mask)
+
+
+def _reward(prompt_tokens, prompt_mask, tokens, mask):
+    return jnp.sum(jnp.where(mask, tokens % 7, 0), axis=-1).astype(jnp.float32)
+
+
+def test_with_dtypes_sets_the_policy_and_keeps_float32_outputs():
+    (lm, params), (lm16, params16) = _models("gemma")
+    assert lm16.config.dtype == "bfloat16" and lm16.config.param_dtype == "float32"
+    assert all(x.dtype == jnp.float32 for x in jax.tree.leaves(params16))
+    lm_b, params_b = lm.with_dtypes(params, dtype="bfloat16", param_dtype="bfloat16")
+    assert all(x.dtype == jnp.bfloat16 for x in jax.tree.leaves(params_b))
+    assert lm_b.init_cache(2, 4).k[0].dtype == jnp.bfloat16
+    back, _ = lm_b.with_dtypes(params_b, dtype="float32", param_dtype="float32")
+    assert back.config == lm.config
+
+
+@pytest.mark.parametrize("name", sorted(CONFIGS))
+@pytest.mark.parametrize("param_dtype", ["float32", "bfloat16"])
+def test_bfloat16_logits_and_logprobs_within_budget(name, param_dtype):
+    (lm, params), _ = _models(name)
+    lm16, params16 = lm.with_dtypes(params, dtype="bfloat16", param_dtype=param_dtype)
+    tokens, mask = _prompts(lm)
+    err = precision.logit_errors(lm, params, lm16, params16, tokens, mask)
+    assert err["logits_max_abs_err"] <= err["logits_err_budget"], err
+    assert err["logits_max_abs_err"] > 0  # the policy is really in effect
+    out = Sampler(lm, Temperature(1.0), max_new_tokens=8).sample(params, tokens, mask,
+                                                                 jax.random.key(1), 4)
+    lp = precision.logprob_errors(lm, params, lm16, params16, tokens, mask, out.tokens_BxNxT,
+                                  out.mask_BxNxT)
+    # A log-probability is a logit minus a logsumexp of logits: twice the logit budget.
+    assert lp["logp_max_abs_err"] <= 2 * err["logits_err_budget"], lp
+
+
+@pytest.mark.parametrize("name", sorted(CONFIGS))
+def test_one_vbon_step_in_bfloat16_follows_float32(name):
+    """Same batch, same float32 master weights: the bfloat16 gradient points the same way.
+
+    Budget: each of the gradient's terms carries the logits' relative error (about
+    ``8 u (L + 1)``, 9 % for L = 2), so the gradients may differ by that fraction of their norm
+    (cosine >= 1 - 0.1^2 / 2 > 0.99). The losses are not compared: the policy-gradient surrogate is
+0 at the reference (its baseline-subtracted advantages times a ratio of 1), so its relative
+error is meaningless; its gradient is what the step uses."""
+    (lm, params), (lm16, _) = _models(name)
+    tokens, mask = _prompts(lm)
+    refs = reference_store(np.random.default_rng(0).normal(size=(4, 16)).astype(np.float32))
+    method = method_for(obj.VBoNConfig(n=4), samples_per_prompt=4)
+    trainers = [Trainer(m, params, method, _reward, max_new_tokens=8, ref_rewards=refs,
+                        optimizer=OptimizerConfig(epochs=1)) for m in (lm, lm16)]
+    state = trainers[0].init_state(jax.random.key(2))
+    batch, _ = trainers[0].collect(state, tokens, mask, jnp.arange(4), jax.random.key(3))
+    trainable, frozen = split_trainable(params, lambda path: True)
+    budget = 8 * precision.BF16_UNIT_ROUNDOFF * (lm.config.num_layers + 1)
+    agree = precision.gradient_agreement(trainers[0].loss, trainers[1].loss, trainable, frozen,
+                                         batch)
+    assert agree["grad_rel_err"] <= budget, agree
+    assert agree["grad_cosine"] >= 1 - budget**2 / 2, agree
+    state16 = trainers[1].init_state(jax.random.key(2))
+    state16, metrics = trainers[1].update(state16, batch)
+    assert np.isfinite(float(metrics["loss"]))
+    assert all(x.dtype == jnp.float32 for x in jax.tree.leaves(state16.params))
+
+
+def test_bfloat16_sampler_draws_from_the_bfloat16_model():
+    """Token 0 (prefill) and token 1 (a cached bfloat16 decode step) against the bfloat16 model's
+    own full-forward next-token distribution, chi-square at a 1e-6 false-alarm rate."""
+    from scipy import stats
+
+    _, (lm16, params16) = _models("gpt2")
+    tokens, mask = _prompts(lm16, lengths=(3, 6))
+    n = 20_000
+    sampled = np.asarray(Sampler(lm16, Temperature(1.0), max_new_tokens=2).sample(
+        params16, tokens, mask, jax.random.key(1), n).tokens_BxNxT)
+
+    def next_probs(context_1xS):
+        context = jnp.asarray(context_1xS)
+        m = jnp.ones(context.shape, bool)
+        logits, _ = lm16.forward(params16, context, jnp.cumsum(m, -1) - 1, m)
+        z = np.asarray(logits[0, -1], np.float64)
+        p = np.exp(z - z.max())
+        return p / p.sum()
+
+    def p_value(drawn, probs):
+        counts = np.bincount(drawn, minlength=len(probs)).astype(np.float64)
+        expected = probs * len(drawn)
+        big = expected >= 5
+        obs = np.append(counts[big], counts[~big].sum())
+        exp = np.append(expected[big], expected[~big].sum())
+        return stats.chi2.sf(((obs - exp) ** 2 / exp).sum(), df=len(obs) - 1)
+
+    tokens_np, mask_np = np.asarray(tokens), np.asarray(mask)
+    for b in range(2):
+        p = p_value(sampled[b, :, 0], next_probs(tokens_np[b][mask_np[b]][None]))
+        assert p > 1e-6, f"token 0 of prompt {b}: p = {p:.3g}"
+    first = np.bincount(sampled[0, :, 0]).argmax()
+    rows = sampled[0, :, 0] == first
+    p = p_value(sampled[0, rows, 1], next_probs(np.append(tokens_np[0][mask_np[0]], first)[None]))
+    assert p > 1e-6, f"token 1 given token 0 = {first}: p = {p:.3g}"
