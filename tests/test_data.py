@@ -108,3 +108,20 @@ def test_bad_arguments(splits, gpt2_tokenizer, tmp_path):
         prompts.padded(0, length=1)
     with pytest.raises(FileNotFoundError, match="does not exist"):
         imdb.load_reviews("train", data_dir=tmp_path, csv_path=tmp_path / "missing.csv")
+
+
+def test_processes_preparing_at_once_all_get_the_dataset(splits, tmp_path):
+    """Three processes prepare one fresh data directory at the same time (as the processes of a
+    multi-process job do on a new machine): each gets the same test split."""
+    import subprocess
+    import sys
+
+    code = ("import sys; from bonjax.data import imdb; "
+            "r = imdb.load_reviews('test', data_dir=sys.argv[1]); print(len(r), r.rows.sum())")
+    procs = [subprocess.Popen([sys.executable, "-c", code, str(tmp_path)], text=True,
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE) for _ in range(3)]
+    outputs = [p.communicate(timeout=300) for p in procs]
+    for p, (out, err) in zip(procs, outputs, strict=True):
+        assert p.returncode == 0, err[-2000:]
+    expected = f"{len(splits['test'])} {splits['test'].rows.sum()}"
+    assert [out.split("\n")[-2] for out, _ in outputs] == [expected] * 3

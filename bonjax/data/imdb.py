@@ -25,6 +25,7 @@ from __future__ import annotations
 import csv
 import dataclasses
 import enum
+import fcntl
 import hashlib
 import importlib.resources
 import os
@@ -196,10 +197,20 @@ class Reviews:
 
 
 def _prepared_builder(source: Source, data_dir, csv_path) -> BonjaxImdbReviews:
+    """The builder, with the dataset prepared once per ``data_dir``.
+
+    The processes of a multi-process job (or two jobs) may ask at the same time: tfds writes an
+    ``incomplete.*`` directory and renames it into place, which fails in every process but the
+    first. An exclusive lock on a file in ``data_dir`` makes them prepare one after another, and
+    each later one finds the dataset prepared.
+    """
     data_dir = pathlib.Path(data_dir).expanduser() if data_dir is not None else default_data_dir()
-    builder = BonjaxImdbReviews(data_dir=str(data_dir), config=source.value, csv_path=csv_path,
-                                file_format="array_record")
-    builder.download_and_prepare(file_format="array_record")
+    data_dir.mkdir(parents=True, exist_ok=True)
+    with open(data_dir / ".prepare.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # released when the file closes
+        builder = BonjaxImdbReviews(data_dir=str(data_dir), config=source.value,
+                                    csv_path=csv_path, file_format="array_record")
+        builder.download_and_prepare(file_format="array_record")
     return builder
 
 
