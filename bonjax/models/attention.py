@@ -31,6 +31,25 @@ class AttentionMasks:
     prefix: dict | None
 
 
+def _flatten_masks(masks: AttentionMasks):
+    # A pytree node so that masks can be arguments of ``jax.checkpoint`` (bonjax.models.remat);
+    # the window keys (None and ints) do not sort, so they go into the static part in order.
+    prefix = masks.prefix
+    children = (tuple(masks.own.values()), None if prefix is None else tuple(prefix.values()))
+    aux = (tuple(masks.own), None if prefix is None else tuple(prefix))
+    return children, aux
+
+
+def _unflatten_masks(aux, children) -> AttentionMasks:
+    own_keys, prefix_keys = aux
+    own, prefix = children
+    prefix = None if prefix_keys is None else dict(zip(prefix_keys, prefix, strict=True))
+    return AttentionMasks(dict(zip(own_keys, own, strict=True)), prefix)
+
+
+jax.tree_util.register_pytree_node(AttentionMasks, _flatten_masks, _unflatten_masks)
+
+
 def _window_mask(q_slots_T, k_slots_S, window: int | None):
     q = q_slots_T[:, None]
     k = k_slots_S[None, :]

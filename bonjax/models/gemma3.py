@@ -17,6 +17,7 @@ from flax import nnx
 
 from bonjax.models import attention
 from bonjax.models.kv_cache import KVCache
+from bonjax.models.remat import call_block, check_remat
 
 __all__ = ["Gemma3Config", "Gemma3"]
 
@@ -49,8 +50,13 @@ class Gemma3Config:
     # in ``param_dtype``. "bfloat16" / "float32" is the accelerator setting.
     dtype: str = "float32"
     param_dtype: str = "float32"
+    # What the backward pass keeps of each block (bonjax.models.remat): "none" (everything),
+    # "block" (only the block's input; the block is recomputed) or "dots" (also the outputs of
+    # the weight matmuls). Forward values are the same under every policy.
+    remat: str = "none"
 
     def __post_init__(self):
+        check_remat(self.remat)
         if self.num_heads % self.num_kv_heads:
             raise ValueError(f"num_heads {self.num_heads} is not a multiple of num_kv_heads "
                              f"{self.num_kv_heads}")
@@ -181,8 +187,8 @@ class Gemma3(nnx.Module):
             layer_k = None if cache is None else cache.k[i]
             layer_v = None if cache is None else cache.v[i]
             prefix_kv = (None, None) if prefix is None else (prefix.k[i], prefix.v[i])
-            x_BxTxD, k, v = block(x_BxTxD, positions_BxT, masks, layer_k, layer_v, write_index,
-                                  prefix_kv)
+            x_BxTxD, k, v = call_block(block, cfg.remat, x_BxTxD, positions_BxT, masks, layer_k,
+                                       layer_v, write_index, prefix_kv)
             new_k.append(k)
             new_v.append(v)
         x_BxTxD = self.final_norm(x_BxTxD)

@@ -14,6 +14,7 @@ from flax import nnx
 
 from bonjax.models import attention
 from bonjax.models.kv_cache import KVCache
+from bonjax.models.remat import call_block, check_remat
 
 __all__ = ["GPT2Config", "GPT2"]
 
@@ -37,6 +38,10 @@ class GPT2Config:
     # in ``param_dtype``. "bfloat16" / "float32" is the accelerator setting.
     dtype: str = "float32"
     param_dtype: str = "float32"
+    # What the backward pass keeps of each block (bonjax.models.remat): "none" (everything),
+    # "block" (only the block's input; the block is recomputed) or "dots" (also the outputs of
+    # the weight matmuls). Forward values are the same under every policy.
+    remat: str = "none"
 
     @property
     def num_kv_heads(self) -> int:
@@ -47,6 +52,7 @@ class GPT2Config:
         return self.d_model // self.num_heads
 
     def __post_init__(self):
+        check_remat(self.remat)
         if self.d_model % self.num_heads:
             raise ValueError(f"d_model {self.d_model} is not divisible by num_heads "
                              f"{self.num_heads}")
@@ -155,7 +161,8 @@ class GPT2(nnx.Module):
             layer_k = None if cache is None else cache.k[i]
             layer_v = None if cache is None else cache.v[i]
             prefix_kv = (None, None) if prefix is None else (prefix.k[i], prefix.v[i])
-            x_BxTxD, k, v = block(x_BxTxD, masks, layer_k, layer_v, write_index, prefix_kv)
+            x_BxTxD, k, v = call_block(block, self.cfg.remat, x_BxTxD, masks, layer_k, layer_v,
+                                       write_index, prefix_kv)
             new_k.append(k)
             new_v.append(v)
         x_BxTxD = self.ln_f(x_BxTxD)

@@ -24,6 +24,7 @@ from jax.sharding import Mesh, NamedSharding
 
 from bonjax import sharding as shd
 from bonjax.models.decoder import DecoderLM
+from bonjax.models.remat import compiler_options as remat_compiler_options
 from bonjax.objectives import ema_update
 from bonjax.sampling.methods import Temperature
 from bonjax.sampling.sampler import Sampler
@@ -269,19 +270,23 @@ class Trainer:
 
     def _compile_update(self, state: TrainState, frozen: nnx.State, batch: Batch):
         """The jitted step on ``(state without its frozen parameters, frozen, batch)``; only the
-        first is donated."""
+        first is donated. The model's ``remat`` policy decides what the backward pass keeps of
+        each block (compiled with the XLA options it needs on CPU, ``bonjax.models.remat``)."""
         def update(state: TrainState, frozen: nnx.State, batch: Batch):
             (loss, metrics), grads = jax.value_and_grad(self.loss, has_aux=True)(
                 trainable_tree(state), frozen, batch)
             state, update_metrics = apply_updates(state, grads, self.tx, loss)
             return state, {"loss": loss, **metrics, **update_metrics}
 
+        platform = (jax.default_backend() if self.mesh is None
+                    else self.mesh.devices.flat[0].platform)
+        options = remat_compiler_options(self.lm.config.remat, platform)
         if self.mesh is None:
-            return jax.jit(update, donate_argnums=0)
+            return jax.jit(update, donate_argnums=0, compiler_options=options)
         state_shardings = jax.tree.map(lambda x: x.sharding, state)
         frozen_shardings = jax.tree.map(lambda x: x.sharding, frozen)
         batch_shardings = jax.tree.map(
             lambda x: shd.batch_sharding(self.mesh, x.ndim, self.rules, x.shape[0]), batch)
         return jax.jit(update, in_shardings=(state_shardings, frozen_shardings, batch_shardings),
                        out_shardings=(state_shardings, shd.replicated(self.mesh)),
-                       donate_argnums=0)
+                       donate_argnums=0, compiler_options=options)
