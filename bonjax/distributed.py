@@ -58,6 +58,7 @@ __all__ = [
     "is_main_process",
     "process_rows",
     "process_slice",
+    "to_host",
 ]
 
 logger = logging.getLogger(__name__)
@@ -334,3 +335,10 @@ def initialize_from_args(args: argparse.Namespace) -> bool:
     return initialize(args.coordinator_address, args.num_processes, args.process_id,
                       initialization_timeout_s=args.initialization_timeout_s,
                       heartbeat_timeout_s=args.heartbeat_timeout_s)
+
+
+def to_host(x) -> np.ndarray:
+    """A numpy copy of ``x``; a global array spread over processes is gathered first."""
+    if isinstance(x, jax.Array) and not x.is_fully_addressable:
+        return np.asarray(multihost_utils.process_allgather(x, tiled=True))
+    return np.asarray(x)
