@@ -1,10 +1,14 @@
 """Best-of-N: selection of the best and worst of N completions, and the mathematics of BoN.
 
-Selection rule. Per prompt, the best completion is the one with the largest reward and the worst
-the one with the smallest; among tied rewards the LOWEST DRAW INDEX wins, for best and worst
-alike. Rewards are compared in the total order of `bonjax.ecdf.order_keys`: NaN ranks below every
-value (so a NaN is never best unless all N are NaN, and is the worst), NaNs tie with each other,
-`-0.0 == +0.0`, and +/-inf are ordinary ordered values.
+Selection rule, the one every best/worst choice of the library follows (`select_best_and_worst`;
+`bonjax.objectives.best_worst_pair` for BoNBoN/DPO/IPO pairs and J-BOND's better anchor; the
+training methods' Best-of-N and preference pairs). Per prompt, the best completion is the one with
+the largest reward and the worst the one with the smallest; among tied rewards the LOWEST DRAW
+INDEX wins, for best and worst alike. Rewards are compared in the total order of
+`bonjax.ecdf.order_keys`: NaN ranks below every value (so a NaN is never best unless all N are
+NaN, and is the worst), NaNs tie with each other, `-0.0 == +0.0`, and +/-inf are ordinary ordered
+values. With rewards [1, NaN, 2, 0.5] the best is draw 2 and the worst draw 1 (a plain
+argmax/argmin picks the NaN as both, and a method would train towards it).
 
 Because the N draws are i.i.d., "the first of the tied draws wins" is the same as a uniformly
 random tie-break, so the selected completion follows rule (a) below (BOND, Theorem 1), which
