@@ -36,13 +36,12 @@ plot curves, not training-time code.
 
 from __future__ import annotations
 
-import numbers
-
 import jax
 import jax.numpy as jnp
 import numpy as np
 from flax import struct
 
+from bonjax.checks import check_int
 from bonjax.ecdf import order_keys
 
 __all__ = [
@@ -114,9 +113,7 @@ def take_selected(values_BxNx: jax.Array, index_B: jax.Array) -> jax.Array:
 
 
 def _check_n(n) -> int:
-    if isinstance(n, bool) or not isinstance(n, numbers.Integral) or n < 1:
-        raise ValueError(f"N must be an integer >= 1, got {n!r}")
-    return int(n)
+    return check_int("N", n)
 
 
 def _check_outcomes(pi_ref_Y, reward_Y) -> tuple[np.ndarray, np.ndarray]:

@@ -44,6 +44,7 @@ import numpy as np
 
 from bonjax import distributed
 from bonjax import sharding as shd
+from bonjax.checks import check_int, is_int
 from bonjax.data.imdb import Source, imdb_prompts
 from bonjax.evaluation import (
     BoNCurve,
@@ -123,10 +124,7 @@ def _field(config: Any, dotted: str) -> Any:
 
 
 def _check_int(config: Any, dotted: str, minimum: int) -> int:
-    value = _field(config, dotted)
-    if isinstance(value, bool) or not isinstance(value, int | np.integer) or value < minimum:
-        raise ValueError(f"config.{dotted} must be an integer >= {minimum}, got {value!r}")
-    return int(value)
+    return check_int(f"config.{dotted}", _field(config, dotted), minimum=minimum)
 
 
 def check_config(config: Any) -> list[MethodRun]:
@@ -167,7 +165,7 @@ def check_config(config: Any) -> list[MethodRun]:
     _check_int(config, "reference.prompts_per_call", 1)
     _check_int(config, "reference.samples_per_call", 1)
     ns = tuple(_field(config, "bon.ns"))
-    if not ns or any(isinstance(n, bool) or not isinstance(n, int) or not 1 <= n <= M - 1
+    if not ns or any(not is_int(n) or not 1 <= n <= M - 1
                      for n in ns):
         raise ValueError(f"config.bon.ns = {ns} must be integers in [1, M - 1 = {M - 1}] "
                          f"(M = config.reference.samples; one sample plays the opponent)")

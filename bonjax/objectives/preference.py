@@ -18,7 +18,8 @@ import jax
 import jax.numpy as jnp
 
 from bonjax.bon import select_best_and_worst
-from bonjax.objectives._logprob import as_float, check_inputs, check_positive, masked_sum
+from bonjax.checks import check_positive
+from bonjax.objectives._logprob import as_float, check_inputs, masked_sum
 
 __all__ = [
     "DPOConfig",
