@@ -1,10 +1,14 @@
 """Best-of-N: selection of the best and worst of N completions, and the mathematics of BoN.
 
-Selection rule. Per prompt, the best completion is the one with the largest reward and the worst
-the one with the smallest; among tied rewards the LOWEST DRAW INDEX wins, for best and worst
-alike. Rewards are compared in the total order of `bonjax.ecdf.order_keys`: NaN ranks below every
-value (so a NaN is never best unless all N are NaN, and is the worst), NaNs tie with each other,
-`-0.0 == +0.0`, and +/-inf are ordinary ordered values.
+Selection rule, the one every best/worst choice of the library follows (`select_best_and_worst`;
+`bonjax.objectives.best_worst_pair` for BoNBoN/DPO/IPO pairs and J-BOND's better anchor; the
+training methods' Best-of-N and preference pairs). Per prompt, the best completion is the one with
+the largest reward and the worst the one with the smallest; among tied rewards the LOWEST DRAW
+INDEX wins, for best and worst alike. Rewards are compared in the total order of
+`bonjax.ecdf.order_keys`: NaN ranks below every value (so a NaN is never best unless all N are
+NaN, and is the worst), NaNs tie with each other, `-0.0 == +0.0`, and +/-inf are ordinary ordered
+values. With rewards [1, NaN, 2, 0.5] the best is draw 2 and the worst draw 1 (a plain
+argmax/argmin picks the NaN as both, and a method would train towards it).
 
 Because the N draws are i.i.d., "the first of the tied draws wins" is the same as a uniformly
 random tie-break, so the selected completion follows rule (a) below (BOND, Theorem 1), which
@@ -32,13 +36,12 @@ plot curves, not training-time code.
 
 from __future__ import annotations
 
-import numbers
-
 import jax
 import jax.numpy as jnp
 import numpy as np
 from flax import struct
 
+from bonjax.checks import check_int
 from bonjax.ecdf import order_keys
 
 __all__ = [
@@ -110,9 +113,7 @@ def take_selected(values_BxNx: jax.Array, index_B: jax.Array) -> jax.Array:
 
 
 def _check_n(n) -> int:
-    if isinstance(n, bool) or not isinstance(n, numbers.Integral) or n < 1:
-        raise ValueError(f"N must be an integer >= 1, got {n!r}")
-    return int(n)
+    return check_int("N", n)
 
 
 def _check_outcomes(pi_ref_Y, reward_Y) -> tuple[np.ndarray, np.ndarray]:

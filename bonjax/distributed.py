@@ -46,6 +46,8 @@ import numpy as np
 from jax.experimental import multihost_utils
 from jax.sharding import Mesh, NamedSharding, PartitionSpec, Sharding
 
+from bonjax.checks import is_int
+
 __all__ = [
     "ENV_COORDINATOR",
     "ENV_NUM_PROCESSES",
@@ -58,6 +60,7 @@ __all__ = [
     "is_main_process",
     "process_rows",
     "process_slice",
+    "to_host",
 ]
 
 logger = logging.getLogger(__name__)
@@ -128,7 +131,7 @@ def initialize(coordinator_address: str | None = None, num_processes: int | None
     for name, value in (("initialization_timeout_s", initialization_timeout_s),
                         ("heartbeat_timeout_s", heartbeat_timeout_s),
                         ("shutdown_timeout_s", shutdown_timeout_s)):
-        if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+        if not is_int(value) or value < 1:
             raise ValueError(f"{name} must be an integer number of seconds >= 1, got {value!r}")
     coordinator_address = coordinator_address or os.environ.get(ENV_COORDINATOR) or None
     num_processes = num_processes if num_processes is not None else _env_int(ENV_NUM_PROCESSES)
@@ -151,14 +154,13 @@ def initialize(coordinator_address: str | None = None, num_processes: int | None
 
     if num_processes is None:
         raise ValueError(f"num_processes is missing (argument or {ENV_NUM_PROCESSES})")
-    if isinstance(num_processes, bool) or not isinstance(num_processes, int) or num_processes < 1:
+    if not is_int(num_processes) or num_processes < 1:
         raise ValueError(f"num_processes must be an integer >= 1, got {num_processes!r}")
     if process_id is None:
         if num_processes > 1:
             raise ValueError(f"process_id is missing (argument or {ENV_PROCESS_ID})")
         process_id = 0
-    if isinstance(process_id, bool) or not isinstance(process_id, int) \
-            or not 0 <= process_id < num_processes:
+    if not is_int(process_id) or not 0 <= process_id < num_processes:
         raise ValueError(f"process_id must be an integer in [0, {num_processes}), got "
                          f"{process_id!r}")
     if num_processes == 1:
@@ -334,3 +336,10 @@ def initialize_from_args(args: argparse.Namespace) -> bool:
     return initialize(args.coordinator_address, args.num_processes, args.process_id,
                       initialization_timeout_s=args.initialization_timeout_s,
                       heartbeat_timeout_s=args.heartbeat_timeout_s)
+
+
+def to_host(x) -> np.ndarray:
+    """A numpy copy of ``x``; a global array spread over processes is gathered first."""
+    if isinstance(x, jax.Array) and not x.is_fully_addressable:
+        return np.asarray(multihost_utils.process_allgather(x, tiled=True))
+    return np.asarray(x)

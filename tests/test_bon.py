@@ -122,6 +122,13 @@ class SelectionTest(chex.TestCase):
         assert best_B.dtype == jnp.int32 and worst_B.dtype == jnp.int32
 
     @chex.variants(with_jit=True, without_jit=True)
+    def test_a_nan_reward_is_the_worst_and_never_the_best(self):
+        best_B, worst_B = self.variant(bon.select_best_and_worst)(
+            np.array([[1.0, np.nan, 2.0, 0.5]], np.float32))
+        np.testing.assert_array_equal(best_B, [2])
+        np.testing.assert_array_equal(worst_B, [1])
+
+    @chex.variants(with_jit=True, without_jit=True)
     def test_take_selected_gathers_per_prompt(self):
         tokens_BxNxT = np.arange(3 * 4 * 5).reshape(3, 4, 5)
         logp_BxN = np.arange(12, dtype=np.float32).reshape(3, 4) / 7

@@ -3,9 +3,9 @@
 The tiny config (random tiny GPT-2, VADER reward, every method for two steps) runs twice into
 one directory: the first call stops after a budget of three training steps (in the middle of
 the second method), the second continues. Everything else checks the files they leave, except
-the last tests: a process's share of the prompts (``PromptShard``) and the reference rewards
-drawn from it, against ``bonjax.training.reference_rewards`` on the whole table. Two processes
-run the experiment in ``tests/test_distributed.py``.
+the last tests: a process's share of the prompts (``PromptShard``); the reference rewards drawn
+from it are tested in ``tests/test_reference.py``. Two processes run the experiment in
+``tests/test_distributed.py``.
 """
 
 import json
@@ -19,7 +19,6 @@ import pytest
 from nbclient import NotebookClient
 
 from bonjax import sharding as shd
-from bonjax import training
 from bonjax.evaluation import Estimate, EvalPoint, bon_curve, win_rate
 from bonjax.experiment import (
     PromptShard,
@@ -28,15 +27,12 @@ from bonjax.experiment import (
     chunk_indices,
     load_reward,
     method_runs,
-    reference_rewards,
     run_experiment,
     step_indices,
     win_rate_vs_references,
 )
 from bonjax.experiment.components import load_policy
 from bonjax.rewards import vader_compound
-from bonjax.sampling import Sampler, Temperature
-from bonjax.toy import ToyProblem
 from bonjax.training import config_fingerprint, read_metrics
 from experiments import configs
 
@@ -299,37 +295,6 @@ def test_prompt_shard_refuses_prompts_it_was_not_given():
         PromptShard.keep(tokens_PxL, mask_PxL, [np.arange(3)], None)
     with pytest.raises(ValueError, match="a mask of the same shape"):
         PromptShard.keep(tokens_PxL, mask_PxL[:5], None, None)
-
-
-@pytest.mark.parametrize("mesh_shape", [None, (2, 2, 2)])
-def test_reference_rewards_of_a_prompt_shard_equal_those_of_the_whole_table(tmp_path,
-                                                                            mesh_shape):
-    """Same chunks (a padded last prompt chunk, a short last sample chunk), same keys, same
-    cache name as :func:`bonjax.training.reference_rewards`; a second call reads the cache."""
-    toy = ToyProblem(seed=3)
-    mesh = None if mesh_shape is None else shd.make_mesh(mesh_shape)
-    params = toy.ref_params if mesh is None else shd.shard_params(toy.ref_params, mesh)
-    tokens_PxL = np.random.default_rng(0).integers(0, toy.vocab_size, (10, 1)).astype(np.int32)
-    mask_PxL = np.ones_like(tokens_PxL, bool)
-    sampler = Sampler(toy.lm, Temperature(1.0), toy.length, mesh)
-    key = jax.random.key(5)
-    common = {"prompts_per_call": 4, "samples_per_call": 3, "fingerprint": {"toy": 3}}
-    want = training.reference_rewards(sampler, params, toy.reward, tokens_PxL, mask_PxL, 7, key,
-                                      cache_dir=tmp_path / "whole", **common)
-    shard = PromptShard.keep(tokens_PxL, mask_PxL, [chunk_indices(10, 4)], mesh)
-    got = reference_rewards(sampler, params, toy.reward, shard, 7, key,
-                            cache_dir=tmp_path / "shard", **common)
-    np.testing.assert_array_equal(got, want)
-    assert len(np.unique(want)) > 10
-    names = [sorted(p.name for p in (tmp_path / d).iterdir()) for d in ("whole", "shard")]
-    assert names[0] == names[1] and len(names[0]) == 1
-
-    def no_sampling(*args):
-        raise AssertionError("sampled although the rewards were cached")
-
-    cached = reference_rewards(sampler, params, no_sampling, shard, 7, key,
-                               cache_dir=tmp_path / "whole", **common)
-    np.testing.assert_array_equal(cached, want)
 
 
 def test_the_optimizer_option_picks_ppo_with_a_value_head_for_vbon_and_the_baseline():

@@ -287,6 +287,20 @@ def test_jbond_loss_parts():
     np.testing.assert_allclose(g, want, rtol=1e-5)
 
 
+def test_jbond_forward_term_never_distils_a_nan_anchor():
+    """The better anchor follows bonjax.bon's rule: a NaN reward ranks below every reward."""
+    rng = np.random.default_rng(61)
+    logp_anchor_samples = np.log(rng.uniform(0.1, 1, (3, 2, 4))).astype(np.float32)
+    mask_anchor_samples = np.ones((3, 2, 4), bool)
+    anchor_reward = np.array([[np.nan, 1.0], [2.0, np.nan], [np.nan, np.nan]], np.float32)
+    logp, mask = np.zeros((3, 4), np.float32), np.ones((3, 4), bool)
+    got = obj.jbond_loss(logp_anchor_samples, mask_anchor_samples, anchor_reward, logp, logp,
+                         mask, np.zeros(3, np.float32), obj.JBONDConfig(jeffreys_b=0.0))
+    better = [1, 0, 0]  # all NaN: a tie, the first sample
+    want = obj.sft_loss(logp_anchor_samples[np.arange(3), better], mask_anchor_samples[:, 0])
+    np.testing.assert_array_equal(got, want)
+
+
 class EmaTest(chex.TestCase):
     @chex.variants(with_jit=True, without_jit=True)
     def test_ema_update(self):

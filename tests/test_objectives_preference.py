@@ -6,6 +6,7 @@ import jax
 import numpy as np
 import pytest
 
+from bonjax import bon
 from bonjax import objectives as obj
 
 
@@ -133,3 +134,14 @@ def test_best_worst_pair_selection_and_ties():
     np.testing.assert_array_equal(pair[2], x[2, [0, 1]])
     with pytest.raises(ValueError, match=r"reward_BxN \(3, 3\)"):
         obj.best_worst_pair(x, reward[:, :3])
+
+
+def test_best_worst_pair_follows_the_bon_rule_for_nan():
+    """NaN ranks lowest (bonjax.bon): with [1, NaN, 2, 0.5] the pair is (draw 2, draw 1), as
+    bon.select_best_and_worst picks, not the NaN as both (plain argmax/argmin)."""
+    reward_1x4 = np.array([[1.0, np.nan, 2.0, 0.5]], np.float32)
+    x_1x4x3 = np.arange(12).reshape(1, 4, 3)
+    for select in (obj.best_worst_pair, jax.jit(obj.best_worst_pair)):
+        np.testing.assert_array_equal(select(x_1x4x3, reward_1x4), x_1x4x3[:, [2, 1]])
+    best_B, worst_B = bon.select_best_and_worst(reward_1x4)
+    np.testing.assert_array_equal([best_B[0], worst_B[0]], [2, 1])

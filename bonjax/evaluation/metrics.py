@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import dataclasses
 import math
-import numbers
 from typing import Any, NamedTuple
 
 import jax
@@ -29,6 +28,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from bonjax.bon import bon_kl
+from bonjax.checks import check_int, is_concrete
 from bonjax.objectives.kl_rl import kl_k1, kl_k3
 
 __all__ = [
@@ -99,13 +99,9 @@ class EvalPoint:
             object.__setattr__(self, name, Estimate(mean, stderr))
 
 
-def _is_concrete(x) -> bool:
-    return not isinstance(x, jax.core.Tracer)
-
-
 def _check_finite(name: str, x) -> None:
     """Raise ``ValueError`` naming the first non-finite entry of a concrete array."""
-    if not _is_concrete(x):
+    if not is_concrete(x):
         return
     bad = ~np.isfinite(np.asarray(x))
     if bad.any():
@@ -181,7 +177,7 @@ def kl_summary(
 
 
 def _check_tie_credit(tie_credit) -> None:
-    if _is_concrete(tie_credit) and not 0.0 <= float(tie_credit) <= 1.0:
+    if is_concrete(tie_credit) and not 0.0 <= float(tie_credit) <= 1.0:
         raise ValueError(f"tie_credit must lie in [0, 1], got {tie_credit}")
 
 
@@ -232,10 +228,8 @@ def bootstrap_ci(
     values_BxK = jnp.asarray(values_BxK)
     _check_per_prompt("values_BxK", values_BxK.shape)
     _check_finite("values_BxK", values_BxK)
-    is_int = isinstance(num_resamples, numbers.Integral) and not isinstance(num_resamples, bool)
-    if not is_int or num_resamples < 2:
-        raise ValueError(f"num_resamples must be an integer >= 2, got {num_resamples!r}")
-    if _is_concrete(level) and not 0.0 < float(level) < 1.0:
+    check_int("num_resamples", num_resamples, minimum=2)
+    if is_concrete(level) and not 0.0 < float(level) < 1.0:
         raise ValueError(f"level must lie in (0, 1), got {level}")
     m_B = values_BxK.reshape(values_BxK.shape[0], -1).astype(jnp.float32).mean(axis=1)
     b = m_B.shape[0]
@@ -419,8 +413,7 @@ def bon_curve(reward_ref_BxM, *, num: int = 256) -> BoNCurve:
     of about ``num`` distinct integers N from 1 to M, spaced geometrically (all of 1..M when
     ``M <= num``)."""
     reward_ref_BxM = _check_reference_rewards(reward_ref_BxM)
-    if isinstance(num, bool) or not isinstance(num, numbers.Integral) or num < 2:
-        raise ValueError(f"num must be an integer >= 2, got {num!r}")
+    check_int("num", num, minimum=2)
     m = reward_ref_BxM.shape[1]
     ns_Q = np.unique(np.round(np.geomspace(1, m, num)).astype(np.int64))
     reward_Q = bon_expected_max(reward_ref_BxM, ns_Q).mean(axis=0)

@@ -22,6 +22,7 @@ from typing import Any
 
 import numpy as np
 
+from bonjax.checks import is_real
 from bonjax.evaluation.metrics import BoNCurve, EvalPoint, pareto_frontier
 
 __all__ = ["plot_reward_vs_kl", "plot_training_curves", "read_metrics_jsonl"]
@@ -172,7 +173,7 @@ def _series(records: Sequence[Mapping[str, Any]], key: str) -> tuple[np.ndarray,
         if "step" not in record:
             raise ValueError(f"metrics record {i} has {key!r} but no 'step': {dict(record)}")
         value = record[key]
-        if not isinstance(value, int | float) or isinstance(value, bool):
+        if not is_real(value):
             raise ValueError(f"metrics record {i}: {key!r} must be a number, got {value!r}")
         steps.append(float(record["step"]))
         values.append(float(value) if math.isfinite(value) else np.nan)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 from collections.abc import Sequence
 
+from bonjax.checks import is_int
 from bonjax.evaluation.metrics import Estimate, EvalPoint
 
 __all__ = ["DEFAULT_NOTE", "results_table", "write_results_table"]
@@ -42,7 +43,7 @@ def results_table(
     """
     if not points:
         raise ValueError("points is empty: a results table needs at least one row")
-    if isinstance(digits, bool) or not isinstance(digits, int) or not 0 <= digits <= 12:
+    if not is_int(digits) or not 0 <= digits <= 12:
         raise ValueError(f"digits must be an integer in [0, 12], got {digits!r}")
     rows = [_HEADER, ("---",) * len(_HEADER)]
     for p in points:

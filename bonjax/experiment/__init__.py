@@ -8,10 +8,11 @@
 - :mod:`~bonjax.experiment.methods`: the trained methods and their sweeps.
 - :mod:`~bonjax.experiment.components`: policy, reward and prompts by name.
 - :mod:`~bonjax.experiment.evaluate`: reward, KL, win rate and samples of a policy.
-- :mod:`~bonjax.experiment.prompt_shard`: each process's share of the prompts, global batches.
-- :mod:`~bonjax.experiment.references`: reference rewards of a prompt table shared out over
-  the processes.
 - :mod:`~bonjax.experiment.rundir`: the run directory's config, run id and git commit.
+
+Each process's share of the prompts is a :class:`bonjax.prompt_shard.PromptShard`; the reference
+rewards of a shared-out table come from the one pipeline,
+:func:`bonjax.training.reference.reference_rewards_of_shard`.
 """
 
 from bonjax.experiment.components import (
@@ -32,10 +33,10 @@ from bonjax.experiment.evaluate import (
     write_samples,
 )
 from bonjax.experiment.methods import METHODS, MethodRun, method_runs
-from bonjax.experiment.prompt_shard import PromptShard, chunk_indices, step_indices, table_digest
-from bonjax.experiment.references import reference_rewards
 from bonjax.experiment.run import ExperimentResult, check_config, run_experiment
 from bonjax.experiment.rundir import RunDirectory, git_commit
+from bonjax.fingerprint import table_digest
+from bonjax.prompt_shard import PromptShard, chunk_indices, step_indices
 
 __all__ = [
     "METHODS",
@@ -57,7 +58,6 @@ __all__ = [
     "load_reward",
     "method_runs",
     "prompt_batch",
-    "reference_rewards",
     "run_experiment",
     "sample_policy",
     "step_indices",

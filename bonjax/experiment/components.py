@@ -18,6 +18,7 @@ from flax import nnx, struct
 from jax.sharding import Mesh
 
 from bonjax import sharding as shd
+from bonjax.checks import check_int
 from bonjax.data.imdb import Prompts
 from bonjax.models.decoder import DecoderLM
 from bonjax.models.gpt2 import GPT2Config
@@ -74,8 +75,7 @@ def load_reward(name: str, policy_tokenizer, fallback: str = "", max_length: int
                          f"{', '.join(REWARDS)}")
     if name == "vader":
         return vader_reward(policy_tokenizer), _REWARD_NAMES["vader"]
-    if isinstance(max_length, bool) or not isinstance(max_length, int) or max_length < 0:
-        raise ValueError(f"max_length must be an integer >= 0, got {max_length!r}")
+    check_int("max_length", max_length, minimum=0)
     description = _REWARD_NAMES[name] + (f" ({max_length} tokens)" if max_length else "")
     try:
         return load_sentiment_reward(policy_tokenizer=policy_tokenizer,

@@ -26,26 +26,19 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 from flax import nnx
-from jax.experimental import multihost_utils
 from tqdm.auto import tqdm
 
 from bonjax import distributed
 from bonjax.data.imdb import Prompts
+from bonjax.distributed import to_host
 from bonjax.evaluation import BoNCurve, Estimate, EvalPoint, kl_summary, mean_and_stderr
-from bonjax.experiment.prompt_shard import PromptShard, chunk_indices
 from bonjax.objectives import kl_k1
+from bonjax.prompt_shard import PromptShard, chunk_indices
 from bonjax.sampling.sampler import Sampler
 from bonjax.sampling.scorer import completion_logprobs
 
 __all__ = ["PolicySamples", "bon_gap", "evaluate_samples", "sample_policy", "to_host",
            "win_rate_vs_references", "write_samples"]
-
-
-def to_host(x) -> np.ndarray:
-    """A numpy copy of ``x``; a global array spread over processes is gathered first."""
-    if isinstance(x, jax.Array) and not x.is_fully_addressable:
-        return np.asarray(multihost_utils.process_allgather(x, tiled=True))
-    return np.asarray(x)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -76,7 +69,7 @@ def sample_policy(sampler: Sampler, params: nnx.State, ref_params: nnx.State, re
     """Draws ``k`` samples per prompt of the table from ``params``; scores them under both
     policies.
 
-    Prompt chunk ``c`` (:func:`~bonjax.experiment.prompt_shard.chunk_indices`) draws with
+    Prompt chunk ``c`` (:func:`~bonjax.prompt_shard.chunk_indices`) draws with
     ``fold_in(key, c)``. The policy's log-probabilities come from the teacher-forced scorer,
     like the reference's, not from the sampler. A collective: every process of the job calls it
     with its share of the same table (it supplies its rows of each chunk) and gets every

@@ -18,7 +18,7 @@ references, finished evaluations and checkpoints are reused.
 
 Several JAX processes (``bonjax.distributed``) run the same calls on one mesh over all their
 devices (``config.mesh_shape`` is then required). Each process keeps only the prompts of its
-rows of the global batches (:class:`~bonjax.experiment.prompt_shard.PromptShard`) and supplies
+rows of the global batches (:class:`~bonjax.prompt_shard.PromptShard`) and supplies
 just those rows; the batches and keys are those of one process, so the results do not depend on
 the number of processes. Process 0 alone writes the run directory's files (configs, reference
 cache, metrics, plots, tables, samples) and decides what a resumed run reuses; every process
@@ -44,6 +44,7 @@ import numpy as np
 
 from bonjax import distributed
 from bonjax import sharding as shd
+from bonjax.checks import check_int, is_int
 from bonjax.data.imdb import Source, imdb_prompts
 from bonjax.evaluation import (
     BoNCurve,
@@ -66,9 +67,8 @@ from bonjax.experiment.components import (
 )
 from bonjax.experiment.evaluate import bon_gap, evaluate_samples, sample_policy, write_samples
 from bonjax.experiment.methods import MethodRun, method_runs
-from bonjax.experiment.prompt_shard import PromptShard, chunk_indices, step_indices
-from bonjax.experiment.references import reference_rewards
 from bonjax.experiment.rundir import RunDirectory
+from bonjax.prompt_shard import PromptShard, chunk_indices, step_indices
 from bonjax.sampling.methods import Temperature
 from bonjax.sampling.sampler import Sampler
 from bonjax.training import (
@@ -80,6 +80,7 @@ from bonjax.training import (
     reference_store,
     train_loop,
 )
+from bonjax.training.reference import reference_rewards_of_shard
 
 __all__ = ["ExperimentResult", "check_config", "run_experiment"]
 
@@ -123,10 +124,7 @@ def _field(config: Any, dotted: str) -> Any:
 
 
 def _check_int(config: Any, dotted: str, minimum: int) -> int:
-    value = _field(config, dotted)
-    if isinstance(value, bool) or not isinstance(value, int | np.integer) or value < minimum:
-        raise ValueError(f"config.{dotted} must be an integer >= {minimum}, got {value!r}")
-    return int(value)
+    return check_int(f"config.{dotted}", _field(config, dotted), minimum=minimum)
 
 
 def check_config(config: Any) -> list[MethodRun]:
@@ -167,7 +165,7 @@ def check_config(config: Any) -> list[MethodRun]:
     _check_int(config, "reference.prompts_per_call", 1)
     _check_int(config, "reference.samples_per_call", 1)
     ns = tuple(_field(config, "bon.ns"))
-    if not ns or any(isinstance(n, bool) or not isinstance(n, int) or not 1 <= n <= M - 1
+    if not ns or any(not is_int(n) or not 1 <= n <= M - 1
                      for n in ns):
         raise ValueError(f"config.bon.ns = {ns} must be integers in [1, M - 1 = {M - 1}] "
                          f"(M = config.reference.samples; one sample plays the opponent)")
@@ -434,7 +432,7 @@ def run_experiment(config: Any, run_dir: str | os.PathLike, *, step_budget: int 
     sampler = Sampler(lm, Temperature(1.0), int(config.max_new_tokens), mesh)
 
     def references(split: str, prompts: PromptShard) -> np.ndarray:
-        return reference_rewards(
+        return reference_rewards_of_shard(
             sampler, params, reward, prompts, int(config.reference.samples),
             _key(config.seed, f"references/{split}"),
             prompts_per_call=int(config.reference.prompts_per_call),

@@ -27,7 +27,7 @@ import jax
 from jax.experimental import multihost_utils
 
 from bonjax import distributed
-from bonjax.training.checkpoint import config_fingerprint
+from bonjax.fingerprint import config_fingerprint
 
 __all__ = ["CONFIG_FILE", "RUN_FILE", "RunDirectory", "git_commit"]
 

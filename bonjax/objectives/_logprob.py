@@ -1,4 +1,6 @@
-"""Shared pieces of the objectives: fp32 log-probabilities, masked sequence sums, input checks.
+"""Shared pieces of the objectives: fp32 log-probabilities, masked sequence sums, shape checks.
+
+Scalar checks (probabilities, positive numbers) are :mod:`bonjax.checks`'s.
 
 Every objective reads per-token log-probabilities ``logp_...xT`` and a completion mask
 ``mask_...xT`` (bool or 0/1; the EOS token is inside the mask, padding after it is not). All sums
@@ -19,6 +21,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from bonjax.checks import is_concrete
+
 __all__ = ["token_logprobs", "masked_sum", "sequence_logprob", "sft_loss"]
 
 
@@ -32,11 +36,6 @@ def as_mask(mask: jax.Array) -> jax.Array:
     """A bool mask from a bool or 0/1 array."""
     mask = jnp.asarray(mask)
     return mask if mask.dtype == jnp.bool_ else mask != 0
-
-
-def is_concrete(x) -> bool:
-    """Whether ``x`` holds values that can be inspected now (not a tracer of ``jit``/``vmap``)."""
-    return not isinstance(x, jax.core.Tracer)
 
 
 def check_inputs(
@@ -92,22 +91,6 @@ def check_has_completion(mask: jax.Array, name: str = "mask") -> None:
             f"{name}: {int(empty.sum())} sequence(s) without any completion token, "
             f"first at index {where}"
         )
-
-
-def check_unit_interval(name: str, value: float) -> None:
-    """Raise ``ValueError`` unless ``0 <= value <= 1`` (skipped for traced values)."""
-    if is_concrete(value) and not 0.0 <= float(value) <= 1.0:
-        raise ValueError(f"{name} must lie in [0, 1], got {value}")
-
-
-def check_positive(name: str, value: float, *, allow_zero: bool = False) -> None:
-    """Raise ``ValueError`` unless ``value`` is finite and positive (skipped for traced values)."""
-    if not is_concrete(value):
-        return
-    v = float(value)
-    if not np.isfinite(v) or v < 0.0 or (v == 0.0 and not allow_zero):
-        bound = ">= 0" if allow_zero else "> 0"
-        raise ValueError(f"{name} must be finite and {bound}, got {value}")
 
 
 def token_logprobs(logits_BxTxV: jax.Array, tokens_BxT: jax.Array) -> jax.Array:

@@ -25,7 +25,8 @@ from fractions import Fraction
 
 import jax
 
-from bonjax.objectives._logprob import check_positive, check_unit_interval, sft_loss
+from bonjax.checks import check_positive, check_unit_interval
+from bonjax.objectives._logprob import sft_loss
 from bonjax.objectives.preference import ipo_loss_from_margin, log_ratio_margin
 from bonjax.objectives.vbon import check_bon_n
 

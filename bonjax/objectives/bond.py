@@ -36,7 +36,8 @@ import math
 import jax
 import jax.numpy as jnp
 
-from bonjax.objectives._logprob import as_float, check_inputs, check_unit_interval, sft_loss
+from bonjax.checks import check_int, check_unit_interval
+from bonjax.objectives._logprob import as_float, check_inputs, sft_loss
 from bonjax.objectives.kl_rl import kl_regularised_return, reinforce_loss, rloo_loss
 from bonjax.objectives.preference import best_worst_pair
 from bonjax.objectives.vbon import VBoNConfig, check_bon_n
@@ -261,10 +262,5 @@ def iterated_bon_n(n: int, num_anchor_updates: int) -> int:
     the identity holds for the idealised hard updates only and is the paper's bookkeeping.
     """
     check_bon_n("n", n)
-    if (
-        isinstance(num_anchor_updates, bool)
-        or not isinstance(num_anchor_updates, int)
-        or (num_anchor_updates < 0)
-    ):
-        raise ValueError(f"num_anchor_updates must be an integer >= 0, got {num_anchor_updates!r}")
+    check_int("num_anchor_updates", num_anchor_updates, minimum=0)
     return n**num_anchor_updates

@@ -30,13 +30,11 @@ from typing import NamedTuple
 import jax
 import jax.numpy as jnp
 
+from bonjax.checks import check_positive, check_unit_interval, is_concrete
 from bonjax.objectives._logprob import (
     as_float,
     as_mask,
     check_inputs,
-    check_positive,
-    check_unit_interval,
-    is_concrete,
     masked_sum,
 )
 

@@ -17,7 +17,9 @@ import dataclasses
 import jax
 import jax.numpy as jnp
 
-from bonjax.objectives._logprob import as_float, check_inputs, check_positive, masked_sum
+from bonjax.bon import select_best_and_worst
+from bonjax.checks import check_positive
+from bonjax.objectives._logprob import as_float, check_inputs, masked_sum
 
 __all__ = [
     "DPOConfig",
@@ -53,9 +55,11 @@ class IPOConfig:
 def best_worst_pair(x_BxNx: jax.Array, reward_BxN: jax.Array) -> jax.Array:
     """Stack the best and the worst of N samples per prompt: ``x_Bx2x...``, best first.
 
-    ``x_BxNx`` has the samples on axis 1 (e.g. ``logp_BxNxT``). Ties: among equal rewards the
-    lowest sample index is chosen, for the best and for the worst alike (so if all rewards tie,
-    both entries are sample 0 and the pair carries no preference).
+    ``x_BxNx`` has the samples on axis 1 (e.g. ``logp_BxNxT``). The selection is
+    :func:`bonjax.bon.select_best_and_worst`, the library's one rule: NaN ranks below every
+    reward (never best unless all are NaN, always worst), and among equal rewards the lowest
+    sample index is chosen, for the best and for the worst alike (so if all rewards tie, both
+    entries are sample 0 and the pair carries no preference).
     """
     reward_BxN = jnp.asarray(reward_BxN)
     if reward_BxN.ndim != 2 or jnp.shape(x_BxNx)[:2] != reward_BxN.shape:
@@ -63,7 +67,8 @@ def best_worst_pair(x_BxNx: jax.Array, reward_BxN: jax.Array) -> jax.Array:
             f"reward_BxN {reward_BxN.shape} must be [B, N] and match the first two axes of "
             f"x_BxNx {jnp.shape(x_BxNx)}"
         )
-    idx_Bx2 = jnp.stack([jnp.argmax(reward_BxN, axis=1), jnp.argmin(reward_BxN, axis=1)], axis=1)
+    best_B, worst_B = select_best_and_worst(as_float(reward_BxN))
+    idx_Bx2 = jnp.stack([best_B, worst_B], axis=1)
     idx_Bx2x = idx_Bx2.reshape(idx_Bx2.shape + (1,) * (jnp.ndim(x_BxNx) - 2))
     return jnp.take_along_axis(jnp.asarray(x_BxNx), idx_Bx2x, axis=1)
 

@@ -39,6 +39,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from bonjax.checks import check_int
 from bonjax.objectives._logprob import as_float, check_inputs, masked_sum
 from bonjax.objectives.kl_rl import kl_regularised_return
 
@@ -47,8 +48,7 @@ __all__ = ["VBoNConfig", "vbon_exact_reward", "vbon_reward", "vbon_return"]
 
 def check_bon_n(name: str, n: int, minimum: int = 1) -> None:
     """Raise ``ValueError`` unless ``n`` is an integer ``>= minimum``."""
-    if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < minimum:
-        raise ValueError(f"{name} must be an integer >= {minimum}, got {n!r}")
+    check_int(name, n, minimum=minimum)
 
 
 @dataclasses.dataclass(frozen=True)

@@ -29,12 +29,12 @@ which avoids XLA's slow variadic ``argmax`` reduction over the full vocabulary o
 from __future__ import annotations
 
 import dataclasses
-import math
-import numbers
 from typing import Protocol
 
 import jax
 import jax.numpy as jnp
+
+from bonjax.checks import check_temperature, is_int, is_real
 
 __all__ = ["SamplingMethod", "Greedy", "Temperature", "TopK", "TopP", "categorical_sample"]
 
@@ -48,15 +48,6 @@ class SamplingMethod(Protocol):
 
     def next_tokens(self, logits_BxV: jax.Array, key: jax.Array) -> tuple[jax.Array, jax.Array]:
         ...
-
-
-def _is_real(x) -> bool:
-    return isinstance(x, numbers.Real) and not isinstance(x, bool)
-
-
-def _check_temperature(temperature) -> None:
-    if not (_is_real(temperature) and math.isfinite(temperature) and temperature > 0):
-        raise ValueError(f"temperature must be a finite number > 0, got {temperature!r}")
 
 
 def _blocks(z_BxV: jax.Array) -> tuple[int, int]:
@@ -163,7 +154,7 @@ class Temperature:
     temperature: float = 1.0
 
     def __post_init__(self):
-        _check_temperature(self.temperature)
+        check_temperature(self.temperature)
 
     def next_tokens(self, logits_BxV: jax.Array, key: jax.Array) -> tuple[jax.Array, jax.Array]:
         return categorical_sample(logits_BxV.astype(jnp.float32) / self.temperature, key)
@@ -180,11 +171,10 @@ class TopK:
     temperature: float = 1.0
 
     def __post_init__(self):
-        if not (isinstance(self.k, numbers.Integral) and not isinstance(self.k, bool)
-                and self.k >= 1):
+        if not (is_int(self.k) and self.k >= 1):
             raise ValueError(f"top-k needs an integer k >= 1, got k={self.k!r} "
                              "(use Temperature for untruncated sampling)")
-        _check_temperature(self.temperature)
+        check_temperature(self.temperature)
 
     def next_tokens(self, logits_BxV: jax.Array, key: jax.Array) -> tuple[jax.Array, jax.Array]:
         z_BxK, index_BxK = _top_k(logits_BxV.astype(jnp.float32) / self.temperature, self.k)
@@ -249,10 +239,10 @@ class TopP:
     candidates: int = 128
 
     def __post_init__(self):
-        if not (_is_real(self.p) and 0.0 < self.p <= 1.0):
+        if not (is_real(self.p) and 0.0 < self.p <= 1.0):
             raise ValueError(f"top-p needs 0 < p <= 1, got p={self.p!r}")
-        _check_temperature(self.temperature)
-        if not (isinstance(self.candidates, numbers.Integral) and self.candidates >= 1):
+        check_temperature(self.temperature)
+        if not (is_int(self.candidates) and self.candidates >= 1):
             raise ValueError(f"top-p candidates must be an integer >= 1, got "
                              f"{self.candidates!r}")
 

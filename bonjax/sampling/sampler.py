@@ -29,7 +29,6 @@ Completions: after a row samples EOS, its later tokens are ``pad_id`` with log-p
 from __future__ import annotations
 
 import dataclasses
-import numbers
 
 import jax
 import jax.numpy as jnp
@@ -38,6 +37,7 @@ from flax import nnx, struct
 from jax.sharding import Mesh
 
 from bonjax import sharding as shd
+from bonjax.checks import is_concrete, is_int, shape_of
 from bonjax.models.decoder import DecoderLM, positions_from_mask
 from bonjax.models.kv_cache import KVCache
 from bonjax.sampling.methods import SamplingMethod, Temperature
@@ -97,29 +97,13 @@ def completion_mask(tokens_xT: jax.Array, eos_id: int) -> jax.Array:
     return (jnp.cumsum(is_eos, axis=-1, dtype=jnp.int32) - is_eos) == 0
 
 
-def _is_int(x) -> bool:
-    return isinstance(x, numbers.Integral) and not isinstance(x, bool)
-
-
-def _shape(x) -> tuple[int, ...]:
-    return tuple(x.shape) if hasattr(x, "shape") else np.shape(x)
-
-
-def _is_concrete(x) -> bool:
-    """Whether this process can read ``x``'s values now: not a tracer of an outer ``jit``, not a
-    shape, not a global array with shards on other processes."""
-    if isinstance(x, (jax.core.Tracer, jax.ShapeDtypeStruct)):
-        return False
-    return not isinstance(x, jax.Array) or x.is_fully_addressable
-
-
 def check_prompts(lm: DecoderLM, prompt_tokens_BxP, prompt_mask_BxP, new_tokens: int) -> None:
     """``ValueError`` unless the prompts are a non-empty, left-padded batch that fits the context.
 
     Shapes are always checked; values (every row has a real token, padding is on the left, token
     ids lie in the vocabulary) only when the arrays are concrete, not under an outer ``jit``.
     """
-    shape, mask_shape = _shape(prompt_tokens_BxP), _shape(prompt_mask_BxP)
+    shape, mask_shape = shape_of(prompt_tokens_BxP), shape_of(prompt_mask_BxP)
     if len(shape) != 2:
         raise ValueError(f"prompt tokens must be [batch, length], got shape {shape}")
     if mask_shape != shape:
@@ -134,7 +118,7 @@ def check_prompts(lm: DecoderLM, prompt_tokens_BxP, prompt_mask_BxP, new_tokens:
     if P + new_tokens > context:
         raise ValueError(f"prompt length {P} + {new_tokens} new tokens = {P + new_tokens} "
                          f"exceeds the model's context of {context} positions")
-    if not (_is_concrete(prompt_mask_BxP) and _is_concrete(prompt_tokens_BxP)):
+    if not (is_concrete(prompt_mask_BxP) and is_concrete(prompt_tokens_BxP)):
         return
     mask = np.asarray(jax.device_get(prompt_mask_BxP)).astype(bool)
     empty = np.flatnonzero(~mask.any(axis=1))
@@ -216,7 +200,7 @@ class Sampler:
     cache_block: int | None = 8
 
     def __post_init__(self):
-        if not _is_int(self.max_new_tokens) or self.max_new_tokens < 1:
+        if not is_int(self.max_new_tokens) or self.max_new_tokens < 1:
             raise ValueError(f"max_new_tokens must be an integer >= 1, got "
                              f"{self.max_new_tokens!r}")
         if not callable(getattr(self.method, "next_tokens", None)):
@@ -224,7 +208,7 @@ class Sampler:
         check_vocab = getattr(self.method, "check_vocab", None)
         if check_vocab is not None:
             check_vocab(self.lm.vocab_size)
-        if self.cache_block is not None and (not _is_int(self.cache_block)
+        if self.cache_block is not None and (not is_int(self.cache_block)
                                              or self.cache_block < 1):
             raise ValueError(f"cache_block must be an integer >= 1 or None, got "
                              f"{self.cache_block!r}")
@@ -370,7 +354,7 @@ class Sampler:
     # Checks and shardings ------------------------------------------------------------------
 
     def _check_call(self, prompt_tokens_BxP, prompt_mask_BxP, n) -> None:
-        if not _is_int(n) or n < 1:
+        if not is_int(n) or n < 1:
             raise ValueError(f"number of samples per prompt n must be an integer >= 1, got {n!r}")
         check_prompts(self.lm, prompt_tokens_BxP, prompt_mask_BxP, self.max_new_tokens)
 

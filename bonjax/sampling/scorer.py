@@ -16,15 +16,13 @@ It equals a plain forward pass over the concatenated sequences ``[prompt, comple
 
 from __future__ import annotations
 
-import math
-import numbers
-
 import jax
 import jax.numpy as jnp
 from flax import nnx
 
+from bonjax.checks import check_temperature, is_int, shape_of
 from bonjax.models.decoder import DecoderLM
-from bonjax.sampling.sampler import _shape, check_prompts, prefill
+from bonjax.sampling.sampler import check_prompts, prefill
 
 __all__ = ["completion_logprobs"]
 
@@ -59,23 +57,21 @@ def completion_logprobs(lm: DecoderLM, params: nnx.State, prompt_tokens_BxP: jax
         and (recomputed) in the backward pass: Gemma's 262,144-word vocabulary makes the logits
         of 8 x 32 completions of 40 tokens 10 GiB at once. Must divide ``N``.
     """
-    if not (isinstance(temperature, numbers.Real) and math.isfinite(temperature)
-            and temperature > 0):
-        raise ValueError(f"temperature must be a finite number > 0, got {temperature!r}")
-    shape = _shape(tokens_BxNxT)
+    check_temperature(temperature)
+    shape = shape_of(tokens_BxNxT)
     if len(shape) != 3:
         raise ValueError(f"completion tokens must be [batch, samples, length], got {shape}")
-    if _shape(mask_BxNxT) != shape:
-        raise ValueError(f"completion mask shape {_shape(mask_BxNxT)} differs from "
+    if shape_of(mask_BxNxT) != shape:
+        raise ValueError(f"completion mask shape {shape_of(mask_BxNxT)} differs from "
                          f"completion tokens shape {shape}")
     B, N, T = shape
     if N < 1 or T < 1:
         raise ValueError(f"completion tokens of shape {shape} are empty")
-    if not (isinstance(num_chunks, numbers.Integral) and num_chunks >= 1 and N % num_chunks == 0):
+    if not (is_int(num_chunks) and num_chunks >= 1 and N % num_chunks == 0):
         raise ValueError(f"num_chunks must be an integer >= 1 dividing N = {N}, got "
                          f"{num_chunks!r}")
-    if _shape(prompt_tokens_BxP)[:1] != (B,):
-        raise ValueError(f"{_shape(prompt_tokens_BxP)[0]} prompts for completions of batch {B}")
+    if shape_of(prompt_tokens_BxP)[:1] != (B,):
+        raise ValueError(f"{shape_of(prompt_tokens_BxP)[0]} prompts for completions of batch {B}")
     check_prompts(lm, prompt_tokens_BxP, prompt_mask_BxP, T)
 
     prompt_tokens_BxP = jnp.asarray(prompt_tokens_BxP)

@@ -22,9 +22,6 @@ Every JAX process must call the same methods in the same order; orbax coordinate
 
 from __future__ import annotations
 
-import dataclasses
-import enum
-import hashlib
 import json
 import os
 from collections.abc import Mapping
@@ -35,42 +32,10 @@ import numpy as np
 import orbax.checkpoint as ocp
 from etils import epath
 
+from bonjax.fingerprint import config_fingerprint
 from bonjax.training.state import TrainState
 
 __all__ = ["Checkpointer", "abstract_like", "config_fingerprint"]
-
-
-def _canonical(value: Any, where: str) -> Any:
-    """``value`` as plain JSON types, or a ValueError naming the first leaf that is not."""
-    if dataclasses.is_dataclass(value) and not isinstance(value, type):
-        return {f.name: _canonical(getattr(value, f.name), f"{where}.{f.name}")
-                for f in dataclasses.fields(value)}
-    if hasattr(value, "to_dict") and callable(value.to_dict):
-        return _canonical(value.to_dict(), where)
-    if isinstance(value, Mapping):
-        return {str(k): _canonical(v, f"{where}.{k}") for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [_canonical(v, f"{where}[{i}]") for i, v in enumerate(value)]
-    if isinstance(value, enum.Enum):
-        return value.name
-    if isinstance(value, np.dtype) or (isinstance(value, type) and issubclass(value, np.generic)):
-        return np.dtype(value).name
-    if isinstance(value, np.generic):
-        return value.item()
-    if value is None or isinstance(value, bool | int | float | str):
-        return value
-    raise ValueError(f"config value {where} = {value!r} of type {type(value).__name__} has no "
-                     "stable text form for a fingerprint")
-
-
-def config_fingerprint(config: Any) -> str:
-    """A short stable hash of a configuration (dataclass, ``ConfigDict``, mapping, or JSON value).
-
-    Two configs have the same fingerprint exactly when their canonical JSON forms (keys sorted)
-    are equal.
-    """
-    text = json.dumps(_canonical(config, "config"), sort_keys=True, separators=(",", ":"))
-    return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
 def abstract_like(state: Any) -> Any:

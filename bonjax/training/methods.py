@@ -40,7 +40,7 @@ from flax import nnx, struct
 
 from bonjax import bon, ecdf
 from bonjax import objectives as obj
-from bonjax.objectives._logprob import check_unit_interval
+from bonjax.checks import check_unit_interval
 from bonjax.sampling.sampler import Sampler
 
 __all__ = [

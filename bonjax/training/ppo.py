@@ -31,7 +31,7 @@ from flax import struct
 
 from bonjax import ecdf
 from bonjax import objectives as obj
-from bonjax.objectives._logprob import check_positive, check_unit_interval
+from bonjax.checks import check_positive, check_unit_interval
 from bonjax.training.methods import Batch, _rows, policy_samples
 
 __all__ = ["PPO", "ValueHead", "init_value_head", "value_head_apply", "whiten"]

@@ -4,12 +4,16 @@ vBoN's reward ``log F_hat(r(y))`` compares a policy sample's reward with the rew
 samples of ``pi_ref`` for the same prompt. Those never change during training, so they are
 computed once per (reference model, reward, prompt set, M, T, seed), saved as ``.npz`` under a
 name derived from that fingerprint, and reused across epochs and runs.
+
+One pipeline draws them: :func:`reference_rewards_of_shard` for a prompt table shared out over
+the processes of a job (a :class:`~bonjax.prompt_shard.PromptShard`: each process supplies its
+rows of every global batch), of which :func:`reference_rewards`, a whole table in one process,
+is the one-shard case. The chunks, keys and cache name do not depend on how the table is shared
+out, so any number of processes draws the same rewards and reads the same cache file.
 """
 
 from __future__ import annotations
 
-import hashlib
-import json
 import os
 from collections.abc import Callable
 from pathlib import Path
@@ -18,75 +22,87 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 from flax import nnx, struct
+from jax.experimental import multihost_utils
 from tqdm.auto import tqdm
 
-from bonjax import ecdf
+from bonjax import distributed, ecdf
+from bonjax.fingerprint import fingerprint_of
+from bonjax.prompt_shard import PromptShard, chunk_indices
 from bonjax.sampling.sampler import Sampler
 
-__all__ = ["ReferenceStore", "reference_rewards", "reference_store", "fingerprint_of"]
-
-
-def fingerprint_of(**fields) -> str:
-    """A short stable hash of JSON-able fields (identifies a cache entry)."""
-    blob = json.dumps(fields, sort_keys=True, default=str).encode()
-    return hashlib.sha256(blob).hexdigest()[:16]
+__all__ = ["ReferenceStore", "reference_rewards", "reference_rewards_of_shard", "reference_store"]
 
 
 def reference_rewards(sampler: Sampler, ref_params: nnx.State, reward: Callable,
                       prompt_tokens_PxL: np.ndarray, prompt_mask_PxL: np.ndarray,
-                      num_samples: int, key: jax.Array, *, prompts_per_call: int = 8,
-                      samples_per_call: int = 32, cache_dir: str | os.PathLike | None = None,
-                      fingerprint: dict | None = None, progress: bool = True) -> np.ndarray:
+                      num_samples: int, key: jax.Array, **options) -> np.ndarray:
     """Rewards ``[P, M]`` of ``M = num_samples`` reference samples of each of P prompts.
 
-    Prompt chunk ``c`` and sample chunk ``s`` draw with ``fold_in(fold_in(key, c), s)``, so a
-    given (prompts_per_call, samples_per_call) always reproduces the same rewards. With
-    ``cache_dir`` and a ``fingerprint`` (whatever identifies the reference model and reward),
-    the result is loaded from, or saved to, ``cache_dir/ref_rewards-<hash>.npz``.
+    The whole table in one process: :func:`reference_rewards_of_shard` of a shard that holds
+    every prompt, with the same keyword ``options`` (chunk sizes, cache, progress bar).
+    """
+    prompts = PromptShard.keep(prompt_tokens_PxL, prompt_mask_PxL, None, None)
+    return reference_rewards_of_shard(sampler, ref_params, reward, prompts, num_samples, key,
+                                      **options)
+
+
+def reference_rewards_of_shard(sampler: Sampler, ref_params: nnx.State, reward: Callable,
+                               prompts: PromptShard, num_samples: int, key: jax.Array, *,
+                               prompts_per_call: int = 8, samples_per_call: int = 32,
+                               cache_dir: str | os.PathLike | None = None,
+                               fingerprint: dict | None = None,
+                               progress: bool = True) -> np.ndarray:
+    """Rewards ``[P, M]`` of ``M = num_samples`` reference samples of each prompt of the table.
+
+    Prompt chunk ``c`` (:func:`~bonjax.prompt_shard.chunk_indices`: ``prompts_per_call``
+    prompts, the last chunk filled up with the table's last prompt) and sample chunk ``s`` draw
+    with ``fold_in(fold_in(key, c), s)``, so given chunk sizes always reproduce the same
+    rewards. With ``cache_dir`` the result is loaded from, or saved to (a temporary file renamed
+    into place), ``cache_dir/ref_rewards-<hash>.npz``, the hash of ``fingerprint`` (whatever
+    identifies the reference model and reward), the whole table, M, T, the key and the chunk
+    sizes. A collective: every process of the job calls it with its own share of the same
+    table; only process 0 reads or writes the cache, and every process gets the whole result
+    (the Best-of-N evaluation reads all of it, and vBoN's reference CDFs look rows up by global
+    prompt index inside the compiled rollout).
     """
     if num_samples < 1:
         raise ValueError(f"num_samples (M) must be >= 1, got {num_samples}")
-    P = prompt_tokens_PxL.shape[0]
-    if P == 0:
-        raise ValueError("no prompts to draw reference samples for")
+    if prompts_per_call < 1 or samples_per_call < 1:
+        raise ValueError(f"prompts_per_call and samples_per_call must be >= 1, got "
+                         f"{prompts_per_call}, {samples_per_call}")
+    P, M = prompts.num_prompts, num_samples
     path = None
     if cache_dir is not None:
         ident = fingerprint_of(
-            fingerprint=fingerprint or {}, prompts=hashlib.sha256(
-                np.ascontiguousarray(prompt_tokens_PxL).tobytes()
-                + np.ascontiguousarray(prompt_mask_PxL).tobytes()).hexdigest(),
-            M=num_samples, T=sampler.max_new_tokens, key=np.asarray(
-                jax.random.key_data(key)).tolist(), chunks=(prompts_per_call, samples_per_call))
+            fingerprint=fingerprint or {}, prompts=prompts.digest, M=M,
+            T=sampler.max_new_tokens, key=np.asarray(jax.random.key_data(key)).tolist(),
+            chunks=(prompts_per_call, samples_per_call))
         path = Path(cache_dir) / f"ref_rewards-{ident}.npz"
-        if path.exists():
-            return np.load(path)["rewards_PxM"]
-    rewards_PxM = np.zeros((P, num_samples), np.float32)
-    chunks = [(c, s) for c in range(0, P, prompts_per_call)
-              for s in range(0, num_samples, samples_per_call)]
-    bar = tqdm(chunks, desc="reference samples", disable=not progress, unit="chunk")
+        if distributed.broadcast_json(path.exists()):
+            cached_PxM = (np.load(path)["rewards_PxM"] if distributed.is_main_process()
+                          else np.zeros((P, M), np.float32))
+            return np.asarray(multihost_utils.broadcast_one_to_all(cached_PxM))
+    rewards_PxM = np.zeros((P, M), np.float32)
+    index_CxB = chunk_indices(P, prompts_per_call)
+    work = [(c, s) for c in range(len(index_CxB)) for s in range(0, M, samples_per_call)]
+    bar = tqdm(work, desc="reference samples", unit="chunk",
+               disable=not progress or not distributed.is_main_process())
     for c, s in bar:
-        rows = slice(c, min(c + prompts_per_call, P))
-        n = min(samples_per_call, num_samples - s)
-        tokens_BxL = jnp.asarray(_pad_rows(prompt_tokens_PxL[rows], prompts_per_call))
-        mask_BxL = jnp.asarray(_pad_rows(prompt_mask_PxL[rows], prompts_per_call))
-        chunk_key = jax.random.fold_in(jax.random.fold_in(key, c // prompts_per_call),
-                                       s // samples_per_call)
+        if s == 0:
+            tokens_BxL, mask_BxL, _ = prompts.batch(index_CxB[c])
+        rows = slice(c * prompts_per_call, min((c + 1) * prompts_per_call, P))
+        n = min(samples_per_call, M - s)
+        chunk_key = jax.random.fold_in(jax.random.fold_in(key, c), s // samples_per_call)
         out = sampler.sample(ref_params, tokens_BxL, mask_BxL, chunk_key, n)
-        r_BxN = np.asarray(reward(tokens_BxL, mask_BxL, out.tokens_BxNxT, out.mask_BxNxT))
+        r_BxN = distributed.to_host(reward(tokens_BxL, mask_BxL, out.tokens_BxNxT,
+                                           out.mask_BxNxT))
         rewards_PxM[rows, s:s + n] = r_BxN[: rows.stop - rows.start]
-    if path is not None:
+    if path is not None and distributed.is_main_process():
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_suffix(".tmp.npz")
         np.savez(tmp, rewards_PxM=rewards_PxM)
         os.replace(tmp, path)
     return rewards_PxM
-
-
-def _pad_rows(x: np.ndarray, rows: int) -> np.ndarray:
-    """Repeats the last row so every call has the same (compiled) batch size."""
-    if x.shape[0] == rows:
-        return x
-    return np.concatenate([x, np.repeat(x[-1:], rows - x.shape[0], axis=0)], axis=0)
 
 
 @struct.dataclass

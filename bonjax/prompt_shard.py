@@ -20,7 +20,6 @@ is a multiple of the one batch size of every call.
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 from collections.abc import Iterable
 
 import jax
@@ -30,8 +29,9 @@ from jax.sharding import Mesh
 
 from bonjax import distributed
 from bonjax import sharding as shd
+from bonjax.fingerprint import table_digest
 
-__all__ = ["PromptShard", "chunk_indices", "step_indices", "table_digest"]
+__all__ = ["PromptShard", "chunk_indices", "step_indices"]
 
 
 def chunk_indices(num_prompts: int, per_call: int) -> np.ndarray:
@@ -57,12 +57,6 @@ def step_indices(num_prompts: int, per_step: int, positions) -> np.ndarray:
     return (positions[..., None] * per_step + np.arange(per_step)) % num_prompts
 
 
-def table_digest(tokens_PxL: np.ndarray, mask_PxL: np.ndarray) -> str:
-    """SHA-256 of a whole prompt table (the name a cache entry of its prompts carries)."""
-    return hashlib.sha256(np.ascontiguousarray(tokens_PxL).tobytes()
-                          + np.ascontiguousarray(mask_PxL).tobytes()).hexdigest()
-
-
 @dataclasses.dataclass(frozen=True, eq=False)
 class PromptShard:
     """The prompts of a table of ``num_prompts`` that this process supplies to global batches.
@@ -71,7 +65,7 @@ class PromptShard:
       num_prompts: P, the size of the whole table.
       index_R: the global indices of the R prompts held here (sorted, distinct).
       tokens_RxL, mask_RxL: their left-padded tokens and masks (rows of the table).
-      digest: :func:`table_digest` of the whole table.
+      digest: :func:`~bonjax.fingerprint.table_digest` of the whole table (tokens, mask).
       mesh, rules: where the batches live (``mesh=None``: the default device, one process).
     """
 
