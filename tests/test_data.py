@@ -121,7 +121,7 @@ def test_processes_preparing_at_once_all_get_the_dataset(splits, tmp_path):
     procs = [subprocess.Popen([sys.executable, "-c", code, str(tmp_path)], text=True,
                               stdout=subprocess.PIPE, stderr=subprocess.PIPE) for _ in range(3)]
     outputs = [p.communicate(timeout=300) for p in procs]
-    for p, (out, err) in zip(procs, outputs, strict=True):
+    for p, (_out, err) in zip(procs, outputs, strict=True):
         assert p.returncode == 0, err[-2000:]
     expected = f"{len(splits['test'])} {splits['test'].rows.sum()}"
     assert [out.split("\n")[-2] for out, _ in outputs] == [expected] * 3
