@@ -4,7 +4,10 @@
     python experiments/train.py --config=experiments/configs/full.py --run_dir=DIR \
         --config.train.steps=500
 
-Every process of a multi-host job runs this same command (see bonjax.distributed).
+Every process of a multi-host job runs this same command (see bonjax.distributed). A bad
+``--config.*`` value, an unknown field, a missing reward artifact or an unreachable model end it
+with one line on stderr before any model loads (experiments/cli.py); ``--help`` lists the config
+fields.
 """
 
 import logging
@@ -17,7 +20,10 @@ from absl import app, flags  # noqa: E402
 from ml_collections import config_flags  # noqa: E402
 
 from bonjax import distributed  # noqa: E402
-from bonjax.experiment import run_experiment  # noqa: E402
+from bonjax.experiment import check_config, run_experiment  # noqa: E402
+from experiments import cli  # noqa: E402
+
+__doc__ += cli.help_text()
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "experiment config file "
                                           "(experiments/configs/*.py)", lock_config=True)
@@ -33,7 +39,15 @@ flags.mark_flags_as_required(["config", "run_dir"])
 
 def main(argv):
     if len(argv) > 1:
-        raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+        cli.fail(f"unexpected arguments: {argv[1:]}")
+    config = _CONFIG.value
+    cli.check_overrides(config, config_flags.get_override_values(flags.FLAGS["config"]))
+    try:
+        check_config(config)
+    except ValueError as err:
+        cli.fail(err)
+    cli.check_model(config.model)
+    cli.check_reward(config)
     distributed.initialize(heartbeat_timeout_s=_HEARTBEAT.value,
                            shutdown_timeout_s=_SHUTDOWN.value)
     logging.getLogger("absl").setLevel(logging.WARNING)  # orbax's per-save INFO lines
@@ -43,4 +57,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-    app.run(main)
+    app.run(main, flags_parser=cli.parse_flags)

@@ -150,6 +150,7 @@ def test_install_copies_the_commit_and_pins_jax_tpu(repo, tmp_path):
     assert_bash_syntax(script)
     for expected in ("python3.11 -m venv \"$HOME\"/.venvs/bonjax",
                      "pip install -q -r requirements.txt",
+                     "/bin/python experiments/install_assets.py requirements-assets.txt",
                      "pip install -q 'jax[tpu]==0.10.2'",
                      "pip install -q -e .",
                      "assert n == 16",  # v5p-32 is 16 chips, 16 JAX devices

