@@ -54,7 +54,8 @@ def logprob_errors(lm: DecoderLM, params: nnx.State, low_lm: DecoderLM, low_para
                    prompt_tokens_BxP, prompt_mask_BxP, tokens_BxNxT,
                    mask_BxNxT) -> dict[str, float]:
     """Errors of the completions' token log-probabilities (teacher-forced, float32 output)."""
-    score = jax.jit(completion_logprobs, static_argnums=0)
+    score = jax.jit(lambda lm, *args: completion_logprobs(lm, *args).logp_BxNxT,
+                    static_argnums=0)
     logp_BxNxT = score(lm, params, prompt_tokens_BxP, prompt_mask_BxP, tokens_BxNxT, mask_BxNxT)
     low_BxNxT = score(low_lm, low_params, prompt_tokens_BxP, prompt_mask_BxP, tokens_BxNxT,
                       mask_BxNxT)

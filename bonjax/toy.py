@@ -83,7 +83,7 @@ class ToyProblem:
         prompt_tokens, prompt_mask = self.prompts(1)
         tokens_1xSxT = jnp.asarray(self.sequences_SxT)[None]
         logp_1xSxT = completion_logprobs(self.lm, params, prompt_tokens, prompt_mask, tokens_1xSxT,
-                                       jnp.ones((1, S, self.length), jnp.bool_))
+                                         jnp.ones((1, S, self.length), jnp.bool_)).logp_BxNxT
         return np.asarray(logp_1xSxT[0], np.float64).sum(-1)
 
     def probs(self, params: nnx.State) -> np.ndarray:

@@ -58,14 +58,14 @@ def _plain_update(trainer: Trainer):
     def loss(trainable, frozen, batch):
         logp = completion_logprobs(trainer.lm, merge_params(trainable, frozen),
                                    batch.prompt_tokens_BxP, batch.prompt_mask_BxP,
-                                   batch.tokens_BxSxT, batch.mask_BxSxT)
+                                   batch.tokens_BxSxT, batch.mask_BxSxT).logp_BxNxT
         T = logp.shape[-1]
         return sft_loss(logp.reshape(-1, T), batch.mask_BxSxT.reshape(-1, T)).mean()
 
     def update(state, batch):
         value, grads = jax.value_and_grad(loss)(state.params, state.frozen, batch)
-        if state.extra:  # a value head: same optimiser tree, no gradient from the plain loss
-            grads = {**jax.tree.map(jnp.zeros_like, trainable_tree(state)), "params": grads}
+        # The optimiser's tree: extras (a value head) get no gradient from the plain loss.
+        grads = {**jax.tree.map(jnp.zeros_like, trainable_tree(state)), "params": grads}
         state, metrics = apply_updates(state, grads, trainer.tx, value)
         return state, {"loss": value, **metrics}
 

@@ -250,8 +250,8 @@ def precision_section(report, args, models):
             state = trainers[0].init_state(jax.random.key(2))
             batch, _ = trainers[0].collect(state, tokens, mask, jnp.arange(4), jax.random.key(3))
             trainable, frozen = split_trainable(params, lambda path: True)
-            agree = precision.gradient_agreement(trainers[0].loss, trainers[1].loss, trainable,
-                                                 frozen, batch)
+            agree = precision.gradient_agreement(trainers[0].loss, trainers[1].loss,
+                                                 {"params": trainable}, frozen, batch)
         budget = 8 * precision.BF16_UNIT_ROUNDOFF * (lm.config.num_layers + 1)
         report("precision", model=name, what="vbon_gradient", **agree, budget=budget,
                within_budget=agree["grad_rel_err"] <= budget)

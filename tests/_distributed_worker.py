@@ -150,7 +150,7 @@ class Job:
                                                  jax.random.key(3))
         results.update(gather({
             "step_tokens_BxSxT": batch.tokens_BxSxT,
-            "step_advantage_BxS": batch.targets["advantage_BxS"],
+            "step_advantage_BxS": batch.advantage_BxS,
             "step_logp_ref_BxSxT": batch.logp_ref_BxSxT, "step_reward": collect_metrics["reward"]}))
         state, update_metrics = trainer.update(state, batch)
         results.update(flat("updated", gather(state.params)))

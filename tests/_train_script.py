@@ -41,7 +41,8 @@ def batch_at(position: int, scale: float = 1.0) -> dict[str, np.ndarray]:
 def next_token_loss(lm: DecoderLM, params, tokens_BxT, keep_BxT, scale):
     """Mean next-token cross-entropy over the kept target positions, times ``scale``."""
     mask_BxT = jnp.ones_like(tokens_BxT, dtype=bool)
-    logits_BxTxV, _ = lm.forward(params, tokens_BxT, positions_from_mask(mask_BxT), mask_BxT)
+    out = lm.forward(params, tokens_BxT, positions_from_mask(mask_BxT), mask_BxT)
+    logits_BxTxV = out.logits_BxTxV
     logp_BxTxV = jax.nn.log_softmax(logits_BxTxV[:, :-1], axis=-1)
     target_logp_BxT = jnp.take_along_axis(logp_BxTxV, tokens_BxT[:, 1:, None], -1)[..., 0]
     keep_BxT = keep_BxT[:, 1:].astype(jnp.float32)
@@ -58,7 +59,8 @@ def train_step(lm: DecoderLM, state: TrainState, batch):
                                keep_BxT, batch["scale"])
 
     loss, grads = jax.value_and_grad(loss_fn)(state.params)
-    state, metrics = apply_updates(state.replace(key=jax.random.key_data(key)), grads, TX, loss)
+    state, metrics = apply_updates(state.replace(key=jax.random.key_data(key)),
+                                   {"params": grads}, TX, loss)
     return state, {"loss": loss, **metrics}
 
 

@@ -147,6 +147,26 @@ def test_checkpoint_written_with_frozen_restores(tmp_path):
     assert not any(p[0] == "frozen" for p in saved_paths(tmp_path / "5"))
 
 
+def test_checkpoint_of_layout_1_restores_into_the_one_trainable_tree(tmp_path):
+    """Before ``state_layout`` 2 a state without extras had its optimiser state over ``params``
+    alone (now over ``{"params": params}``). Such a checkpoint, as that code wrote it (no frozen
+    parameters, no ``state_layout``), restores into the new layout: the same arrays."""
+    saved = trained(make_state(1, extras=False))
+    layout_1 = saved.replace(opt_state=jax.tree.unflatten(
+        jax.tree.structure(TX.init(saved.params)), jax.tree.leaves(saved.opt_state)))
+    manager = ocp.CheckpointManager(tmp_path)
+    record = {"data_position": 7, "fingerprint": None, "meta": {}, "frozen_saved": False}
+    manager.save(2, args=ocp.args.Composite(
+        state=ocp.args.StandardSave(layout_1.replace(frozen=None)),
+        data=ocp.args.JsonSave(record)))
+    manager.wait_until_finished()
+    manager.close()
+    with Checkpointer(tmp_path, save_every=1) as ckpt:
+        restored, position, _ = ckpt.restore_latest(make_state(2, extras=False))
+    assert position == 7
+    assert_bitwise_equal(restored, saved)
+
+
 def test_restore_without_the_frozen_arrays_names_the_checkpoint(tmp_path):
     saved = make_state(1)
     with Checkpointer(tmp_path, save_every=1) as ckpt:

@@ -11,7 +11,8 @@ import pytest
 from _torch_reference import left_padded_batch
 
 from bonjax import sharding as shd
-from bonjax.models import DecoderLM, Gemma3Config, GPT2Config, positions_from_mask
+from bonjax.models import DecoderLM, Gemma3Config, GPT2Config, ModelOutput, positions_from_mask
+from bonjax.sampling import prefill
 
 CONFIGS = {"gpt2": GPT2Config.tiny(), "gemma3": Gemma3Config.tiny()}
 
@@ -23,7 +24,7 @@ def model(request):
 
 def _full_logits(lm, params, tokens, mask):
     tokens, mask = jnp.asarray(tokens), jnp.asarray(mask)
-    return np.asarray(lm.forward(params, tokens, positions_from_mask(mask), mask)[0])
+    return np.asarray(lm.forward(params, tokens, positions_from_mask(mask), mask).logits_BxTxV)
 
 
 def test_cached_decode_equals_full_forward(model):
@@ -35,12 +36,13 @@ def test_cached_decode_equals_full_forward(model):
     step = jax.jit(lm.forward)
     cache = lm.init_cache(tokens.shape[0], tokens.shape[1])
     positions = np.asarray(positions_from_mask(jnp.asarray(mask)))
-    logits, cache = step(params, tokens[:, :P], positions[:, :P], mask[:, :P], cache)
-    got = [np.asarray(logits)]
+    out = step(params, tokens[:, :P], positions[:, :P], mask[:, :P], cache)
+    got = [np.asarray(out.logits_BxTxV)]
     for t in range(P, P + steps):
-        logits, cache = step(params, tokens[:, t:t + 1], positions[:, t:t + 1],
-                             mask[:, t:t + 1], cache)
-        got.append(np.asarray(logits))
+        out = step(params, tokens[:, t:t + 1], positions[:, t:t + 1], mask[:, t:t + 1],
+                   out.cache)
+        got.append(np.asarray(out.logits_BxTxV))
+    cache = out.cache
     got = np.concatenate(got, axis=1)
     np.testing.assert_allclose(got[mask], expected[mask], atol=1e-5, rtol=0)
     assert int(cache.length) == tokens.shape[1]
@@ -55,18 +57,39 @@ def test_shared_prefix_equals_replicated_prompts(model):
     rng = np.random.default_rng(3)
     suffix = rng.integers(3, lm.vocab_size, (b * n, 4)).astype(np.int32)
     prefix = lm.init_cache(b, P)
-    _, prefix = lm.forward(params, jnp.asarray(prompts),
-                           positions_from_mask(jnp.asarray(prompt_mask)),
-                           jnp.asarray(prompt_mask), prefix)
+    prefix = lm.forward(params, jnp.asarray(prompts),
+                        positions_from_mask(jnp.asarray(prompt_mask)),
+                        jnp.asarray(prompt_mask), prefix).cache
     lengths = prompt_mask.sum(1).repeat(n)
     suffix_positions = lengths[:, None] + np.arange(suffix.shape[1])[None]
     own = lm.init_cache(b * n, suffix.shape[1])
-    logits, _ = lm.forward(params, jnp.asarray(suffix), jnp.asarray(suffix_positions),
-                           jnp.ones(suffix.shape, bool), own, prefix)
+    logits = lm.forward(params, jnp.asarray(suffix), jnp.asarray(suffix_positions),
+                        jnp.ones(suffix.shape, bool), own, prefix).logits_BxTxV
     full_tokens = np.concatenate([prompts.repeat(n, 0), suffix], axis=1)
     full_mask = np.concatenate([prompt_mask.repeat(n, 0), np.ones(suffix.shape, bool)], axis=1)
     expected = _full_logits(lm, params, full_tokens, full_mask)[:, P:]
     np.testing.assert_allclose(np.asarray(logits), expected, atol=1e-5, rtol=0)
+
+
+def test_last_only_and_prefill_are_the_last_position_of_the_full_pass(model):
+    """One output type for every call: ``last_only`` keeps the full pass's last position (logits
+    and hidden states), and ``prefill`` is such a call into a cache of the prompts."""
+    lm, params = model
+    tokens, mask = left_padded_batch([6, 3, 5], lm.vocab_size, lm.pad_id, seed=6)
+    tokens, mask = jnp.asarray(tokens), jnp.asarray(mask)
+    positions = positions_from_mask(mask)
+    full = lm.forward(params, tokens, positions, mask)
+    last = lm.forward(params, tokens, positions, mask, last_only=True)
+    assert isinstance(full, ModelOutput) and isinstance(last, ModelOutput)
+    assert full.cache is None and full.hidden_BxTxD.shape == (*tokens.shape, lm.config.d_model)
+    assert last.logits_BxTxV.shape == (tokens.shape[0], 1, lm.vocab_size)
+    np.testing.assert_allclose(last.logits_BxTxV, full.logits_BxTxV[:, -1:], atol=1e-5, rtol=0)
+    np.testing.assert_allclose(last.hidden_BxTxD, full.hidden_BxTxD[:, -1:], atol=1e-5, rtol=0)
+    first = prefill(lm, params, tokens, mask)
+    np.testing.assert_allclose(first.logits_BxV, full.logits_BxTxV[:, -1], atol=1e-5, rtol=0)
+    np.testing.assert_allclose(first.hidden_BxD, full.hidden_BxTxD[:, -1], atol=1e-5, rtol=0)
+    np.testing.assert_array_equal(first.length_B, mask.sum(-1))
+    assert int(first.cache.length) == tokens.shape[1]
 
 
 def test_left_padded_batch_equals_each_prompt_alone(model):
@@ -95,7 +118,7 @@ def test_sharded_equals_unsharded(model, mesh_shape):
     tokens, mask = left_padded_batch([9, 4, 6, 2, 7, 8, 1, 5], lm.vocab_size, lm.pad_id, seed=5)
     expected = _full_logits(lm, params, tokens, mask)
     batch = shd.batch_sharding(mesh, 2, rules, batch_size=tokens.shape[0])
-    fwd = jax.jit(lambda p, t, m: lm.forward(p, t, positions_from_mask(m), m)[0],
+    fwd = jax.jit(lambda p, t, m: lm.forward(p, t, positions_from_mask(m), m).logits_BxTxV,
                   in_shardings=(shardings, batch, batch), out_shardings=batch)
     with jax.set_mesh(mesh):
         got = fwd(sharded, jax.device_put(tokens, batch), jax.device_put(mask, batch))

@@ -18,8 +18,8 @@ def test_matches_transformers_left_padded(tmp_path, dtype):
     assert isinstance(lm.config, GPT2Config)
     tokens, mask = left_padded_batch([11, 3, 7, 1], lm.vocab_size, lm.pad_id)
     expected = torch_logits(reference, tokens, mask)
-    logits, _ = lm.forward(params, jnp.asarray(tokens), positions_from_mask(jnp.asarray(mask)),
-                           jnp.asarray(mask))
+    logits = lm.forward(params, jnp.asarray(tokens), positions_from_mask(jnp.asarray(mask)),
+                        jnp.asarray(mask)).logits_BxTxV
     err = np.abs(np.asarray(logits) - expected)[mask].max()
     assert err <= TOL, f"max abs logit error {err:.3g} > {TOL}"
 

@@ -8,39 +8,41 @@ import pytest
 
 from bonjax import objectives as obj
 from bonjax import sharding as shd
+from bonjax.sampling import CompletionScores
 from bonjax.toy import ToyProblem
 from bonjax.training import PPO, Trainer, init_value_head, method_for, value_head_apply
-from bonjax.training.methods import Batch
 from bonjax.training.ppo import whiten
+from bonjax.training.protocol import Batch
 from bonjax.training.reference import reference_store
 from bonjax.training.trainer import OptimizerConfig
 
 
 def _batch(rng, B=3, S=2, T=5):
+    """A collected batch and its per-token rewards ``[B, S, T]``."""
     lengths = rng.integers(1, T + 1, (B, S))
     mask = np.arange(T) < lengths[..., None]
     f = lambda *shape: rng.normal(size=shape).astype(np.float32)  # noqa: E731
     logp_old = np.where(mask, -np.abs(f(B, S, T)), 0.0).astype(np.float32)
-    return Batch(jnp.zeros((B, 2), jnp.int32), jnp.ones((B, 2), bool), jnp.zeros((B, S, T),
-                 jnp.int32), jnp.asarray(mask), jnp.asarray(logp_old),
-                 jnp.asarray(logp_old - 0.1), {"reward_BxSxT": jnp.asarray(f(B, S, T) * mask)})
+    batch = Batch(jnp.zeros((B, 2), jnp.int32), jnp.ones((B, 2), bool),
+                  jnp.zeros((B, S, T), jnp.int32), jnp.asarray(mask), jnp.asarray(logp_old),
+                  jnp.asarray(logp_old - 0.1))
+    return batch, jnp.asarray(f(B, S, T) * mask)
 
 
 def test_with_values_is_monte_carlo_return_minus_value_at_lambda_1():
     """gamma = lambda = 1: A_t = sum_{t' >= t} r_t' - V_t and the value target is the return."""
     rng = np.random.default_rng(0)
-    batch = _batch(rng)
+    batch, reward = _batch(rng)
     value = jnp.asarray(rng.normal(size=batch.mask_BxSxT.shape).astype(np.float32))
     ppo = PPO(obj.KLRLConfig(), lam=1.0, whiten_advantages=False)
-    out, metrics = ppo.with_values(batch, value)
+    out, metrics = ppo.with_values(batch, reward, value)
     mask = np.asarray(batch.mask_BxSxT)
-    r = np.asarray(batch.targets["reward_BxSxT"])
+    r = np.asarray(out.reward_BxSxT)
     to_go = np.flip(np.cumsum(np.flip(r, -1), -1), -1) * mask
-    t = out.targets
-    np.testing.assert_allclose(t["value_target_BxSxT"], to_go, atol=1e-5)
-    np.testing.assert_allclose(t["advantage_BxSxT"], (to_go - np.asarray(value)) * mask,
+    np.testing.assert_allclose(out.value_target_BxSxT, to_go, atol=1e-5)
+    np.testing.assert_allclose(out.advantage_BxSxT, (to_go - np.asarray(value)) * mask,
                                atol=1e-5)
-    np.testing.assert_allclose(t["value_old_BxSxT"], np.asarray(value) * mask)
+    np.testing.assert_allclose(out.value_old_BxSxT, np.asarray(value) * mask)
     G, V = to_go[mask], np.asarray(value)[mask]
     np.testing.assert_allclose(float(metrics["value_explained_variance"]),
                                1 - np.var(G - V) / np.var(G), rtol=1e-4)
@@ -62,26 +64,30 @@ def test_loss_matches_definition_and_value_gradient():
     where the clipped branch is larger)."""
     rng = np.random.default_rng(2)
     ppo = PPO(obj.KLRLConfig(), value_coef=0.5, value_clip_eps=0.2, whiten_advantages=False)
-    batch, _ = ppo.with_values(_batch(rng), jnp.asarray(rng.normal(size=(3, 2, 5)),
-                                                        jnp.float32))
+    batch, _ = ppo.with_values(*_batch(rng), jnp.asarray(rng.normal(size=(3, 2, 5)),
+                                                         jnp.float32))
     mask = np.asarray(batch.mask_BxSxT)
-    t = {k: np.asarray(v) for k, v in batch.targets.items()}
     logp = jnp.asarray(np.asarray(batch.logp_old_BxSxT) + 0.3 * rng.normal(size=mask.shape)
                        * mask, jnp.float32)
-    value = jnp.asarray(t["value_old_BxSxT"] + rng.normal(0, 0.3, mask.shape) * mask,
-                        jnp.float32)
-    loss, metrics = ppo.loss(logp, batch, value)
+    value = jnp.asarray(np.asarray(batch.value_old_BxSxT) + rng.normal(0, 0.3, mask.shape)
+                        * mask, jnp.float32)
+    loss, metrics = ppo.loss_from_values(logp, value, batch)
+    hidden = jnp.zeros((*mask.shape, 4)).at[..., 0].set(value)  # a head that reads feature 0
+    head = init_value_head(4).replace(w_D=jnp.asarray([1.0, 0.0, 0.0, 0.0]))
+    np.testing.assert_array_equal(
+        ppo.loss(CompletionScores(logp, hidden), batch, {"value_head": head})[0], loss)
 
     ratio = np.exp(np.asarray(logp) - np.asarray(batch.logp_old_BxSxT))
-    A = t["advantage_BxSxT"]
+    A = np.asarray(batch.advantage_BxSxT)
     pg = -np.minimum(ratio * A, np.clip(ratio, 0.8, 1.2) * A) * mask
-    v, vo, G = np.asarray(value), t["value_old_BxSxT"], t["value_target_BxSxT"]
+    v, vo, G = (np.asarray(x) for x in (value, batch.value_old_BxSxT,
+                                         batch.value_target_BxSxT))
     vc = vo + np.clip(v - vo, -0.2, 0.2)
     vl = 0.5 * np.maximum((v - G) ** 2, (vc - G) ** 2) * mask
     expected = pg.sum(-1).mean(-1) + 0.5 * vl.sum(-1).mean(-1)
     np.testing.assert_allclose(loss, expected, rtol=1e-5, atol=1e-6)
 
-    grad = np.asarray(jax.grad(lambda v: ppo.loss(logp, batch, v)[0].sum())(value))
+    grad = np.asarray(jax.grad(lambda v: ppo.loss_from_values(logp, v, batch)[0].sum())(value))
     unclipped = (v - G) ** 2 >= (vc - G) ** 2
     expected_grad = np.where(unclipped, 0.5 * (v - G) / 2, 0.0) * mask  # mean over S = 2
     np.testing.assert_allclose(grad, expected_grad, atol=1e-5)
@@ -109,7 +115,7 @@ def _trainer(toy, objective, mesh=None, prompts=8, learning_rate=1e-2):
 
 
 def test_trainer_trains_the_value_head_towards_the_returns(toy):
-    """The value head lives in ``state.extra``, is covered by the optimiser, and learns: its
+    """The value head is PPO's extra (``state.extra``), is covered by the optimiser, and learns: its
     value loss (starting from all-zero values) falls by a factor of 3 within 20 rollouts
     (measured: 1.81 at the first step, 0.05-0.36 from step 8 on)."""
     trainer = _trainer(toy, obj.VBoNConfig(n=4))
@@ -138,7 +144,7 @@ def test_sharded_ppo_update_equals_unsharded(toy):
     # A non-zero value head, so the value loss and its gradient are not trivial.
     state = state.replace(extra={"value_head": state.extra["value_head"].replace(
         w_D=jnp.linspace(-0.5, 0.5, toy.lm.config.d_model))})
-    batch, _ = single.method.with_values(batch, batch.targets["value_old_BxSxT"] + 0.3)
+    batch, _ = single.method.with_values(batch, batch.reward_BxSxT, batch.value_old_BxSxT + 0.3)
     expected, expected_metrics = single.update(jax.tree.map(jnp.copy, state), batch)
 
     mesh = shd.make_mesh((2, 2, 2))
@@ -168,5 +174,6 @@ def test_bad_configuration_is_named():
         method_for(obj.VBoNConfig(n=4), "adam")
     with pytest.raises(ValueError, match="vBoN and KL-RL only"):
         method_for(obj.BoNBoNConfig(n=4), "ppo")
-    with pytest.raises(ValueError, match="value_BxSxT"):
-        PPO(obj.KLRLConfig()).loss(jnp.zeros((1, 1, 2)), None)
+    with pytest.raises(KeyError, match="value_head"):
+        PPO(obj.KLRLConfig()).loss(CompletionScores(jnp.zeros((1, 1, 2)), jnp.zeros((1, 1, 2, 4))),
+                                   None, {})

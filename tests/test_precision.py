@@ -85,8 +85,8 @@ error is meaningless; its gradient is what the step uses."""
     batch, _ = trainers[0].collect(state, tokens, mask, jnp.arange(4), jax.random.key(3))
     trainable, frozen = split_trainable(params, lambda path: True)
     budget = 8 * precision.BF16_UNIT_ROUNDOFF * (lm.config.num_layers + 1)
-    agree = precision.gradient_agreement(trainers[0].loss, trainers[1].loss, trainable, frozen,
-                                         batch)
+    agree = precision.gradient_agreement(trainers[0].loss, trainers[1].loss,
+                                         {"params": trainable}, frozen, batch)
     assert agree["grad_rel_err"] <= budget, agree
     assert agree["grad_cosine"] >= 1 - budget**2 / 2, agree
     state16 = trainers[1].init_state(jax.random.key(2))
@@ -109,7 +109,7 @@ def test_bfloat16_sampler_draws_from_the_bfloat16_model():
     def next_probs(context_1xS):
         context = jnp.asarray(context_1xS)
         m = jnp.ones(context.shape, bool)
-        logits, _ = lm16.forward(params16, context, jnp.cumsum(m, -1) - 1, m)
+        logits = lm16.forward(params16, context, jnp.cumsum(m, -1) - 1, m).logits_BxTxV
         z = np.asarray(logits[0, -1], np.float64)
         p = np.exp(z - z.max())
         return p / p.sum()

@@ -52,7 +52,7 @@ def _next_token_logp(lm, params, tokens_1xS, temperature):
     """Log-softmax of the last position's logits / temperature, by a full forward pass."""
     tokens = jnp.asarray(tokens_1xS)
     mask = jnp.ones(tokens.shape, bool)
-    logits, _ = lm.forward(params, tokens, positions_from_mask(mask), mask)
+    logits = lm.forward(params, tokens, positions_from_mask(mask), mask).logits_BxTxV
     z = np.asarray(logits[0, -1], np.float64) / temperature
     return z - z.max() - np.log(np.exp(z - z.max()).sum())
 
@@ -137,7 +137,8 @@ def test_eos_masks_and_pads_the_rest(gpt2, pad_is_eos):
     np.testing.assert_allclose(logp[both], np.asarray(free.logp_BxNxT)[both], atol=1e-5)
     assert (toks[~m] == pad).all() and (logp[~m] == 0).all()
     assert (logp[m] < 0).all()
-    scored = completion_logprobs(lm_eos, params, tokens, mask, out.tokens_BxNxT, out.mask_BxNxT)
+    scored = completion_logprobs(lm_eos, params, tokens, mask, out.tokens_BxNxT,
+                                 out.mask_BxNxT).logp_BxNxT
     np.testing.assert_allclose(scored, logp, atol=2e-5)
 
 
@@ -231,7 +232,8 @@ def test_one_new_token(gpt2):
     out = Sampler(lm, Temperature(1.0), max_new_tokens=1).sample(params, tokens, mask,
                                                                  jax.random.key(0), 2)
     assert out.tokens_BxNxT.shape == (2, 2, 1)
-    scored = completion_logprobs(lm, params, tokens, mask, out.tokens_BxNxT, out.mask_BxNxT)
+    scored = completion_logprobs(lm, params, tokens, mask, out.tokens_BxNxT,
+                                 out.mask_BxNxT).logp_BxNxT
     np.testing.assert_allclose(scored, out.logp_BxNxT, atol=2e-5)
 
 
@@ -269,7 +271,7 @@ def test_tensor_parallel_log_probabilities_agree(model, request):
     out = Sampler(lm, Temperature(1.0), max_new_tokens=6, mesh=mesh).sample(
         sharded, tokens, mask, key, 2)
     rescored = completion_logprobs(lm, sharded, tokens, mask, single.tokens_BxNxT,
-                                   single.mask_BxNxT)
+                                   single.mask_BxNxT).logp_BxNxT
     np.testing.assert_allclose(rescored, single.logp_BxNxT, atol=TENSOR_TOL)
     np.testing.assert_array_equal(out.tokens_BxNxT, single.tokens_BxNxT)
     np.testing.assert_allclose(out.logp_BxNxT, single.logp_BxNxT, atol=TENSOR_TOL)

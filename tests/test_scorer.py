@@ -14,6 +14,11 @@ from bonjax.sampling import completion_logprobs
 TOL = 2e-5
 
 
+def _logp(*args, **kwargs):
+    """The scorer's log-probabilities only."""
+    return completion_logprobs(*args, **kwargs).logp_BxNxT
+
+
 def _batch(lm, prompt_lengths, completion_lengths, T, seed=0):
     """Left-padded prompts and completions ``[B, N, T]`` whose masks cover the given lengths."""
     rng = np.random.default_rng(seed)
@@ -47,8 +52,8 @@ def _logp_from_logits(logits, seq, P, mask, temperature):
 
 def _full_forward_logp(lm, params, prompts, prompt_mask, tokens, mask, temperature=1.0):
     seq, seq_mask = _concatenated(prompts, prompt_mask, tokens, mask)
-    logits, _ = lm.forward(params, jnp.asarray(seq), positions_from_mask(jnp.asarray(seq_mask)),
-                           jnp.asarray(seq_mask))
+    logits = lm.forward(params, jnp.asarray(seq), positions_from_mask(jnp.asarray(seq_mask)),
+                        jnp.asarray(seq_mask)).logits_BxTxV
     return _logp_from_logits(logits, seq, prompts.shape[1], mask, temperature)
 
 
@@ -59,7 +64,7 @@ def test_equals_full_forward(cfg, temperature):
     """Prompts of 1 to 9 tokens (Gemma's window is 4), completions ending at 1 to 8 tokens."""
     lm, params = DecoderLM.init(cfg, jax.random.key(1))
     prompts, prompt_mask, tokens, mask = _batch(lm, [1, 9, 5], [[8, 1], [3, 8], [6, 2]], 8)
-    score = jax.jit(completion_logprobs, static_argnums=(0, 6))
+    score = jax.jit(_logp, static_argnums=(0, 6))
     got = score(lm, params, prompts, prompt_mask, tokens, mask, temperature)
     expected = _full_forward_logp(lm, params, prompts, prompt_mask, tokens, mask, temperature)
     assert got.shape == tokens.shape
@@ -74,7 +79,7 @@ def test_equals_transformers_gpt2(tmp_path):
     seq, seq_mask = _concatenated(prompts, prompt_mask, tokens, mask)
     expected = _logp_from_logits(jnp.asarray(torch_logits(reference, seq, seq_mask)), seq,
                                  prompts.shape[1], mask, 1.0)
-    got = completion_logprobs(lm, params, prompts, prompt_mask, tokens, mask)
+    got = _logp(lm, params, prompts, prompt_mask, tokens, mask)
     np.testing.assert_allclose(got, expected, atol=1e-4)
 
 
@@ -89,7 +94,7 @@ def test_gradient_equals_full_forward_gradient(cfg):
     def loss(p, fn):
         return jnp.sum(weights * fn(lm, p, prompts, prompt_mask, tokens, mask))
 
-    got = jax.jit(jax.grad(lambda p: loss(p, completion_logprobs)))(params)
+    got = jax.jit(jax.grad(lambda p: loss(p, _logp)))(params)
     expected = jax.jit(jax.grad(lambda p: loss(p, _full_forward_logp)))(params)
     flat_got, flat_expected = jax.tree.leaves(got), jax.tree.leaves(expected)
     assert len(flat_got) == len(flat_expected) > 0
@@ -105,14 +110,12 @@ def test_chunks_equal_one_pass_in_value_and_gradient():
                                                 seed=6)
 
     def loss(p, chunks):
-        return jnp.sum(completion_logprobs(lm, p, prompts, prompt_mask, tokens, mask,
-                                           num_chunks=chunks) ** 2)
+        return jnp.sum(_logp(lm, p, prompts, prompt_mask, tokens, mask, num_chunks=chunks) ** 2)
 
     for chunks in (2, 4):
         np.testing.assert_allclose(
-            completion_logprobs(lm, params, prompts, prompt_mask, tokens, mask,
-                                num_chunks=chunks),
-            completion_logprobs(lm, params, prompts, prompt_mask, tokens, mask), atol=TOL)
+            _logp(lm, params, prompts, prompt_mask, tokens, mask, num_chunks=chunks),
+            _logp(lm, params, prompts, prompt_mask, tokens, mask), atol=TOL)
     got = jax.jit(jax.grad(loss), static_argnums=1)(params, 2)
     expected = jax.jit(jax.grad(loss), static_argnums=1)(params, 1)
     for g, e in zip(jax.tree.leaves(got), jax.tree.leaves(expected), strict=True):
@@ -122,7 +125,7 @@ def test_chunks_equal_one_pass_in_value_and_gradient():
 def test_single_token_completions():
     lm, params = DecoderLM.init(GPT2Config.tiny(), jax.random.key(3))
     prompts, prompt_mask, tokens, mask = _batch(lm, [2, 5], [[1, 1, 1], [1, 0, 1]], 1, seed=5)
-    got = completion_logprobs(lm, params, prompts, prompt_mask, tokens, mask)
+    got = _logp(lm, params, prompts, prompt_mask, tokens, mask)
     np.testing.assert_allclose(
         got, _full_forward_logp(lm, params, prompts, prompt_mask, tokens, mask), atol=TOL)
 
@@ -153,17 +156,19 @@ def test_bad_input_raises():
                          ids=["gpt2", "gemma3"])
 @pytest.mark.parametrize("num_chunks", [1, 2])
 def test_hidden_states_equal_full_forward(cfg, num_chunks):
-    """``return_hidden``: the state before token t is the full pass's state at the position
-    whose logits score token t (the prompt's last position for t = 0); 0 where masked."""
+    """The scores' hidden states: the state before token t is the full pass's state at the
+    position whose logits score token t (the prompt's last position for t = 0); 0 where
+    masked."""
     lm, params = DecoderLM.init(cfg, jax.random.key(2))
     prompts, prompt_mask, tokens, mask = _batch(lm, [1, 9, 5], [[8, 1], [3, 8], [6, 2]], 8)
-    logp, hidden = completion_logprobs(lm, params, prompts, prompt_mask, tokens, mask,
-                                       num_chunks=num_chunks, return_hidden=True)
-    np.testing.assert_allclose(logp, completion_logprobs(lm, params, prompts, prompt_mask,
-                                                         tokens, mask), atol=TOL)
+    scores = completion_logprobs(lm, params, prompts, prompt_mask, tokens, mask,
+                                 num_chunks=num_chunks)
+    hidden = scores.hidden_BxNxTxD
+    np.testing.assert_allclose(scores.logp_BxNxT,
+                               _logp(lm, params, prompts, prompt_mask, tokens, mask), atol=TOL)
     seq, seq_mask = _concatenated(prompts, prompt_mask, tokens, mask)
-    _, _, full = lm.forward(params, jnp.asarray(seq), positions_from_mask(jnp.asarray(seq_mask)),
-                            jnp.asarray(seq_mask), return_hidden=True)
+    full = lm.forward(params, jnp.asarray(seq), positions_from_mask(jnp.asarray(seq_mask)),
+                      jnp.asarray(seq_mask)).hidden_BxTxD
     B, N, T = tokens.shape
     P = prompts.shape[1]
     expected = np.asarray(full[:, P - 1:-1]).reshape(B, N, T, -1) * mask[..., None]

@@ -100,17 +100,30 @@ def test_batch_without_completions_is_rejected(toy):
 
 def test_eager_rollout_with_a_replicated_reward_updates_on_a_mesh(toy):
     """An eager rollout whose reward comes back replicated (a host-side reward) still feeds the
-    update, whose inputs are laid out over the batch axes: the batch is resharded first."""
+    update, whose inputs are laid out over the batch axes: the batch is resharded first, and the
+    step equals one device's step on the same batch."""
     mesh = shd.make_mesh((2, 2, 2))
     replicated = shd.replicated(mesh)
 
     def host_reward(*args):
         return jax.device_put(toy.reward(*args), replicated)
 
-    trainer = Trainer(toy.lm, toy.ref_params, method_for(obj.BONDConfig(n=2)), host_reward,
-                      max_new_tokens=toy.length, mesh=mesh, jit_collect=False,
-                      optimizer=OptimizerConfig(learning_rate=1e-2, epochs=1))
-    state = trainer.init_state(jax.random.key(6))
+    def trainer(reward, mesh=None):
+        return Trainer(toy.lm, toy.ref_params, method_for(obj.BONDConfig(n=2)), reward,
+                       max_new_tokens=toy.length, mesh=mesh, jit_collect=False,
+                       optimizer=OptimizerConfig(learning_rate=1e-2, epochs=1))
+
+    sharded = trainer(host_reward, mesh)
+    state = sharded.init_state(jax.random.key(6))
     with jax.set_mesh(mesh):
-        state, metrics = trainer.step(state, *toy.prompts(8))
-    assert np.isfinite(float(metrics["loss"]))
+        batch, _ = sharded.collect(state, *toy.prompts(8), jnp.arange(8), jax.random.key(7))
+    assert batch.log_p_le_BxK.sharding.is_equivalent_to(replicated, 2)  # from the reward
+    single = trainer(toy.reward)
+    host_batch = jax.tree.map(lambda x: jnp.asarray(np.asarray(x)), batch)
+    expected, expected_metrics = single.update(single.init_state(jax.random.key(6)), host_batch)
+    with jax.set_mesh(mesh):
+        got, got_metrics = sharded.update(state, batch)
+    for a, b in zip(jax.tree.leaves(expected.params), jax.tree.leaves(got.params), strict=True):
+        np.testing.assert_allclose(np.asarray(b), np.asarray(a), atol=2e-5, rtol=2e-5)
+    np.testing.assert_allclose(float(got_metrics["loss"]), float(expected_metrics["loss"]),
+                               rtol=1e-5, atol=1e-6)

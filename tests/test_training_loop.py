@@ -190,6 +190,7 @@ def test_non_finite_gradient_with_finite_loss_is_skipped():
     keep = jnp.ones(batch["tokens"].shape, bool)
     loss, grads = jax.jit(jax.value_and_grad(
         lambda p: next_token_loss(lm, p, batch["tokens"], keep, batch["scale"])))(state.params)
+    grads = {"params": grads}  # the trainable tree, {"params": ..., **extras}
     update = jax.jit(apply_updates, static_argnums=2)
 
     def poison(path, g):
@@ -206,8 +207,8 @@ def test_non_finite_gradient_with_finite_loss_is_skipped():
     assert int(metrics["skipped"]) == 0
     np.testing.assert_allclose(float(metrics["grad_norm"]), float(optax.tree.norm(grads)),
                                rtol=1e-6)
-    updates, _ = TX.update(grads, state.opt_state, state.params)
-    want = optax.apply_updates(state.params, updates)
+    updates, _ = TX.update(grads, state.opt_state, {"params": state.params})
+    want = optax.apply_updates(state.params, updates["params"])
     for got, ref in zip(jax.tree.leaves(stepped.params), jax.tree.leaves(want), strict=True):
         np.testing.assert_allclose(got, ref, rtol=1e-6, atol=1e-9)  # jit vs eager rounding
 
@@ -266,7 +267,7 @@ def test_restore_into_sharded_target_gives_sharded_arrays_with_equal_values(tmp_
     wte = restored.params["wte"][...]
     assert wte.sharding.spec == shd.param_shardings(params, mesh)["wte"].get_value().spec
     assert not wte.sharding.is_fully_replicated and len(wte.addressable_shards) == 8
-    mu_wte = restored.opt_state[0].mu["wte"][...]
+    mu_wte = restored.opt_state[0].mu["params"]["wte"][...]
     assert not mu_wte.sharding.is_fully_replicated
 
 

@@ -97,8 +97,8 @@ def test_gemma3_270m_gguf_matches_transformers():
                  "I hated every minute of", "The plot of the film"]
     enc = tok(sentences, return_tensors="np", padding=True)
     tokens, mask = enc["input_ids"], enc["attention_mask"].astype(bool)
-    logits, _ = lm.forward(params, jnp.asarray(tokens), positions_from_mask(jnp.asarray(mask)),
-                           jnp.asarray(mask))
+    logits = lm.forward(params, jnp.asarray(tokens), positions_from_mask(jnp.asarray(mask)),
+                        jnp.asarray(mask)).logits_BxTxV
     logits = np.asarray(logits)
     del params
 

@@ -60,7 +60,8 @@ class PolicySamples:
 
 @functools.cache
 def _scorer(lm) -> Callable:
-    return jax.jit(functools.partial(completion_logprobs, lm))
+    """The compiled scorer's log-probabilities only (its hidden states are never output)."""
+    return jax.jit(lambda *args: completion_logprobs(lm, *args).logp_BxNxT)
 
 
 def sample_policy(sampler: Sampler, params: nnx.State, ref_params: nnx.State, reward: Callable,

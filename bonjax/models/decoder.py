@@ -5,7 +5,8 @@ hashable, so it can be a static argument of ``jax.jit``. Parameters are an ``nnx
 passed by value::
 
     lm, params = DecoderLM.init(GPT2Config.tiny(), jax.random.key(0))
-    logits_BxTxV, cache = lm.forward(params, tokens_BxT, positions_BxT, mask_BxT, cache)
+    out = lm.forward(params, tokens_BxT, positions_BxT, mask_BxT, cache)
+    out.logits_BxTxV, out.cache, out.hidden_BxTxD          # a ModelOutput, whatever the call
 
 The sampler, scorer, reward models and trainers call ``forward`` and never branch on the
 architecture.
@@ -25,8 +26,9 @@ from bonjax import sharding as shd
 from bonjax.models.gemma3 import Gemma3Config
 from bonjax.models.gpt2 import GPT2Config
 from bonjax.models.kv_cache import KVCache, cache_axes, init_cache
+from bonjax.models.output import ModelOutput
 
-__all__ = ["DecoderConfig", "DecoderLM", "positions_from_mask"]
+__all__ = ["DecoderConfig", "DecoderLM", "ModelOutput", "positions_from_mask"]
 
 DecoderConfig = GPT2Config | Gemma3Config
 
@@ -93,12 +95,13 @@ class DecoderLM:
 
     def forward(self, params: nnx.State, tokens_BxT: jax.Array, positions_BxT: jax.Array,
                 input_mask_BxT: jax.Array, cache: KVCache | None = None,
-                prefix: KVCache | None = None, *, return_hidden: bool = False
-                ) -> tuple[jax.Array, KVCache | None] | tuple[jax.Array, KVCache | None, jax.Array]:
-        """Float32 logits ``[B, T, V]`` and the updated cache (None without one).
+                prefix: KVCache | None = None, *, last_only: bool = False) -> ModelOutput:
+        """Float32 logits ``[B, T, V]``, the updated cache (None without one) and the final-norm
+        hidden states ``[B, T, D]`` the logits are computed from (the input of a value head).
 
-        ``return_hidden=True`` appends the final-norm hidden states ``[B, T, D]`` the logits are
-        computed from (the input of a value head).
+        ``last_only=True`` keeps the last position only (``T = 1`` in the output): a prefill
+        needs only its logits, and the unembedding of the other positions (``B x T x V`` floats,
+        4 GiB for 8 Gemma prompts of 512 tokens) is never computed.
 
         ``input_mask_BxT`` marks real tokens (False for padding). With ``cache``, the tokens are
         written at ``cache.length`` and attend to everything written before; with ``prefix``,
@@ -120,7 +123,7 @@ class DecoderLM:
             raise ValueError(f"{T} tokens do not fit a cache of {cache.max_len} slots")
         model = nnx.merge(self.graphdef, params)
         return model(tokens_BxT, positions_BxT, input_mask_BxT, cache, prefix,
-                     return_hidden=return_hidden)
+                     last_only=last_only)
 
     def init_cache(self, batch_size: int, max_len: int, dtype=None) -> KVCache:
         """An empty KV cache of ``max_len`` slots."""

@@ -17,6 +17,7 @@ from flax import nnx
 
 from bonjax.models import attention
 from bonjax.models.kv_cache import KVCache
+from bonjax.models.output import ModelOutput
 from bonjax.models.remat import call_block, check_remat
 
 __all__ = ["Gemma3Config", "Gemma3"]
@@ -158,7 +159,7 @@ class _Block(nnx.Module):
 
 
 class Gemma3(nnx.Module):
-    """Gemma 3 language model: ``(tokens, positions, mask, cache, prefix) -> (logits, cache)``."""
+    """Gemma 3 language model: ``(tokens, positions, mask, cache, prefix) -> ModelOutput``."""
 
     def __init__(self, cfg: Gemma3Config, *, rngs: nnx.Rngs):
         pd = jnp.dtype(cfg.param_dtype)
@@ -168,12 +169,10 @@ class Gemma3(nnx.Module):
         self.final_norm = _RMSNorm(cfg.d_model, cfg.rms_norm_eps, pd, "embed")
 
     def __call__(self, tokens_BxT, positions_BxT, input_mask_BxT, cache: KVCache | None = None,
-                 prefix: KVCache | None = None, *, last_logits_only: bool = False,
-                 return_hidden: bool = False):
-        """``last_logits_only`` computes the logits of the last position only (``[B, 1, V]``),
-        as a prefill needs: the unembedding of the other positions is never computed.
-        ``return_hidden`` also returns the final-norm hidden states the logits are computed
-        from, ``[B, T, D]`` (``[B, 1, D]`` with ``last_logits_only``): a value head reads them."""
+                 prefix: KVCache | None = None, *, last_only: bool = False) -> ModelOutput:
+        """``last_only`` computes the logits (and keeps the hidden states) of the last position
+        only, ``[B, 1, V]``, as a prefill needs: the unembedding of the other positions is never
+        computed."""
         cfg = self.cfg
         dt = jnp.dtype(cfg.dtype)
         windows = {cfg.window(i) for i in range(cfg.num_layers)}
@@ -192,7 +191,7 @@ class Gemma3(nnx.Module):
             new_k.append(k)
             new_v.append(v)
         x_BxTxD = self.final_norm(x_BxTxD)
-        if last_logits_only:
+        if last_only:
             x_BxTxD = x_BxTxD[:, -1:]
         logits_BxTxV = jnp.einsum("btd,vd->btv", x_BxTxD, embed_VxD.astype(dt),
                                   preferred_element_type=jnp.float32)
@@ -202,6 +201,4 @@ class Gemma3(nnx.Module):
         if cache is not None:
             cache = KVCache(k=tuple(new_k), v=tuple(new_v), valid_BxS=key_valid_BxS,
                             length=cache.length + tokens_BxT.shape[1])
-        if return_hidden:
-            return logits_BxTxV, cache, x_BxTxD
-        return logits_BxTxV, cache
+        return ModelOutput(logits_BxTxV, cache, x_BxTxD)

@@ -14,6 +14,7 @@ from flax import nnx
 
 from bonjax.models import attention
 from bonjax.models.kv_cache import KVCache
+from bonjax.models.output import ModelOutput
 from bonjax.models.remat import call_block, check_remat
 
 __all__ = ["GPT2Config", "GPT2"]
@@ -135,7 +136,7 @@ class _Block(nnx.Module):
 
 
 class GPT2(nnx.Module):
-    """GPT-2 language model: ``(tokens, positions, mask, cache, prefix) -> (logits, cache)``."""
+    """GPT-2 language model: ``(tokens, positions, mask, cache, prefix) -> ModelOutput``."""
 
     def __init__(self, cfg: GPT2Config, *, rngs: nnx.Rngs):
         pd = jnp.dtype(cfg.param_dtype)
@@ -146,12 +147,10 @@ class GPT2(nnx.Module):
         self.ln_f = _LayerNorm(cfg.d_model, cfg.layer_norm_eps, pd)
 
     def __call__(self, tokens_BxT, positions_BxT, input_mask_BxT, cache: KVCache | None = None,
-                 prefix: KVCache | None = None, *, last_logits_only: bool = False,
-                 return_hidden: bool = False):
-        """``last_logits_only`` computes the logits of the last position only (``[B, 1, V]``),
-        as a prefill needs: the unembedding of the other positions is never computed.
-        ``return_hidden`` also returns the final-norm hidden states the logits are computed
-        from, ``[B, T, D]`` (``[B, 1, D]`` with ``last_logits_only``): a value head reads them."""
+                 prefix: KVCache | None = None, *, last_only: bool = False) -> ModelOutput:
+        """``last_only`` computes the logits (and keeps the hidden states) of the last position
+        only, ``[B, 1, V]``, as a prefill needs: the unembedding of the other positions is never
+        computed."""
         dt = jnp.dtype(self.cfg.dtype)
         masks, key_valid_BxS, write_index = attention.build_masks(input_mask_BxT, cache, prefix,
                                                                   {None})
@@ -166,13 +165,11 @@ class GPT2(nnx.Module):
             new_k.append(k)
             new_v.append(v)
         x_BxTxD = self.ln_f(x_BxTxD)
-        if last_logits_only:
+        if last_only:
             x_BxTxD = x_BxTxD[:, -1:]
         logits_BxTxV = jnp.einsum("btd,vd->btv", x_BxTxD, self.wte.value.astype(dt),
                                   preferred_element_type=jnp.float32)
         if cache is not None:
             cache = KVCache(k=tuple(new_k), v=tuple(new_v), valid_BxS=key_valid_BxS,
                             length=cache.length + tokens_BxT.shape[1])
-        if return_hidden:
-            return logits_BxTxV, cache, x_BxTxD
-        return logits_BxTxV, cache
+        return ModelOutput(logits_BxTxV, cache, x_BxTxD)

@@ -1,12 +1,21 @@
 """Best-of-N rollouts: sampling methods, the scan-fused sampler and the teacher-forced scorer."""
 
 from bonjax.sampling.methods import Greedy, SamplingMethod, Temperature, TopK, TopP
-from bonjax.sampling.sampler import DecodeState, Sampler, SampleResult, completion_mask, prefill
-from bonjax.sampling.scorer import completion_logprobs
+from bonjax.sampling.sampler import (
+    DecodeState,
+    PrefillOutput,
+    Sampler,
+    SampleResult,
+    completion_mask,
+    prefill,
+)
+from bonjax.sampling.scorer import CompletionScores, completion_logprobs
 
 __all__ = [
+    "CompletionScores",
     "DecodeState",
     "Greedy",
+    "PrefillOutput",
     "SampleResult",
     "Sampler",
     "SamplingMethod",

@@ -42,8 +42,8 @@ from bonjax.models.decoder import DecoderLM, positions_from_mask
 from bonjax.models.kv_cache import KVCache
 from bonjax.sampling.methods import SamplingMethod, Temperature
 
-__all__ = ["DecodeState", "SampleResult", "Sampler", "prefill", "completion_mask",
-           "check_prompts"]
+__all__ = ["DecodeState", "PrefillOutput", "SampleResult", "Sampler", "prefill",
+           "completion_mask", "check_prompts"]
 
 
 @struct.dataclass
@@ -135,31 +135,38 @@ def check_prompts(lm: DecoderLM, prompt_tokens_BxP, prompt_mask_BxP, new_tokens:
                          f"the vocabulary [0, {lm.vocab_size})")
 
 
+@struct.dataclass
+class PrefillOutput:
+    """Prompts run once: what decoding and scoring continue from.
+
+    Attributes:
+      logits_BxV: float32 logits of each prompt's last position (the law of its first new token).
+      cache: the prompts' KV cache.
+      length_B: each prompt's number of real tokens: the position of its first new token.
+      hidden_BxD: the final hidden state of the last position (a value head's input for the
+        state before the first new token).
+    """
+
+    logits_BxV: jax.Array
+    cache: KVCache
+    length_B: jax.Array
+    hidden_BxD: jax.Array
+
+
 def prefill(lm: DecoderLM, params: nnx.State, prompt_tokens_BxP: jax.Array,
-            prompt_mask_BxP: jax.Array, extra_slots: int = 0, *, return_hidden: bool = False
-            ) -> tuple[jax.Array, KVCache, jax.Array] | tuple[jax.Array, KVCache, jax.Array,
-                                                              jax.Array]:
-    """Runs the prompts once: ``(last_logits_BxV, prompt_cache, length_B)``.
+            prompt_mask_BxP: jax.Array, extra_slots: int = 0) -> PrefillOutput:
+    """Runs the prompts once through ``lm.forward(..., last_only=True)``.
 
     The cache has ``P + extra_slots`` slots. With ``extra_slots = 0`` all of them are written
-    (left padding is marked invalid), as a ``prefix`` must be. ``length_B`` counts each prompt's
-    real tokens: the position of its first new token. Only the last position's logits are
-    computed: the model module is called with ``last_logits_only=True`` (``DecoderLM.forward``
-    would unembed all ``P`` positions, ``B x P x V`` floats, 4 GiB for 8 Gemma prompts of 512
-    tokens). ``return_hidden=True`` appends the last position's final hidden state ``[B, D]``.
+    (left padding is marked invalid), as a ``prefix`` must be. Only the last position's logits
+    are computed (``last_only``): unembedding all ``P`` positions would be ``B x P x V`` floats.
     """
     B, P = prompt_tokens_BxP.shape
     prompt_mask_BxP = prompt_mask_BxP.astype(jnp.bool_)
-    model = nnx.merge(lm.graphdef, params)
-    out = model(prompt_tokens_BxP, positions_from_mask(prompt_mask_BxP), prompt_mask_BxP,
-                lm.init_cache(B, P + extra_slots), None, last_logits_only=True,
-                return_hidden=return_hidden)
+    out = lm.forward(params, prompt_tokens_BxP, positions_from_mask(prompt_mask_BxP),
+                     prompt_mask_BxP, lm.init_cache(B, P + extra_slots), last_only=True)
     length_B = jnp.sum(prompt_mask_BxP, axis=-1, dtype=jnp.int32)
-    if return_hidden:
-        logits_Bx1xV, cache, hidden_Bx1xD = out
-        return logits_Bx1xV[:, 0], cache, length_B, hidden_Bx1xD[:, 0]
-    logits_Bx1xV, cache = out
-    return logits_Bx1xV[:, 0], cache, length_B
+    return PrefillOutput(out.logits_BxTxV[:, 0], out.cache, length_B, out.hidden_BxTxD[:, 0])
 
 
 MAX_CACHE_BLOCKS = 8
@@ -264,8 +271,8 @@ class Sampler:
         prompt_tokens_BxP = self._constrain_batch(prompt_tokens_BxP)
         prompt_mask_BxP = self._constrain_batch(prompt_mask_BxP)
         if self.share_prompt:
-            last_BxV, prefix, length_B = prefill(self.lm, params, prompt_tokens_BxP,
-                                                 prompt_mask_BxP)
+            first = prefill(self.lm, params, prompt_tokens_BxP, prompt_mask_BxP)
+            last_BxV, prefix, length_B = first.logits_BxV, first.cache, first.length_B
             last_RxV = self._constrain_batch(jnp.repeat(last_BxV, n, axis=0))
             length_R = jnp.repeat(length_B, n)
             prefix = self._constrain_cache(prefix)
@@ -274,9 +281,10 @@ class Sampler:
                 own_slots = min(own_slots, self._block_slots())
             cache = self.lm.init_cache(R, own_slots)
         else:
-            last_RxV, cache, length_R = prefill(
+            first = prefill(
                 self.lm, params, self._constrain_batch(jnp.repeat(prompt_tokens_BxP, n, axis=0)),
                 self._constrain_batch(jnp.repeat(prompt_mask_BxP, n, axis=0)), T - 1)
+            last_RxV, cache, length_R = first.logits_BxV, first.cache, first.length_B
             prefix = None
         tokens_R, logp_R = self.method.next_tokens(last_RxV, jax.random.fold_in(key, 0))
         pad = jnp.asarray(self.lm.pad_id, jnp.int32)
@@ -297,10 +305,11 @@ class Sampler:
         """One decode step: feed token ``step - 1`` of every row, sample token ``step``."""
         fed_R = jax.lax.dynamic_index_in_dim(state.tokens_RxT, state.step - 1, axis=1,
                                              keepdims=False)
-        logits_Rx1xV, cache = self.lm.forward(
+        out = self.lm.forward(
             params, fed_R[:, None], state.positions_R[:, None],
             jnp.ones((fed_R.shape[0], 1), jnp.bool_), cache=state.cache, prefix=state.prefix)
-        tokens_R, logp_R = self.method.next_tokens(logits_Rx1xV[:, 0],
+        cache = out.cache
+        tokens_R, logp_R = self.method.next_tokens(out.logits_BxTxV[:, 0],
                                                    jax.random.fold_in(state.key, state.step))
         tokens_R = jnp.where(state.done_R, self.lm.pad_id, tokens_R.astype(jnp.int32))
         logp_R = jnp.where(state.done_R, 0.0, logp_R)

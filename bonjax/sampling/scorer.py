@@ -18,13 +18,13 @@ from __future__ import annotations
 
 import jax
 import jax.numpy as jnp
-from flax import nnx
+from flax import nnx, struct
 
 from bonjax.checks import check_temperature, is_int, shape_of
 from bonjax.models.decoder import DecoderLM
 from bonjax.sampling.sampler import check_prompts, prefill
 
-__all__ = ["completion_logprobs"]
+__all__ = ["CompletionScores", "completion_logprobs"]
 
 
 def _token_logprobs(logits_xV: jax.Array, tokens_x: jax.Array, temperature: float) -> jax.Array:
@@ -33,17 +33,27 @@ def _token_logprobs(logits_xV: jax.Array, tokens_x: jax.Array, temperature: floa
     return picked_x - jax.nn.logsumexp(z_xV, axis=-1)
 
 
+@struct.dataclass
+class CompletionScores:
+    """Teacher-forced scores of ``N`` completions of each of ``B`` prompts.
+
+    Attributes:
+      logp_BxNxT: float32 per-token log-probabilities, 0 where the completion mask is False.
+      hidden_BxNxTxD: ``hidden[b, n, t]`` is the final hidden state the logits of token ``t``
+        are computed from (the state before token ``t`` is emitted; the prompt's last position
+        for ``t = 0``), 0 where the mask is False. A value head maps it to ``V(s_t)``. Under
+        ``jit`` it costs nothing when unused.
+    """
+
+    logp_BxNxT: jax.Array
+    hidden_BxNxTxD: jax.Array
+
+
 def completion_logprobs(lm: DecoderLM, params: nnx.State, prompt_tokens_BxP: jax.Array,
                         prompt_mask_BxP: jax.Array, tokens_BxNxT: jax.Array,
                         mask_BxNxT: jax.Array, temperature: float = 1.0,
-                        num_chunks: int = 1, *, return_hidden: bool = False
-                        ) -> jax.Array | tuple[jax.Array, jax.Array]:
-    """Per-token log-probabilities ``logp_BxNxT`` of the completions, 0 where ``mask`` is False.
-
-    With ``return_hidden=True`` it returns ``(logp_BxNxT, hidden_BxNxTxD)``: ``hidden[b, n, t]``
-    is the final hidden state the logits of token ``t`` are computed from (the state before
-    token ``t`` is emitted; the prompt's last position for ``t = 0``), 0 where ``mask`` is
-    False. A value head maps it to ``V(s_t)``.
+                        num_chunks: int = 1) -> CompletionScores:
+    """Per-token log-probabilities of the completions and the hidden states they come from.
 
     Args:
       lm: the decoder (static under ``jit``).
@@ -77,16 +87,13 @@ def completion_logprobs(lm: DecoderLM, params: nnx.State, prompt_tokens_BxP: jax
     prompt_tokens_BxP = jnp.asarray(prompt_tokens_BxP)
     tokens_BxNxT = jnp.asarray(tokens_BxNxT, jnp.int32)
     mask_BxNxT = jnp.asarray(mask_BxNxT).astype(jnp.bool_)
-    out = prefill(lm, params, prompt_tokens_BxP, jnp.asarray(prompt_mask_BxP),
-                  return_hidden=return_hidden)
-    last_BxV, prefix, length_B = out[:3]
-    logp_BxNx1 = _token_logprobs(last_BxV[:, None, :], tokens_BxNxT[:, :, 0],
+    first = prefill(lm, params, prompt_tokens_BxP, jnp.asarray(prompt_mask_BxP))
+    prefix, length_B, hidden_BxD = first.cache, first.length_B, first.hidden_BxD
+    logp_BxNx1 = _token_logprobs(first.logits_BxV[:, None, :], tokens_BxNxT[:, :, 0],
                                  temperature)[..., None]
-    parts_logp, parts_hidden = [logp_BxNx1], []
-    if return_hidden:
-        hidden_BxD = out[3]
-        parts_hidden.append(jnp.broadcast_to(hidden_BxD[:, None, None, :],
-                                             (B, N, 1, hidden_BxD.shape[-1])))
+    parts_logp = [logp_BxNx1]
+    parts_hidden = [jnp.broadcast_to(hidden_BxD[:, None, None, :],
+                                     (B, N, 1, hidden_BxD.shape[-1]))]
     if T > 1:
         M = N // num_chunks
 
@@ -98,13 +105,10 @@ def completion_logprobs(lm: DecoderLM, params: nnx.State, prompt_tokens_BxP: jax
             fed_mask_RxS = mask_BxMxT[:, :, :-1].reshape(R, T - 1)
             positions_RxS = (jnp.repeat(length_B, M)[:, None]
                              + jnp.arange(T - 1, dtype=jnp.int32))
-            out = lm.forward(params, fed_RxS, positions_RxS, fed_mask_RxS, prefix=prefix,
-                             return_hidden=return_hidden)
-            logp_RxS = _token_logprobs(out[0], tokens_BxMxT[:, :, 1:].reshape(R, T - 1),
-                                       temperature)
-            if not return_hidden:
-                return logp_RxS.reshape(B, M, T - 1)
-            return logp_RxS.reshape(B, M, T - 1), out[2].reshape(B, M, T - 1, -1)
+            out = lm.forward(params, fed_RxS, positions_RxS, fed_mask_RxS, prefix=prefix)
+            logp_RxS = _token_logprobs(out.logits_BxTxV,
+                                       tokens_BxMxT[:, :, 1:].reshape(R, T - 1), temperature)
+            return logp_RxS.reshape(B, M, T - 1), out.hidden_BxTxD.reshape(B, M, T - 1, -1)
 
         if num_chunks == 1:
             scored = score_chunk((tokens_BxNxT, mask_BxNxT))
@@ -119,13 +123,8 @@ def completion_logprobs(lm: DecoderLM, params: nnx.State, prompt_tokens_BxP: jax
 
             scored = jax.tree.map(join, jax.lax.map(jax.checkpoint(score_chunk),
                                                     (split(tokens_BxNxT), split(mask_BxNxT))))
-        if return_hidden:
-            parts_logp.append(scored[0])
-            parts_hidden.append(scored[1])
-        else:
-            parts_logp.append(scored)
+        parts_logp.append(scored[0])
+        parts_hidden.append(scored[1])
     logp_BxNxT = jnp.where(mask_BxNxT, jnp.concatenate(parts_logp, axis=-1), 0.0)
-    if not return_hidden:
-        return logp_BxNxT
     hidden_BxNxTxD = jnp.concatenate(parts_hidden, axis=2)
-    return logp_BxNxT, jnp.where(mask_BxNxT[..., None], hidden_BxNxTxD, 0)
+    return CompletionScores(logp_BxNxT, jnp.where(mask_BxNxT[..., None], hidden_BxNxTxD, 0))

@@ -6,15 +6,16 @@ from bonjax.training.methods import (
     BOND,
     JBOND,
     OPTIMIZERS,
-    Batch,
-    Context,
-    Method,
+    BONDBatch,
+    JBONDBatch,
     PolicyGradient,
+    PolicyGradientBatch,
     PreferencePairs,
     method_for,
 )
 from bonjax.training.metrics import MetricsWriter, read_metrics
-from bonjax.training.ppo import PPO, ValueHead, init_value_head, value_head_apply
+from bonjax.training.ppo import PPO, PPOBatch, ValueHead, init_value_head, value_head_apply
+from bonjax.training.protocol import Batch, Context, Method
 from bonjax.training.reference import reference_rewards, reference_store
 from bonjax.training.state import TrainState, split_trainable, top_layers_filter
 from bonjax.training.trainer import OptimizerConfig, Trainer
@@ -22,7 +23,9 @@ from bonjax.training.update import apply_updates
 
 __all__ = [
     "BOND",
+    "BONDBatch",
     "JBOND",
+    "JBONDBatch",
     "Batch",
     "Checkpointer",
     "Context",
@@ -31,7 +34,9 @@ __all__ = [
     "OPTIMIZERS",
     "OptimizerConfig",
     "PPO",
+    "PPOBatch",
     "PolicyGradient",
+    "PolicyGradientBatch",
     "PreferencePairs",
     "TrainState",
     "ValueHead",

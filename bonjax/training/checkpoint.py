@@ -12,6 +12,11 @@ float32 training its top 2 layers with AdamW: 1.03 GB of frozen parameters, 88% 
 bytes.) Checkpoints written with the frozen parameters (records without ``frozen_saved``) still
 restore; with a concrete target their frozen arrays are not read.
 
+Since ``state_layout`` 2 the optimiser state covers ``{"params": params, **extra}`` for every
+method (``TrainState.create``); a checkpoint written before (records without ``state_layout``)
+of a state without extras had it over ``params`` alone, and restores into the new layout (the
+same arrays, one dict level added).
+
 A run directory belongs to one configuration: its fingerprint (:func:`config_fingerprint`) is
 stored with every checkpoint, and opening the directory with another fingerprint raises before
 anything is restored or overwritten.
@@ -37,6 +42,9 @@ from bonjax.training.state import TrainState
 
 __all__ = ["Checkpointer", "abstract_like", "config_fingerprint"]
 
+STATE_LAYOUT = 2
+"""The ``TrainState`` layout this module writes (see the module docstring)."""
+
 
 def abstract_like(state: Any) -> Any:
     """``jax.ShapeDtypeStruct`` leaves with the shapes, dtypes and shardings of ``state``'s.
@@ -57,6 +65,15 @@ def abstract_like(state: Any) -> Any:
 def _without_frozen(state: Any) -> Any:
     """What a checkpoint stores of ``state``: a ``TrainState`` without its frozen parameters."""
     return state.replace(frozen=None) if isinstance(state, TrainState) else state
+
+
+def _without_params_level(opt_state: Any) -> Any:
+    """``opt_state`` over ``{"params": params}`` as it was over ``params`` (layout 1)."""
+    def is_params_dict(x):
+        return type(x) is dict and list(x) == ["params"]
+
+    return jax.tree.map(lambda x: x["params"] if is_params_dict(x) else x, opt_state,
+                        is_leaf=is_params_dict)
 
 
 def _as_path(directory: str | os.PathLike) -> epath.Path:
@@ -128,7 +145,7 @@ class Checkpointer:
         if step in self._manager.all_steps():
             return False
         record = {"data_position": int(data_position), "fingerprint": self.fingerprint,
-                  "meta": dict(meta or {}), "frozen_saved": False}
+                  "meta": dict(meta or {}), "frozen_saved": False, "state_layout": STATE_LAYOUT}
         try:
             json.dumps(record)
         except TypeError as err:
@@ -165,6 +182,11 @@ class Checkpointer:
             return None
         record = self._read_data(step)
         frozen_saved = bool(record.get("frozen_saved", True))
+        layout_1 = (isinstance(target, TrainState) and not target.extra
+                    and record.get("state_layout", 1) == 1)
+        if layout_1:  # restored as written, then given the "params" level it lacks
+            opt_tree = jax.tree.structure(target.opt_state)
+            target = target.replace(opt_state=_without_params_level(target.opt_state))
         if not isinstance(target, TrainState):
             state = self._restore_state(step, abstract_like(target))
         elif any(isinstance(x, jax.ShapeDtypeStruct) for x in jax.tree.leaves(target.frozen)):
@@ -183,6 +205,9 @@ class Checkpointer:
             else:
                 state = self._restore_state(step, skeleton)
             state = state.replace(frozen=target.frozen)
+        if layout_1:
+            state = state.replace(opt_state=jax.tree.unflatten(
+                opt_tree, jax.tree.leaves(state.opt_state)))
         return state, int(record["data_position"]), dict(record["meta"])
 
     def _restore_state(self, step: int, abstract_state: Any) -> Any:

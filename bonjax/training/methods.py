@@ -1,10 +1,11 @@
 """Alignment methods on one code path: what each samples, and the loss on what it sampled.
 
-Every method turns a batch of prompts into a :class:`Batch` of ``S`` completions per prompt
-(``collect``, host orchestration of jitted pieces: sampling, scoring, the reward), and defines a
-per-prompt loss of the policy's log-probabilities of those completions (``loss``, traced inside
-the jitted gradient step). The trainer computes those log-probabilities with the shared-prefix
-scorer, so no method branches on the architecture.
+Every method (the :class:`~bonjax.training.protocol.Method` protocol) turns a batch of prompts
+into a batch of ``S`` completions per prompt, typed by method family (``collect``, host
+orchestration of jitted pieces: sampling, scoring, the reward), and defines a per-prompt loss of
+the policy's scores of those completions and of its trainable extras (``loss``, traced inside the
+jitted gradient step). The trainer computes the scores with the shared-prefix scorer, so no
+method branches on the architecture, and the trainer never branches on the method.
 
 =============  =======================================  ============================================
 method         completions per prompt (``S``)           loss
@@ -31,23 +32,27 @@ the clipped surrogate (Schulman et al. 2017) lets several epochs reuse one rollo
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Callable
-from typing import Any, NamedTuple, Protocol
+from typing import Any
 
 import jax
 import jax.numpy as jnp
-from flax import nnx, struct
+from flax import struct
 
 from bonjax import bon, ecdf
 from bonjax import objectives as obj
 from bonjax.checks import check_unit_interval
-from bonjax.sampling.sampler import Sampler
+from bonjax.training.ppo import PPO
+from bonjax.training.protocol import Batch, Context, Method, RewardFn
+from bonjax.training.rollout import PolicySamples, kl_metrics, policy_samples, rows
 
 __all__ = [
     "Batch",
+    "BONDBatch",
     "Context",
+    "JBONDBatch",
     "Method",
     "PolicyGradient",
+    "PolicyGradientBatch",
     "PolicySamples",
     "PreferencePairs",
     "BOND",
@@ -58,90 +63,34 @@ __all__ = [
     "policy_samples",
 ]
 
-RewardFn = Callable[[jax.Array, jax.Array, jax.Array, jax.Array], jax.Array]
-"""``reward(prompt_tokens_BxP, prompt_mask_BxP, tokens_BxSxT, mask_BxSxT) -> reward_BxS``."""
+
+class _NoExtras:
+    """A method that trains the policy's parameters only."""
+
+    uses_anchor = False
+    anchor_eta = 0.0
+
+    def init_extras(self, lm, key) -> dict[str, Any]:
+        return {}
 
 
 @struct.dataclass
-class Batch:
-    """Completions of B prompts, ``S`` per prompt, with what the method's loss needs.
+class PolicyGradientBatch(Batch):
+    """K policy samples per prompt and their RLOO advantages ``advantage_BxS``."""
 
-    Attributes:
-      prompt_tokens_BxP, prompt_mask_BxP: the left-padded prompts.
-      tokens_BxSxT, mask_BxSxT: the completions the policy is scored on.
-      logp_old_BxSxT: behaviour log-probs of policy samples (reference/anchor log-probs for
-        completions the policy did not sample); the clipped ratio's denominator.
-      logp_ref_BxSxT: reference (or anchor) log-probs of the completions.
-      targets: method-specific arrays (advantages, rewards, ``log p_le``), leading axis B.
-    """
-
-    prompt_tokens_BxP: jax.Array
-    prompt_mask_BxP: jax.Array
-    tokens_BxSxT: jax.Array
-    mask_BxSxT: jax.Array
-    logp_old_BxSxT: jax.Array
-    logp_ref_BxSxT: jax.Array
-    targets: dict[str, jax.Array]
+    advantage_BxS: jax.Array
 
 
-@dataclasses.dataclass(frozen=True)
-class Context:
-    """What ``collect`` may use: the sampler, the scorer, the reference policy, the reward.
-
-    Attributes:
-      sampler: samples from any parameters (temperature 1 for on-policy log-probs).
-      score: ``score(params, prompt_tokens_BxP, prompt_mask_BxP, tokens_BxSxT, mask_BxSxT)
-        -> logp_BxSxT``, teacher-forced.
-      ref_params: the reference policy's parameters.
-      reward: the reward function (see :data:`RewardFn`).
-      ref_rewards: ``ref_rewards(prompt_index_B) -> ReferenceRewards`` of the cached reference
-        samples of those prompts (vBoN's ``F_hat``), or None.
-    """
-
-    sampler: Sampler
-    score: Callable[..., jax.Array]
-    ref_params: nnx.State
-    reward: RewardFn
-    ref_rewards: Callable[[jax.Array], ecdf.ReferenceRewards] | None = None
-
-
-class Method(Protocol):
-    """An alignment method (see the module table)."""
-
-    def collect(self, ctx: Context, policy: nnx.State, anchor: nnx.State | None,
-                prompt_tokens_BxP, prompt_mask_BxP, prompt_index_B, key) -> tuple[Batch, dict]:
-        ...
-
-    def loss(self, logp_BxSxT: jax.Array, batch: Batch) -> tuple[jax.Array, dict]:
-        ...
-
-    @property
-    def uses_anchor(self) -> bool:
-        ...
-
-    @property
-    def anchor_eta(self) -> float:
-        ...
-
-
-def _kl_metrics(logp_BxKxT, logp_ref_BxKxT, mask_BxKxT) -> dict[str, jax.Array]:
-    return {"kl_k1": obj.kl_k1(logp_BxKxT, logp_ref_BxKxT, mask_BxKxT).mean(),
-            "kl_k3": obj.kl_k3(logp_BxKxT, logp_ref_BxKxT, mask_BxKxT).mean(),
-            "entropy": -obj.masked_sum(logp_BxKxT, mask_BxKxT).mean(),
-            "completion_tokens": mask_BxKxT.sum(-1).astype(jnp.float32).mean()}
-
-
-def _clipped_pg_loss(logp_BxSxT, batch: Batch, clip_eps: float) -> jax.Array:
+def _clipped_pg_loss(logp_BxSxT, batch: PolicyGradientBatch, clip_eps: float) -> jax.Array:
     """Per-prompt clipped surrogate summed over tokens, averaged over the S samples."""
-    advantage_BxSxT = jnp.broadcast_to(batch.targets["advantage_BxS"][..., None],
-                                       logp_BxSxT.shape)
+    advantage_BxSxT = jnp.broadcast_to(batch.advantage_BxS[..., None], logp_BxSxT.shape)
     per_token = obj.ppo_clipped_surrogate(logp_BxSxT, batch.logp_old_BxSxT, advantage_BxSxT,
                                           batch.mask_BxSxT, clip_eps)
     return per_token.sum(-1).mean(-1)
 
 
 @dataclasses.dataclass(frozen=True)
-class PolicyGradient:
+class PolicyGradient(_NoExtras):
     """vBoN or the KL-regularised RL baseline: K policy samples, RLOO advantages.
 
     Attributes:
@@ -165,69 +114,25 @@ class PolicyGradient:
             raise ValueError(f"samples_per_prompt must be >= 2 for the leave-one-out baseline, "
                              f"got {self.samples_per_prompt}")
 
-    uses_anchor = False
-    anchor_eta = 0.0
-
-    def collect(self, ctx, policy, anchor, prompt_tokens_BxP, prompt_mask_BxP, prompt_index_B,
-                key):
+    def collect(self, ctx, policy, extras, anchor, prompt_tokens_BxP, prompt_mask_BxP,
+                prompt_index_B, key):
         s = policy_samples(self.objective, self.estimator, self.samples_per_prompt, ctx, policy,
                            prompt_tokens_BxP, prompt_mask_BxP, prompt_index_B, key)
         return_R = obj.kl_regularised_return(
-            s.return_reward_BxK.reshape(-1), *_rows(s.logp_BxKxT, s.logp_ref_BxKxT, s.mask_BxKxT),
+            s.return_reward_BxK.reshape(-1), *rows(s.logp_BxKxT, s.logp_ref_BxKxT, s.mask_BxKxT),
             kl_coef=self.objective.kl_coef, reward_weight=self.objective.reward_weight)
         return_BxK = return_R.reshape(s.return_reward_BxK.shape)
-        batch = Batch(prompt_tokens_BxP, prompt_mask_BxP, s.tokens_BxKxT, s.mask_BxKxT,
-                      s.logp_BxKxT, s.logp_ref_BxKxT,
-                      {"advantage_BxS": obj.rloo_advantages(return_BxK)})
+        batch = PolicyGradientBatch(prompt_tokens_BxP, prompt_mask_BxP, s.tokens_BxKxT,
+                                    s.mask_BxKxT, s.logp_BxKxT, s.logp_ref_BxKxT,
+                                    advantage_BxS=obj.rloo_advantages(return_BxK))
         return batch, {**s.metrics, "return": return_BxK.mean()}
 
-    def loss(self, logp_BxSxT, batch):
-        return _clipped_pg_loss(logp_BxSxT, batch, self.clip_eps), {}
-
-
-def _rows(*arrays_BxKxT):
-    """``[B, K, T] -> [B * K, T]`` for the per-sequence objective functions."""
-    return tuple(a.reshape((-1, a.shape[-1])) for a in arrays_BxKxT)
-
-
-class PolicySamples(NamedTuple):
-    """K policy samples per prompt, scored, with the sequence reward their objective maximises.
-
-    ``return_reward_BxK`` is ``R(y)`` of the return ``w R(y) - beta KL``: the raw reward for
-    KL-RL, :func:`bonjax.objectives.vbon_reward` of ``log F_hat(r)`` for vBoN.
-    """
-
-    tokens_BxKxT: jax.Array
-    mask_BxKxT: jax.Array
-    logp_BxKxT: jax.Array
-    logp_ref_BxKxT: jax.Array
-    return_reward_BxK: jax.Array
-    metrics: dict
-
-
-def policy_samples(objective: obj.VBoNConfig | obj.KLRLConfig, estimator: ecdf.ECDFEstimator,
-                   K: int, ctx: Context, policy, prompt_tokens_BxP, prompt_mask_BxP,
-                   prompt_index_B, key) -> PolicySamples:
-    """The rollout shared by the policy-gradient methods (RLOO and PPO) of vBoN and KL-RL."""
-    out = ctx.sampler.sample(policy, prompt_tokens_BxP, prompt_mask_BxP, key, K)
-    tokens, mask, logp = out.tokens_BxNxT, out.mask_BxNxT, out.logp_BxNxT
-    logp_ref = ctx.score(ctx.ref_params, prompt_tokens_BxP, prompt_mask_BxP, tokens, mask)
-    reward_BxK = ctx.reward(prompt_tokens_BxP, prompt_mask_BxP, tokens, mask)
-    metrics = {"reward": reward_BxK.mean(), **_kl_metrics(logp, logp_ref, mask)}
-    if isinstance(objective, obj.VBoNConfig):
-        if ctx.ref_rewards is None:
-            raise ValueError("vBoN needs reference rewards (Context.ref_rewards) for F_hat")
-        log_F_BxK = ecdf.log_ecdf(ctx.ref_rewards(prompt_index_B), reward_BxK, estimator)
-        metrics["log_F"] = log_F_BxK.mean()
-        R_BxK = obj.vbon_reward(log_F_BxK.reshape(-1), *_rows(logp_ref, mask),
-                                objective).reshape(reward_BxK.shape)
-    else:
-        R_BxK = reward_BxK
-    return PolicySamples(tokens, mask, logp, logp_ref, R_BxK, metrics)
+    def loss(self, scores, batch, extras):
+        return _clipped_pg_loss(scores.logp_BxNxT, batch, self.clip_eps), {}
 
 
 @dataclasses.dataclass(frozen=True)
-class PreferencePairs:
+class PreferencePairs(_NoExtras):
     """BoNBoN, DPO or IPO on the best and worst of n reference samples per prompt.
 
     The reference samples' own log-probabilities (temperature 1) are the reference log-probs,
@@ -244,11 +149,8 @@ class PreferencePairs:
         if self.n < 2:
             raise ValueError(f"best-vs-worst pairs need n >= 2 samples, got n = {self.n}")
 
-    uses_anchor = False
-    anchor_eta = 0.0
-
-    def collect(self, ctx, policy, anchor, prompt_tokens_BxP, prompt_mask_BxP, prompt_index_B,
-                key):
+    def collect(self, ctx, policy, extras, anchor, prompt_tokens_BxP, prompt_mask_BxP,
+                prompt_index_B, key):
         out = ctx.sampler.sample(ctx.ref_params, prompt_tokens_BxP, prompt_mask_BxP, key, self.n)
         reward_BxN = ctx.reward(prompt_tokens_BxP, prompt_mask_BxP, out.tokens_BxNxT,
                                 out.mask_BxNxT)
@@ -262,10 +164,11 @@ class PreferencePairs:
         metrics = {"reward": reward_BxN.mean(), "reward_best": pair(reward_BxN)[:, 0].mean(),
                    "reward_worst": pair(reward_BxN)[:, 1].mean()}
         batch = Batch(prompt_tokens_BxP, prompt_mask_BxP, pair(out.tokens_BxNxT),
-                      pair(out.mask_BxNxT), logp_ref, logp_ref, {})
+                      pair(out.mask_BxNxT), logp_ref, logp_ref)
         return batch, metrics
 
-    def loss(self, logp_Bx2xT, batch):
+    def loss(self, scores, batch, extras):
+        logp_Bx2xT = scores.logp_BxNxT
         o = self.objective
         if isinstance(o, obj.BoNBoNConfig):
             loss_B = obj.bonbon_loss(logp_Bx2xT, batch.logp_ref_BxSxT, batch.mask_BxSxT, o)
@@ -277,8 +180,16 @@ class PreferencePairs:
         return loss_B, {"log_ratio_margin": margin_B.mean()}
 
 
+@struct.dataclass
+class BONDBatch(Batch):
+    """One BoN sample of the anchor then K policy samples per prompt (``S = 1 + K``), and the
+    policy samples' ``log p_le_hat`` against the anchor's n samples."""
+
+    log_p_le_BxK: jax.Array
+
+
 @dataclasses.dataclass(frozen=True)
-class BOND:
+class BOND(_NoExtras):
     """BOND: distil the anchor's Best-of-N with the Jeffreys divergence.
 
     Per prompt: n anchor samples give one BoN_n sample (forward term) and the references of
@@ -299,8 +210,8 @@ class BOND:
 
     uses_anchor = True
 
-    def collect(self, ctx, policy, anchor, prompt_tokens_BxP, prompt_mask_BxP, prompt_index_B,
-                key):
+    def collect(self, ctx, policy, extras, anchor, prompt_tokens_BxP, prompt_mask_BxP,
+                prompt_index_B, key):
         n, K = self.objective.n, self.samples_per_prompt
         key_anchor, key_policy = jax.random.split(key)
         ref = ctx.sampler.sample(anchor, prompt_tokens_BxP, prompt_mask_BxP, key_anchor, n)
@@ -311,33 +222,41 @@ class BOND:
         reward_BxK = ctx.reward(prompt_tokens_BxP, prompt_mask_BxP, out.tokens_BxNxT,
                                 out.mask_BxNxT)
         logp_anchor = ctx.score(anchor, prompt_tokens_BxP, prompt_mask_BxP, out.tokens_BxNxT,
-                                out.mask_BxNxT)
+                                out.mask_BxNxT).logp_BxNxT
         log_p_le_BxK = ecdf.log_ecdf(ecdf.ReferenceRewards.create(ref_reward_BxN), reward_BxK,
                                      self.estimator)
 
         def with_bon(bon_Bx, x_BxKx):
             return jnp.concatenate([bon.take_selected(bon_Bx, best_B)[:, None], x_BxKx], axis=1)
 
-        batch = Batch(prompt_tokens_BxP, prompt_mask_BxP,
-                      with_bon(ref.tokens_BxNxT, out.tokens_BxNxT),
-                      with_bon(ref.mask_BxNxT, out.mask_BxNxT),
-                      with_bon(ref.logp_BxNxT, out.logp_BxNxT),
-                      with_bon(ref.logp_BxNxT, logp_anchor),
-                      {"log_p_le_BxK": log_p_le_BxK})
+        batch = BONDBatch(prompt_tokens_BxP, prompt_mask_BxP,
+                          with_bon(ref.tokens_BxNxT, out.tokens_BxNxT),
+                          with_bon(ref.mask_BxNxT, out.mask_BxNxT),
+                          with_bon(ref.logp_BxNxT, out.logp_BxNxT),
+                          with_bon(ref.logp_BxNxT, logp_anchor), log_p_le_BxK=log_p_le_BxK)
         metrics = {"reward": reward_BxK.mean(), "bon_reward": bon.take_selected(
             ref_reward_BxN, best_B).mean(), "log_p_le": log_p_le_BxK.mean(),
-            **_kl_metrics(out.logp_BxNxT, logp_anchor, out.mask_BxNxT)}
+            **kl_metrics(out.logp_BxNxT, logp_anchor, out.mask_BxNxT)}
         return batch, metrics
 
-    def loss(self, logp_BxSxT, batch):
+    def loss(self, scores, batch, extras):
+        logp_BxSxT = scores.logp_BxNxT
         loss_B = obj.bond_loss(logp_BxSxT[:, 0], batch.mask_BxSxT[:, 0], logp_BxSxT[:, 1:],
                                batch.logp_ref_BxSxT[:, 1:], batch.mask_BxSxT[:, 1:],
-                               batch.targets["log_p_le_BxK"], self.objective)
+                               batch.log_p_le_BxK, self.objective)
         return loss_B, {"bon_nll": obj.sft_loss(logp_BxSxT[:, 0], batch.mask_BxSxT[:, 0]).mean()}
 
 
+@struct.dataclass
+class JBONDBatch(Batch):
+    """Two anchor samples then one policy sample per prompt (``S = 3``), and their rewards."""
+
+    anchor_reward_Bx2: jax.Array
+    reward_B: jax.Array
+
+
 @dataclasses.dataclass(frozen=True)
-class JBOND:
+class JBOND(_NoExtras):
     """J-BOND (n = 2): 2 anchor samples + 1 policy sample per prompt, EMA anchor."""
 
     objective: obj.JBONDConfig = obj.JBONDConfig()
@@ -348,8 +267,8 @@ class JBOND:
     def anchor_eta(self) -> float:
         return self.objective.anchor_eta
 
-    def collect(self, ctx, policy, anchor, prompt_tokens_BxP, prompt_mask_BxP, prompt_index_B,
-                key):
+    def collect(self, ctx, policy, extras, anchor, prompt_tokens_BxP, prompt_mask_BxP,
+                prompt_index_B, key):
         key_anchor, key_policy = jax.random.split(key)
         ref = ctx.sampler.sample(anchor, prompt_tokens_BxP, prompt_mask_BxP, key_anchor, 2)
         anchor_reward_Bx2 = ctx.reward(prompt_tokens_BxP, prompt_mask_BxP, ref.tokens_BxNxT,
@@ -358,24 +277,26 @@ class JBOND:
         reward_Bx1 = ctx.reward(prompt_tokens_BxP, prompt_mask_BxP, out.tokens_BxNxT,
                                 out.mask_BxNxT)
         logp_anchor = ctx.score(anchor, prompt_tokens_BxP, prompt_mask_BxP, out.tokens_BxNxT,
-                                out.mask_BxNxT)
+                                out.mask_BxNxT).logp_BxNxT
 
         def cat(a, b):
             return jnp.concatenate([a, b], axis=1)
 
-        batch = Batch(prompt_tokens_BxP, prompt_mask_BxP, cat(ref.tokens_BxNxT, out.tokens_BxNxT),
-                      cat(ref.mask_BxNxT, out.mask_BxNxT), cat(ref.logp_BxNxT, out.logp_BxNxT),
-                      cat(ref.logp_BxNxT, logp_anchor),
-                      {"anchor_reward_Bx2": anchor_reward_Bx2, "reward_B": reward_Bx1[:, 0]})
+        batch = JBONDBatch(prompt_tokens_BxP, prompt_mask_BxP,
+                           cat(ref.tokens_BxNxT, out.tokens_BxNxT),
+                           cat(ref.mask_BxNxT, out.mask_BxNxT),
+                           cat(ref.logp_BxNxT, out.logp_BxNxT), cat(ref.logp_BxNxT, logp_anchor),
+                           anchor_reward_Bx2=anchor_reward_Bx2, reward_B=reward_Bx1[:, 0])
         metrics = {"reward": reward_Bx1.mean(), "anchor_reward": anchor_reward_Bx2.mean(),
-                   **_kl_metrics(out.logp_BxNxT, logp_anchor, out.mask_BxNxT)}
+                   **kl_metrics(out.logp_BxNxT, logp_anchor, out.mask_BxNxT)}
         return batch, metrics
 
-    def loss(self, logp_BxSxT, batch):
-        t = batch.targets
-        loss_B = obj.jbond_loss(logp_BxSxT[:, :2], batch.mask_BxSxT[:, :2], t["anchor_reward_Bx2"],
-                                logp_BxSxT[:, 2], batch.logp_ref_BxSxT[:, 2],
-                                batch.mask_BxSxT[:, 2], t["reward_B"], self.objective)
+    def loss(self, scores, batch, extras):
+        logp_BxSxT = scores.logp_BxNxT
+        loss_B = obj.jbond_loss(logp_BxSxT[:, :2], batch.mask_BxSxT[:, :2],
+                                batch.anchor_reward_Bx2, logp_BxSxT[:, 2],
+                                batch.logp_ref_BxSxT[:, 2], batch.mask_BxSxT[:, 2],
+                                batch.reward_B, self.objective)
         return loss_B, {}
 
 
@@ -393,8 +314,6 @@ def method_for(objective: Any, optimizer: str = "rloo", **kwargs) -> Method:
         raise ValueError(f"unknown optimizer {optimizer!r}; choose one of {OPTIMIZERS}")
     if isinstance(objective, obj.VBoNConfig | obj.KLRLConfig):
         if optimizer == "ppo":
-            from bonjax.training.ppo import PPO  # ppo builds on this module
-
             return PPO(objective, **kwargs)
         return PolicyGradient(objective, **kwargs)
     if optimizer != "rloo":

@@ -14,16 +14,18 @@ the exact variant, :func:`bonjax.objectives.vbon_reward`) and
 and ``lambda = 0.95`` are the paper's. ``h_t`` is the hidden state the logits of token ``t`` are
 computed from, so ``V_t`` values the state before ``y_t`` is emitted.
 
-The value head trains with the policy (``TrainState.extra["value_head"]``, covered by the same
-optimiser) and shares its trunk: the value loss also shapes the trainable blocks. Collecting
-costs one forward pass of the policy over the samples beyond what the critic-free
-:class:`~bonjax.training.methods.PolicyGradient` needs (the values ``V_old``); every gradient
-step's forward pass gives both ``log pi_theta`` and ``V``.
+The value head is the method's trainable extra (``init_extras``: ``TrainState.extra
+["value_head"]``, covered by the same optimiser) and shares the policy's trunk: the value loss
+also shapes the trainable blocks. Collecting costs one forward pass of the policy over the
+samples beyond what the critic-free :class:`~bonjax.training.methods.PolicyGradient` needs (the
+values ``V_old``, from the scorer's hidden states); every gradient step's forward pass gives both
+``log pi_theta`` and ``V``.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import functools
 
 import jax
 import jax.numpy as jnp
@@ -32,9 +34,10 @@ from flax import struct
 from bonjax import ecdf
 from bonjax import objectives as obj
 from bonjax.checks import check_positive, check_unit_interval
-from bonjax.training.methods import Batch, _rows, policy_samples
+from bonjax.training.protocol import Batch, base_fields
+from bonjax.training.rollout import policy_samples, rows
 
-__all__ = ["PPO", "ValueHead", "init_value_head", "value_head_apply", "whiten"]
+__all__ = ["PPO", "PPOBatch", "ValueHead", "init_value_head", "value_head_apply", "whiten"]
 
 
 @struct.dataclass
@@ -69,6 +72,23 @@ def whiten(x: jax.Array, mask: jax.Array, eps: float = 1e-8) -> jax.Array:
     return jnp.where(mask, (x - mean) * jax.lax.rsqrt(var + eps), 0.0)
 
 
+@struct.dataclass
+class PPOBatch(Batch):
+    """K policy samples per prompt with their per-token rewards, values and GAE targets.
+
+    Attributes:
+      reward_BxSxT: per-token rewards ``r_t`` (KL penalty, sequence reward on the last token).
+      value_old_BxSxT: the value head's ``V_old`` at collection, 0 on padding.
+      advantage_BxSxT: GAE advantages (whitened over the batch if the method says so).
+      value_target_BxSxT: ``G_t = A_t + V_old_t`` (before whitening).
+    """
+
+    reward_BxSxT: jax.Array
+    value_old_BxSxT: jax.Array
+    advantage_BxSxT: jax.Array
+    value_target_BxSxT: jax.Array
+
+
 @dataclasses.dataclass(frozen=True)
 class PPO:
     """vBoN or the KL-RL baseline, optimised by PPO with a value head, GAE and clipping.
@@ -96,7 +116,6 @@ class PPO:
 
     uses_anchor = False
     anchor_eta = 0.0
-    uses_value_head = True
 
     def __post_init__(self):
         if not isinstance(self.objective, obj.VBoNConfig | obj.KLRLConfig):
@@ -109,42 +128,56 @@ class PPO:
         check_unit_interval("gamma", self.gamma)
         check_unit_interval("lam", self.lam)
 
-    def collect(self, ctx, policy, anchor, prompt_tokens_BxP, prompt_mask_BxP, prompt_index_B,
-                key) -> tuple[Batch, dict]:
-        """K policy samples with per-token rewards; the trainer adds values (``with_values``)."""
+    def init_extras(self, lm, key) -> dict:
+        """The value head on the final hidden states (zeros, see :func:`init_value_head`)."""
+        return {"value_head": init_value_head(lm.config.d_model)}
+
+    def collect(self, ctx, policy, extras, anchor, prompt_tokens_BxP, prompt_mask_BxP,
+                prompt_index_B, key) -> tuple[PPOBatch, dict]:
+        """K policy samples with per-token rewards, the value head's ``V_old`` and GAE."""
         s = policy_samples(self.objective, self.estimator, self.samples_per_prompt, ctx, policy,
                            prompt_tokens_BxP, prompt_mask_BxP, prompt_index_B, key)
         reward_RxT = obj.per_token_rewards(
-            s.return_reward_BxK.reshape(-1), *_rows(s.logp_BxKxT, s.logp_ref_BxKxT, s.mask_BxKxT),
+            s.return_reward_BxK.reshape(-1), *rows(s.logp_BxKxT, s.logp_ref_BxKxT, s.mask_BxKxT),
             kl_coef=self.objective.kl_coef, reward_weight=self.objective.reward_weight)
         reward_BxKxT = reward_RxT.reshape(s.tokens_BxKxT.shape)
         batch = Batch(prompt_tokens_BxP, prompt_mask_BxP, s.tokens_BxKxT, s.mask_BxKxT,
-                      s.logp_BxKxT, s.logp_ref_BxKxT, {"reward_BxSxT": reward_BxKxT})
-        return batch, {**s.metrics, "return": reward_BxKxT.sum(-1).mean()}
+                      s.logp_BxKxT, s.logp_ref_BxKxT)
+        batch, value_metrics = _with_old_values(self, ctx.score, extras["value_head"], policy,
+                                                batch, reward_BxKxT)
+        return batch, {**s.metrics, "return": reward_BxKxT.sum(-1).mean(), **value_metrics}
 
-    def with_values(self, batch: Batch, value_BxSxT: jax.Array) -> tuple[Batch, dict]:
-        """GAE advantages and value targets from the collected values ``V_old``."""
+    def with_values(self, batch: Batch, reward_BxSxT: jax.Array,
+                    value_BxSxT: jax.Array) -> tuple[PPOBatch, dict]:
+        """GAE advantages and value targets from the per-token rewards and the values
+        ``V_old`` at collection."""
         mask = batch.mask_BxSxT
         value_BxSxT = jnp.where(mask, value_BxSxT, 0.0)
-        advantage, target = obj.gae(batch.targets["reward_BxSxT"], value_BxSxT, mask,
-                                    gamma=self.gamma, lam=self.lam)
+        advantage, target = obj.gae(reward_BxSxT, value_BxSxT, mask, gamma=self.gamma,
+                                    lam=self.lam)
         if self.whiten_advantages:
             advantage = whiten(advantage, mask)
-        targets = {**batch.targets, "advantage_BxSxT": advantage, "value_target_BxSxT": target,
-                   "value_old_BxSxT": value_BxSxT}
+        out = PPOBatch(**base_fields(batch), reward_BxSxT=reward_BxSxT,
+                       value_old_BxSxT=value_BxSxT, advantage_BxSxT=advantage,
+                       value_target_BxSxT=target)
         metrics = {"value": _masked_moments(value_BxSxT, mask)[0],
                    "value_explained_variance": _explained_variance(value_BxSxT, target, mask)}
-        return batch.replace(targets=targets), metrics
+        return out, metrics
 
-    def loss(self, logp_BxSxT, batch: Batch, value_BxSxT=None) -> tuple[jax.Array, dict]:
-        """Per-prompt clipped surrogate plus ``c_v`` times the clipped value loss."""
-        if value_BxSxT is None:
-            raise ValueError("PPO's loss needs the value head's values (value_BxSxT)")
-        t = batch.targets
+    def loss(self, scores, batch: PPOBatch, extras) -> tuple[jax.Array, dict]:
+        """Per-prompt clipped surrogate plus ``c_v`` times the clipped value loss; the values
+        come from the same forward pass as the log-probs (the scores' hidden states)."""
+        logp_BxSxT = scores.logp_BxNxT
+        value_BxSxT = value_head_apply(extras["value_head"], scores.hidden_BxNxTxD)
+        return self.loss_from_values(logp_BxSxT, value_BxSxT, batch)
+
+    def loss_from_values(self, logp_BxSxT: jax.Array, value_BxSxT: jax.Array,
+                   batch: PPOBatch) -> tuple[jax.Array, dict]:
+        """:meth:`loss` given the policy's log-probs and values of the batch."""
         mask = batch.mask_BxSxT
         policy_BxSxT = obj.ppo_clipped_surrogate(logp_BxSxT, batch.logp_old_BxSxT,
-                                                 t["advantage_BxSxT"], mask, self.clip_eps)
-        value_old, target = t["value_old_BxSxT"], t["value_target_BxSxT"]
+                                                 batch.advantage_BxSxT, mask, self.clip_eps)
+        value_old, target = batch.value_old_BxSxT, batch.value_target_BxSxT
         clipped = value_old + jnp.clip(value_BxSxT - value_old, -self.value_clip_eps,
                                        self.value_clip_eps)
         value_loss_BxSxT = 0.5 * jnp.maximum(jnp.square(value_BxSxT - target),
@@ -158,6 +191,16 @@ class PPO:
                        mask, jnp.abs(value_BxSxT - value_old) > self.value_clip_eps,
                        False).sum() / tokens}
         return policy_B + self.value_coef * value_B, metrics
+
+
+@functools.partial(jax.jit, static_argnums=(0, 1))
+def _with_old_values(method: PPO, score, value_head: ValueHead, policy, batch: Batch,
+                     reward_BxSxT: jax.Array) -> tuple[PPOBatch, dict]:
+    """``V_old`` of the collected samples from the policy's hidden states, then GAE: one
+    compiled program (``score`` is the trainer's scorer, one object per trainer)."""
+    hidden_BxSxTxD = score(policy, batch.prompt_tokens_BxP, batch.prompt_mask_BxP,
+                           batch.tokens_BxSxT, batch.mask_BxSxT).hidden_BxNxTxD
+    return method.with_values(batch, reward_BxSxT, value_head_apply(value_head, hidden_BxSxTxD))
 
 
 def _explained_variance(value, target, mask):

@@ -21,9 +21,11 @@ __all__ = ["TrainState", "split_trainable", "merge_params", "top_layers_filter"]
 class TrainState:
     """Step counter, trainable and frozen parameters, optimiser state, RNG key, extras.
 
-    ``extra`` holds method-specific arrays that train with the policy (a value head), a dict of
-    pytrees covered by the optimiser; ``anchor`` holds an untrained copy of the trainable
-    parameters that follows the policy by EMA (BOND, J-BOND), or None.
+    ``extra`` holds the method's trainable extras (a value head; ``Method.init_extras``), a dict
+    of pytrees that train with the policy. The optimiser state is always over the one trainable
+    tree ``{"params": params, **extra}`` (``update.trainable_tree``), whatever the method.
+    ``anchor`` holds an untrained copy of the trainable parameters that follows the policy by
+    EMA (BOND, J-BOND), or None.
     """
 
     step: jax.Array
@@ -38,11 +40,13 @@ class TrainState:
     def create(cls, params: nnx.State, frozen: nnx.State, tx: optax.GradientTransformation,
                key: jax.Array, extra: dict[str, Any] | None = None,
                anchor: nnx.State | None = None) -> TrainState:
-        trainable = {"params": params, **(extra or {})} if extra else params
+        extra = dict(extra or {})
+        if "params" in extra:
+            raise ValueError('an extra may not be named "params" (the policy\'s parameters)')
         return cls(step=jnp.zeros((), jnp.int32), params=params, frozen=frozen,
-                   opt_state=tx.init(trainable), key=jax.random.key_data(key)
+                   opt_state=tx.init({"params": params, **extra}), key=jax.random.key_data(key)
                    if jnp.issubdtype(key.dtype, jax.dtypes.prng_key) else key,
-                   extra=extra or {}, anchor=anchor)
+                   extra=extra, anchor=anchor)
 
     def full_params(self) -> nnx.State:
         return merge_params(self.params, self.frozen)

@@ -29,8 +29,7 @@ from bonjax.objectives import ema_update
 from bonjax.sampling.methods import Temperature
 from bonjax.sampling.sampler import Sampler
 from bonjax.sampling.scorer import completion_logprobs
-from bonjax.training.methods import Batch, Context, Method, RewardFn
-from bonjax.training.ppo import init_value_head, value_head_apply
+from bonjax.training.protocol import Batch, Context, Method, RewardFn
 from bonjax.training.state import TrainState, merge_params, split_trainable, top_layers_filter
 from bonjax.training.update import apply_updates, trainable_tree
 
@@ -88,7 +87,7 @@ class OptimizerConfig:
 
 @dataclasses.dataclass(frozen=True, eq=False)
 class Trainer:
-    """Runs any :class:`~bonjax.training.methods.Method` on a decoder LM.
+    """Runs any :class:`~bonjax.training.protocol.Method` on a decoder LM, never asking which.
 
     Attributes:
       lm: the policy's architecture (also the reference's and the anchor's).
@@ -126,12 +125,12 @@ class Trainer:
             ref_params=self.ref_params, reward=self.reward, ref_rewards=self.ref_rewards))
         object.__setattr__(self, "_update_jit", None)
         object.__setattr__(self, "_collect_jit", jax.jit(self._collect))
-        object.__setattr__(self, "_values_jit", jax.jit(self._values))
 
     # ------------------------------------------------------------------------- state
 
     def init_state(self, key: jax.Array) -> TrainState:
-        """The policy starts at the reference; an anchor (BOND, J-BOND) starts there too."""
+        """The policy starts at the reference; an anchor (BOND, J-BOND) starts there too; the
+        method's extras (a value head) start as it initialises them."""
         trainable_filter = top_layers_filter(self.lm.config.num_layers, self.optimizer.train_top)
         params, frozen = split_trainable(self.ref_params, trainable_filter)
         if self.mesh is not None:  # parameters by their logical axes; moments follow them
@@ -141,8 +140,7 @@ class Trainer:
         # until copied; the frozen ones are never donated and stay shared with it.
         params = jax.tree.map(jnp.copy, params)
         anchor = jax.tree.map(jnp.copy, params) if self.method.uses_anchor else None
-        extra = ({"value_head": init_value_head(self.lm.config.d_model)}
-                 if self._uses_value_head else None)
+        extra = self.method.init_extras(self.lm, jax.random.fold_in(key, 1))
         state = TrainState.create(params, frozen, self.tx, key, extra=extra, anchor=anchor)
         if self.mesh is None:
             return state
@@ -156,10 +154,6 @@ class Trainer:
 
         return jax.tree.map(on_mesh, state)
 
-    @property
-    def _uses_value_head(self) -> bool:
-        return getattr(self.method, "uses_value_head", False)
-
     def anchor_params(self, state: TrainState) -> nnx.State | None:
         if not self.method.uses_anchor:
             return None
@@ -169,26 +163,15 @@ class Trainer:
 
     def collect(self, state: TrainState, prompt_tokens_BxP, prompt_mask_BxP, prompt_index_B,
                 key) -> tuple[Batch, dict]:
+        """The method's rollout from the state's policy, extras and anchor."""
         jit_collect = jax.process_count() > 1 if self.jit_collect is None else self.jit_collect
-        value_head = state.extra.get("value_head")
         if jit_collect:
-            return self._collect_jit(self._context_arrays(), state.full_params(),
-                                     self.anchor_params(state), value_head, prompt_tokens_BxP,
+            return self._collect_jit(self._context_arrays(), state.full_params(), state.extra,
+                                     self.anchor_params(state), prompt_tokens_BxP,
                                      prompt_mask_BxP, prompt_index_B, key)
-        batch, metrics = self.method.collect(
-            self.context, state.full_params(), self.anchor_params(state), prompt_tokens_BxP,
-            prompt_mask_BxP, prompt_index_B, key)
-        if not self._uses_value_head:
-            return batch, metrics
-        batch, value_metrics = self._values_jit(state.full_params(), value_head, batch)
-        return batch, {**metrics, **value_metrics}
-
-    def _values(self, policy, value_head, batch: Batch) -> tuple[Batch, dict]:
-        """The value head's ``V_old`` on the collected samples, handed to the method."""
-        _, hidden_BxSxTxD = completion_logprobs(
-            self.lm, policy, batch.prompt_tokens_BxP, batch.prompt_mask_BxP, batch.tokens_BxSxT,
-            batch.mask_BxSxT, return_hidden=True)
-        return self.method.with_values(batch, value_head_apply(value_head, hidden_BxSxTxD))
+        return self.method.collect(self.context, state.full_params(), state.extra,
+                                   self.anchor_params(state), prompt_tokens_BxP, prompt_mask_BxP,
+                                   prompt_index_B, key)
 
     def _context_arrays(self) -> dict:
         """The context's pytrees of arrays (reference parameters, a reward model's parameters,
@@ -199,15 +182,12 @@ class Trainer:
                 if jax.tree.leaves(value)
                 and all(isinstance(x, jax.Array | np.ndarray) for x in jax.tree.leaves(value))}
 
-    def _collect(self, context_arrays, policy, anchor, value_head, prompt_tokens_BxP,
+    def _collect(self, context_arrays, policy, extras, anchor, prompt_tokens_BxP,
                  prompt_mask_BxP, prompt_index_B, key):
         """Traced body of a compiled ``collect``: the batch is laid out as ``update`` takes it."""
         context = dataclasses.replace(self.context, **context_arrays)
-        batch, metrics = self.method.collect(context, policy, anchor, prompt_tokens_BxP,
+        batch, metrics = self.method.collect(context, policy, extras, anchor, prompt_tokens_BxP,
                                              prompt_mask_BxP, prompt_index_B, key)
-        if value_head is not None:
-            batch, value_metrics = self._values(policy, value_head, batch)
-            metrics = {**metrics, **value_metrics}
         if self.mesh is not None:
             batch = jax.tree.map(lambda x: jax.lax.with_sharding_constraint(
                 x, shd.batch_sharding(self.mesh, x.ndim, self.rules, x.shape[0])), batch)
@@ -253,19 +233,15 @@ class Trainer:
             return x
         return jax.device_put(x, sharding)
 
-    def loss(self, trainable, frozen: nnx.State, batch: Batch):
-        """Mean per-prompt loss; ``trainable`` is ``trainable_tree(state)`` (the parameters, or
-        ``{"params": ..., "value_head": ...}`` for a method with a value head)."""
-        head = self._uses_value_head
-        params = merge_params(trainable["params"] if head else trainable, frozen)
-        out = completion_logprobs(self.lm, params, batch.prompt_tokens_BxP, batch.prompt_mask_BxP,
-                                  batch.tokens_BxSxT, batch.mask_BxSxT, return_hidden=head)
-        if head:  # one forward pass gives log pi and the value head's input
-            logp_BxSxT, hidden_BxSxTxD = out
-            value_BxSxT = value_head_apply(trainable["value_head"], hidden_BxSxTxD)
-            loss_B, metrics = self.method.loss(logp_BxSxT, batch, value_BxSxT)
-        else:
-            loss_B, metrics = self.method.loss(out, batch)
+    def loss(self, trainable: dict, frozen: nnx.State, batch: Batch):
+        """Mean per-prompt loss of the method; ``trainable`` is ``trainable_tree(state)``,
+        ``{"params": ..., **extras}``. One forward pass scores the batch (log-probs and the
+        hidden states, which a method may read, e.g. through a value head)."""
+        extras = {name: value for name, value in trainable.items() if name != "params"}
+        scores = completion_logprobs(self.lm, merge_params(trainable["params"], frozen),
+                                     batch.prompt_tokens_BxP, batch.prompt_mask_BxP,
+                                     batch.tokens_BxSxT, batch.mask_BxSxT)
+        loss_B, metrics = self.method.loss(scores, batch, extras)
         return loss_B.mean(), metrics
 
     def _compile_update(self, state: TrainState, frozen: nnx.State, batch: Batch):

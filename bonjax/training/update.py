@@ -23,14 +23,12 @@ from bonjax.training.state import TrainState
 __all__ = ["apply_updates", "trainable_tree"]
 
 
-def trainable_tree(state: TrainState) -> Any:
-    """The pytree the optimiser of ``state`` covers (the structure ``grads`` must have).
-
-    ``state.params`` alone when ``state.extra`` is empty, else ``{"params": state.params,
-    **state.extra}``: the convention of ``TrainState.create``, which initialises the optimiser on
-    the extras too (a value head trains with the policy).
+def trainable_tree(state: TrainState) -> dict[str, Any]:
+    """The pytree the optimiser of ``state`` covers (the structure ``grads`` must have):
+    ``{"params": state.params, **state.extra}`` for every method (``TrainState.create``), so a
+    new kind of trainable leaf (a value head, an adapter) is one more entry, not a new layout.
     """
-    return {"params": state.params, **state.extra} if state.extra else state.params
+    return {"params": state.params, **state.extra}
 
 
 def _all_finite(tree: Any) -> jax.Array:
@@ -59,9 +57,8 @@ def apply_updates(state: TrainState, grads: Any, tx: optax.GradientTransformatio
     trainable = trainable_tree(state)
     expected, got = jax.tree.structure(trainable), jax.tree.structure(grads)
     if expected != got:
-        layout = ('{"params": grads, **extra_grads}' if state.extra
-                  else "the structure of state.params")
-        raise ValueError(f"grads must have {layout}; got structure {got}, expected {expected}")
+        raise ValueError(f'grads must have the structure {{"params": grads, **extra_grads}}; got '
+                         f"structure {got}, expected {expected}")
     if jnp.ndim(loss) != 0:
         raise ValueError(f"loss must be a scalar, got shape {jnp.shape(loss)}")
 
@@ -74,12 +71,8 @@ def apply_updates(state: TrainState, grads: Any, tx: optax.GradientTransformatio
 
     new_trainable = jax.tree.map(keep_if_finite, new_trainable, trainable)
     new_opt_state = jax.tree.map(keep_if_finite, new_opt_state, state.opt_state)
-    if state.extra:
-        params = new_trainable["params"]
-        extra = {name: new_trainable[name] for name in state.extra}
-    else:
-        params, extra = new_trainable, state.extra
-    new_state = state.replace(step=state.step + 1, params=params, extra=extra,
+    extra = {name: new_trainable[name] for name in state.extra}
+    new_state = state.replace(step=state.step + 1, params=new_trainable["params"], extra=extra,
                               opt_state=new_opt_state)
     metrics = {"grad_norm": optax.tree.norm(grads),
                "skipped": jnp.logical_not(finite).astype(jnp.int32)}
