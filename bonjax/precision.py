@@ -39,8 +39,11 @@ def logit_errors(lm: DecoderLM, params: nnx.State, low_lm: DecoderLM, low_params
                  tokens_BxT: jax.Array, mask_BxT: jax.Array) -> dict[str, float]:
     """Max abs logit error over real tokens, the logits' rms and the error budget."""
     positions_BxT = positions_from_mask(mask_BxT)
-    logits_BxTxV, _ = jax.jit(lm.forward)(params, tokens_BxT, positions_BxT, mask_BxT)
-    low_BxTxV, _ = jax.jit(low_lm.forward)(low_params, tokens_BxT, positions_BxT, mask_BxT)
+    def logits(model: DecoderLM, p: nnx.State) -> jax.Array:  # the logits only leave the jit
+        return jax.jit(lambda *args: model.forward(*args).logits_BxTxV)(
+            p, tokens_BxT, positions_BxT, mask_BxT)
+
+    logits_BxTxV, low_BxTxV = logits(lm, params), logits(low_lm, low_params)
     if low_BxTxV.dtype != jnp.float32:
         raise AssertionError(f"logits must be float32 under every policy, got {low_BxTxV.dtype}")
     real = np.asarray(mask_BxT)

@@ -196,7 +196,7 @@ def test_sampler_logprobs_equal_the_scorer(model, temperature, request):
         params, tokens, mask, jax.random.key(4), 3)
     scored = jax.jit(completion_logprobs, static_argnums=(0, 6))(
         lm, params, tokens, mask, out.tokens_BxNxT, out.mask_BxNxT, temperature)
-    np.testing.assert_allclose(scored, out.logp_BxNxT, atol=2e-5)
+    np.testing.assert_allclose(scored.logp_BxNxT, out.logp_BxNxT, atol=2e-5)
 
 
 def test_shared_prompt_cache_equals_replicated_prompts(gemma):
