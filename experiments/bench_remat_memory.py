@@ -29,25 +29,28 @@ import jax.numpy as jnp
 from bonjax import objectives as obj
 from bonjax.models import DecoderLM, Gemma3Config, GPT2Config
 from bonjax.training import OptimizerConfig, Trainer, method_for
-from bonjax.training.methods import Batch
+from bonjax.training.methods import PolicyGradientBatch
 from bonjax.training.state import TrainState, split_trainable
 
 CONFIGS = {"gpt2": ("gpt2-124m", GPT2Config.gpt2_124m),
-           "gemma": ("gemma-3-270m", Gemma3Config.gemma3_270m)}
+           "gemma": ("gemma-3-270m", Gemma3Config.gemma3_270m),
+           "tiny": ("gpt2-tiny", GPT2Config.tiny)}  # a quick check that the script runs
 
 
 def _unused_reward(prompt_tokens_BxP, prompt_mask_BxP, tokens_BxSxT, mask_BxSxT):
     raise AssertionError("the update does not call the reward")
 
 
-def abstract_batch(B: int, P: int, K: int, T: int) -> Batch:
+def abstract_batch(B: int, P: int, K: int, T: int) -> PolicyGradientBatch:
     """The shapes of a collected vBoN batch: B prompts of P tokens, K completions of T tokens."""
     def s(shape, dtype):
         return jax.ShapeDtypeStruct(shape, dtype)
 
-    return Batch(s((B, P), jnp.int32), s((B, P), jnp.bool_), s((B, K, T), jnp.int32),
-                 s((B, K, T), jnp.bool_), s((B, K, T), jnp.float32), s((B, K, T), jnp.float32),
-                 {"advantage_BxS": s((B, K), jnp.float32)})
+    return PolicyGradientBatch(
+        prompt_tokens_BxP=s((B, P), jnp.int32), prompt_mask_BxP=s((B, P), jnp.bool_),
+        tokens_BxSxT=s((B, K, T), jnp.int32), mask_BxSxT=s((B, K, T), jnp.bool_),
+        logp_old_BxSxT=s((B, K, T), jnp.float32), logp_ref_BxSxT=s((B, K, T), jnp.float32),
+        advantage_BxS=s((B, K), jnp.float32))
 
 
 def compiled_update_memory(model: str, dtype: str, remat: str, B: int, P: int, K: int,

@@ -41,8 +41,8 @@ def test_forward_and_sampling_unchanged(cfg, remat):
     lm_r = _with_remat(lm, remat)
     prompts, prompt_mask, _, _ = _batch(lm)
     positions = positions_from_mask(prompt_mask)
-    logits = jax.jit(lm.forward)(params, prompts, positions, prompt_mask)[0]
-    logits_r = jax.jit(lm_r.forward)(params, prompts, positions, prompt_mask)[0]
+    logits = jax.jit(lm.forward)(params, prompts, positions, prompt_mask).logits_BxTxV
+    logits_r = jax.jit(lm_r.forward)(params, prompts, positions, prompt_mask).logits_BxTxV
     np.testing.assert_allclose(logits_r, logits, rtol=0, atol=1e-6)
 
     out = Sampler(lm, Temperature(1.0), 5).sample(params, prompts, prompt_mask,
@@ -63,7 +63,7 @@ def test_gradients_unchanged(cfg):
 
     def grad(model):
         def loss(p):
-            return completion_logprobs(model, p, *batch).sum()
+            return completion_logprobs(model, p, *batch).logp_BxNxT.sum()
         options = compiler_options(model.config.remat, jax.default_backend())
         return jax.jit(jax.value_and_grad(loss), compiler_options=options)(params)
 
@@ -83,7 +83,8 @@ def _grad_temp_bytes(cfg, B=8, T=128) -> int:
     mask = jax.ShapeDtypeStruct((B, T), jnp.bool_)
 
     def loss(p, tokens_BxT, mask_BxT):
-        logits_BxTxV = lm.forward(p, tokens_BxT, positions_from_mask(mask_BxT), mask_BxT)[0]
+        out = lm.forward(p, tokens_BxT, positions_from_mask(mask_BxT), mask_BxT)
+        logits_BxTxV = out.logits_BxTxV
         logp_BxTxV = jax.nn.log_softmax(logits_BxTxV[:, :-1])
         return jnp.take_along_axis(logp_BxTxV, tokens_BxT[:, 1:, None], -1).sum()
 
