@@ -19,7 +19,7 @@ from bonjax import sharding as shd
 from bonjax.models import DecoderLM, GPT2Config
 from bonjax.training.checkpoint import Checkpointer, abstract_like
 from bonjax.training.loop import train_loop
-from bonjax.training.state import TrainState, split_trainable, top_layers_filter
+from bonjax.training.state import TrainState, split_trainable
 from bonjax.training.update import apply_updates
 
 CONFIG = GPT2Config.tiny(vocab_size=4096)
@@ -30,10 +30,10 @@ def make_state(key: int, mesh=None, extras: bool = True) -> TrainState:
 
     ``extras``: with a value head and an anchor.
     """
-    _, params = DecoderLM.init(CONFIG, jax.random.key(0))
+    lm, params = DecoderLM.init(CONFIG, jax.random.key(0))
     if mesh is not None:
         params = shd.shard_params(params, mesh)
-    trainable, frozen = split_trainable(params, top_layers_filter(CONFIG.num_layers, 1))
+    trainable, frozen = split_trainable(params, lm.top_blocks_filter(1))
     trainable, frozen = jax.tree.map(jnp.copy, (trainable, frozen))
     if not extras:
         return TrainState.create(trainable, frozen, TX, jax.random.key(key))

@@ -138,3 +138,33 @@ def test_bad_inputs_raise(model):
                    jnp.ones((2, 3), bool))
     with pytest.raises(ValueError, match="batch"):
         lm.init_cache(0, 4)
+
+
+def test_top_blocks_filter_selects_the_top_blocks_and_the_final_norm(model):
+    """The model, not the trainer, knows which parameters are "the top k blocks"."""
+    from flax import nnx
+
+    lm, params = model
+    paths = [tuple(getattr(k, "key", k) for k in p) for p, _ in nnx.to_flat_state(params)]
+    top = lm.top_blocks_filter(1)
+    chosen = {p for p in paths if top(p)}
+    last = lm.config.num_layers - 1
+    assert chosen == {p for p in paths if (p[0] == "blocks" and int(p[1]) == last)
+                      or p[0] == lm.config.final_norm_name}
+    assert any(p[0] == lm.config.final_norm_name for p in chosen)
+    assert all(lm.top_blocks_filter(None)(p) for p in paths)
+    with pytest.raises(ValueError, match=r"train_top must be in \[1, "):
+        lm.top_blocks_filter(lm.config.num_layers + 1)
+
+
+def test_param_names_every_axis_and_known_inits():
+    from flax import nnx
+
+    from bonjax.models.params import param
+
+    rngs = nnx.Rngs(0)
+    assert param(rngs, (2, 3), ("embed", "mlp"), jnp.float32, "ones").value.sum() == 6
+    with pytest.raises(ValueError, match="do not name every dimension"):
+        param(rngs, (2, 3), ("embed",), jnp.float32)
+    with pytest.raises(ValueError, match="init must be one of"):
+        param(rngs, (2,), ("embed",), jnp.float32, "uniform")

@@ -81,6 +81,29 @@ class DecoderLM:
         target = jnp.dtype(config.param_dtype)
         return lm, jax.tree.map(lambda x: x.astype(target), params)
 
+    def top_blocks_filter(self, train_top: int | None):
+        """A parameter-path predicate: True for the top ``train_top`` blocks and the final norm.
+
+        ``train_top=None`` selects every parameter. Embeddings and lower blocks are otherwise
+        left out (the vBoN paper trains the top 2 blocks). Every decoder keeps its blocks in
+        ``blocks`` and names its final norm ``config.final_norm_name``.
+        """
+        if train_top is None:
+            return lambda path: True
+        num_layers = self.config.num_layers
+        if not 0 < train_top <= num_layers:
+            raise ValueError(f"train_top must be in [1, {num_layers}], got {train_top}")
+        first = num_layers - train_top
+        final_norm = self.config.final_norm_name
+
+        def selected(path) -> bool:
+            names = [getattr(k, "key", k) for k in path]
+            if names and names[0] == "blocks":
+                return int(names[1]) >= first
+            return names[0] == final_norm
+
+        return selected
+
     @property
     def eos_id(self) -> int:
         return self.config.eos_id

@@ -42,6 +42,7 @@ from flax import nnx, struct
 from jax.sharding import Mesh
 
 from bonjax import sharding as shd
+from bonjax.models.params import param
 
 __all__ = [
     "BertConfig",
@@ -168,20 +169,10 @@ def masked_mean(x_BxTxD: jax.Array, mask_BxT: jax.Array) -> jax.Array:
     return total_BxD / jnp.maximum(m_BxT.sum(-1, keepdims=True), 1e-9)
 
 
-def _param(rngs: nnx.Rngs, shape, axes, dtype, init: str = "normal") -> nnx.Param:
-    if init == "normal":
-        value = 0.02 * jax.random.normal(rngs.params(), shape, dtype)
-    elif init == "zeros":
-        value = jnp.zeros(shape, dtype)
-    else:
-        value = jnp.ones(shape, dtype)
-    return nnx.Param(value, axes=axes)
-
-
 class _LayerNorm(nnx.Module):
     def __init__(self, dim: int, eps: float, dtype, rngs: nnx.Rngs):
-        self.scale = _param(rngs, (dim,), ("embed",), dtype, "ones")
-        self.bias = _param(rngs, (dim,), ("embed",), dtype, "zeros")
+        self.scale = param(rngs, (dim,), ("embed",), dtype, "ones")
+        self.bias = param(rngs, (dim,), ("embed",), dtype, "zeros")
         self.eps = eps
 
     def __call__(self, x_BxTxD: jax.Array) -> jax.Array:
@@ -199,15 +190,15 @@ class _Layer(nnx.Module):
     def __init__(self, cfg: EncoderConfig, rngs: nnx.Rngs):
         D, N, H, F = cfg.d_model, cfg.num_heads, cfg.head_dim, cfg.mlp_dim
         pd = jnp.dtype(cfg.param_dtype)
-        self.qkv = _param(rngs, (D, 3, N, H), ("embed", None, "heads", "head_dim"), pd)
-        self.qkv_bias = _param(rngs, (3, N, H), (None, "heads", "head_dim"), pd, "zeros")
-        self.out = _param(rngs, (N, H, D), ("heads", "head_dim", "embed"), pd)
-        self.out_bias = _param(rngs, (D,), ("embed",), pd, "zeros")
+        self.qkv = param(rngs, (D, 3, N, H), ("embed", None, "heads", "head_dim"), pd)
+        self.qkv_bias = param(rngs, (3, N, H), (None, "heads", "head_dim"), pd, "zeros")
+        self.out = param(rngs, (N, H, D), ("heads", "head_dim", "embed"), pd)
+        self.out_bias = param(rngs, (D,), ("embed",), pd, "zeros")
         self.attn_ln = _LayerNorm(D, cfg.layer_norm_eps, pd, rngs)
-        self.fc = _param(rngs, (D, F), ("embed", "mlp"), pd)
-        self.fc_bias = _param(rngs, (F,), ("mlp",), pd, "zeros")
-        self.proj = _param(rngs, (F, D), ("mlp", "embed"), pd)
-        self.proj_bias = _param(rngs, (D,), ("embed",), pd, "zeros")
+        self.fc = param(rngs, (D, F), ("embed", "mlp"), pd)
+        self.fc_bias = param(rngs, (F,), ("mlp",), pd, "zeros")
+        self.proj = param(rngs, (F, D), ("mlp", "embed"), pd)
+        self.proj_bias = param(rngs, (D,), ("embed",), pd, "zeros")
         self.mlp_ln = _LayerNorm(D, cfg.layer_norm_eps, pd, rngs)
         self.scale = H ** -0.5
         self.dtype = jnp.dtype(cfg.dtype)
@@ -242,17 +233,17 @@ class Encoder(nnx.Module):
         D, C = cfg.d_model, cfg.num_classes
         pd = jnp.dtype(cfg.param_dtype)
         self.cfg = cfg
-        self.word = _param(rngs, (cfg.vocab_size, D), ("vocab", "embed"), pd)
-        self.position = _param(rngs, (cfg.max_positions, D), ("position", "embed"), pd)
+        self.word = param(rngs, (cfg.vocab_size, D), ("vocab", "embed"), pd)
+        self.position = param(rngs, (cfg.max_positions, D), ("position", "embed"), pd)
         if cfg.type_vocab_size:
-            self.token_type = _param(rngs, (cfg.type_vocab_size, D), (None, "embed"), pd)
+            self.token_type = param(rngs, (cfg.type_vocab_size, D), (None, "embed"), pd)
         self.embed_ln = _LayerNorm(D, cfg.layer_norm_eps, pd, rngs)
         self.layers = nnx.List([_Layer(cfg, rngs) for _ in range(cfg.num_layers)])
         if cfg.pooling is Pooling.CLS:
-            self.pooler = _param(rngs, (D, D), (None, "embed"), pd)
-            self.pooler_bias = _param(rngs, (D,), ("embed",), pd, "zeros")
-        self.classifier = _param(rngs, (D, C), ("embed", "classes"), pd)
-        self.classifier_bias = _param(rngs, (C,), ("classes",), pd, "zeros")
+            self.pooler = param(rngs, (D, D), (None, "embed"), pd)
+            self.pooler_bias = param(rngs, (D,), ("embed",), pd, "zeros")
+        self.classifier = param(rngs, (D, C), ("embed", "classes"), pd)
+        self.classifier_bias = param(rngs, (C,), ("classes",), pd, "zeros")
 
     def embed(self, tokens_BxT: jax.Array, positions_BxT: jax.Array) -> jax.Array:
         x_BxTxD = self.word[...][tokens_BxT] + self.position[...][positions_BxT]

@@ -10,6 +10,7 @@ logit soft-cap (QK-norm replaced it); the final-logit soft-cap is kept for confi
 from __future__ import annotations
 
 import dataclasses
+from typing import ClassVar
 
 import jax
 import jax.numpy as jnp
@@ -18,6 +19,7 @@ from flax import nnx
 from bonjax.models import attention
 from bonjax.models.kv_cache import KVCache
 from bonjax.models.output import ModelOutput
+from bonjax.models.params import param
 from bonjax.models.remat import call_block, check_remat
 
 __all__ = ["Gemma3Config", "Gemma3"]
@@ -55,6 +57,8 @@ class Gemma3Config:
     # "block" (only the block's input; the block is recomputed) or "dots" (also the outputs of
     # the weight matmuls). Forward values are the same under every policy.
     remat: str = "none"
+    # The module attribute of the final norm (``top_blocks_filter`` trains it with the top blocks).
+    final_norm_name: ClassVar[str] = "final_norm"
 
     def __post_init__(self):
         check_remat(self.remat)
@@ -90,10 +94,6 @@ class Gemma3Config:
         return cls(**{**kw, **overrides})
 
 
-def _param(rngs, shape, axes, dtype, std=0.02):
-    return nnx.Param(std * jax.random.normal(rngs.params(), shape, dtype), axes=axes)
-
-
 class _RMSNorm(nnx.Module):
     def __init__(self, dim: int, eps: float, dtype, axis_name: str):
         self.scale = nnx.Param(jnp.zeros((dim,), dtype), axes=(axis_name,))
@@ -111,17 +111,17 @@ class _Block(nnx.Module):
         pd = jnp.dtype(cfg.param_dtype)
         eps = cfg.rms_norm_eps
         self.pre_attn_norm = _RMSNorm(D, eps, pd, "embed")
-        self.q = _param(rngs, (D, N, H), ("embed", "q_heads", "head_dim"), pd)
-        self.k = _param(rngs, (D, K, H), ("embed", "kv_heads", "head_dim"), pd)
-        self.v = _param(rngs, (D, K, H), ("embed", "kv_heads", "head_dim"), pd)
-        self.o = _param(rngs, (N, H, D), ("q_heads", "head_dim", "embed"), pd)
+        self.q = param(rngs, (D, N, H), ("embed", "q_heads", "head_dim"), pd)
+        self.k = param(rngs, (D, K, H), ("embed", "kv_heads", "head_dim"), pd)
+        self.v = param(rngs, (D, K, H), ("embed", "kv_heads", "head_dim"), pd)
+        self.o = param(rngs, (N, H, D), ("q_heads", "head_dim", "embed"), pd)
         self.q_norm = _RMSNorm(H, eps, pd, "head_dim")
         self.k_norm = _RMSNorm(H, eps, pd, "head_dim")
         self.post_attn_norm = _RMSNorm(D, eps, pd, "embed")
         self.pre_mlp_norm = _RMSNorm(D, eps, pd, "embed")
-        self.gate = _param(rngs, (D, F), ("embed", "mlp"), pd)
-        self.up = _param(rngs, (D, F), ("embed", "mlp"), pd)
-        self.down = _param(rngs, (F, D), ("mlp", "embed"), pd)
+        self.gate = param(rngs, (D, F), ("embed", "mlp"), pd)
+        self.up = param(rngs, (D, F), ("embed", "mlp"), pd)
+        self.down = param(rngs, (F, D), ("mlp", "embed"), pd)
         self.post_mlp_norm = _RMSNorm(D, eps, pd, "embed")
         self.window = cfg.window(layer)
         if cfg.is_global(layer):
@@ -164,7 +164,7 @@ class Gemma3(nnx.Module):
     def __init__(self, cfg: Gemma3Config, *, rngs: nnx.Rngs):
         pd = jnp.dtype(cfg.param_dtype)
         self.cfg = cfg
-        self.embed = _param(rngs, (cfg.vocab_size, cfg.d_model), ("vocab", "embed"), pd)
+        self.embed = param(rngs, (cfg.vocab_size, cfg.d_model), ("vocab", "embed"), pd)
         self.blocks = nnx.List([_Block(cfg, i, rngs) for i in range(cfg.num_layers)])
         self.final_norm = _RMSNorm(cfg.d_model, cfg.rms_norm_eps, pd, "embed")
 

@@ -7,6 +7,7 @@ MLP and a language-model head tied to the token embedding.
 from __future__ import annotations
 
 import dataclasses
+from typing import ClassVar
 
 import jax
 import jax.numpy as jnp
@@ -15,6 +16,7 @@ from flax import nnx
 from bonjax.models import attention
 from bonjax.models.kv_cache import KVCache
 from bonjax.models.output import ModelOutput
+from bonjax.models.params import param
 from bonjax.models.remat import call_block, check_remat
 
 __all__ = ["GPT2Config", "GPT2"]
@@ -43,6 +45,8 @@ class GPT2Config:
     # "block" (only the block's input; the block is recomputed) or "dots" (also the outputs of
     # the weight matmuls). Forward values are the same under every policy.
     remat: str = "none"
+    # The module attribute of the final norm (``top_blocks_filter`` trains it with the top blocks).
+    final_norm_name: ClassVar[str] = "ln_f"
 
     @property
     def num_kv_heads(self) -> int:
@@ -73,12 +77,6 @@ class GPT2Config:
         return cls(**{**kw, **overrides})
 
 
-def _param(rngs, shape, axes, dtype, std=0.02, zero=False):
-    value = jnp.zeros(shape, dtype) if zero else std * jax.random.normal(rngs.params(), shape,
-                                                                         dtype)
-    return nnx.Param(value, axes=axes)
-
-
 class _LayerNorm(nnx.Module):
     def __init__(self, dim: int, eps: float, dtype):
         self.scale = nnx.Param(jnp.ones((dim,), dtype), axes=("embed",))
@@ -100,15 +98,15 @@ class _Block(nnx.Module):
         pd = jnp.dtype(cfg.param_dtype)
         proj_std = 0.02 / (2 * cfg.num_layers) ** 0.5
         self.ln_1 = _LayerNorm(D, cfg.layer_norm_eps, pd)
-        self.qkv = _param(rngs, (D, 3, N, H), ("embed", None, "q_heads", "head_dim"), pd)
-        self.qkv_bias = _param(rngs, (3, N, H), (None, "q_heads", "head_dim"), pd, zero=True)
-        self.out = _param(rngs, (N, H, D), ("q_heads", "head_dim", "embed"), pd, proj_std)
-        self.out_bias = _param(rngs, (D,), ("embed",), pd, zero=True)
+        self.qkv = param(rngs, (D, 3, N, H), ("embed", None, "q_heads", "head_dim"), pd)
+        self.qkv_bias = param(rngs, (3, N, H), (None, "q_heads", "head_dim"), pd, "zeros")
+        self.out = param(rngs, (N, H, D), ("q_heads", "head_dim", "embed"), pd, std=proj_std)
+        self.out_bias = param(rngs, (D,), ("embed",), pd, "zeros")
         self.ln_2 = _LayerNorm(D, cfg.layer_norm_eps, pd)
-        self.fc = _param(rngs, (D, F), ("embed", "mlp"), pd)
-        self.fc_bias = _param(rngs, (F,), ("mlp",), pd, zero=True)
-        self.proj = _param(rngs, (F, D), ("mlp", "embed"), pd, proj_std)
-        self.proj_bias = _param(rngs, (D,), ("embed",), pd, zero=True)
+        self.fc = param(rngs, (D, F), ("embed", "mlp"), pd)
+        self.fc_bias = param(rngs, (F,), ("mlp",), pd, "zeros")
+        self.proj = param(rngs, (F, D), ("mlp", "embed"), pd, std=proj_std)
+        self.proj_bias = param(rngs, (D,), ("embed",), pd, "zeros")
         self.scale = H ** -0.5
         self.dtype = jnp.dtype(cfg.dtype)
 
@@ -141,8 +139,9 @@ class GPT2(nnx.Module):
     def __init__(self, cfg: GPT2Config, *, rngs: nnx.Rngs):
         pd = jnp.dtype(cfg.param_dtype)
         self.cfg = cfg
-        self.wte = _param(rngs, (cfg.vocab_size, cfg.d_model), ("vocab", "embed"), pd)
-        self.wpe = _param(rngs, (cfg.max_positions, cfg.d_model), ("position", "embed"), pd, 0.01)
+        self.wte = param(rngs, (cfg.vocab_size, cfg.d_model), ("vocab", "embed"), pd)
+        self.wpe = param(rngs, (cfg.max_positions, cfg.d_model), ("position", "embed"), pd,
+                         std=0.01)
         self.blocks = nnx.List([_Block(cfg, rngs) for _ in range(cfg.num_layers)])
         self.ln_f = _LayerNorm(cfg.d_model, cfg.layer_norm_eps, pd)
 

@@ -17,7 +17,7 @@ from bonjax.training.metrics import MetricsWriter, read_metrics
 from bonjax.training.ppo import PPO, PPOBatch, ValueHead, init_value_head, value_head_apply
 from bonjax.training.protocol import Batch, Context, Method
 from bonjax.training.reference import reference_rewards, reference_store
-from bonjax.training.state import TrainState, split_trainable, top_layers_filter
+from bonjax.training.state import TrainState, split_trainable
 from bonjax.training.trainer import OptimizerConfig, Trainer
 from bonjax.training.update import apply_updates
 
@@ -49,7 +49,6 @@ __all__ = [
     "reference_rewards",
     "reference_store",
     "split_trainable",
-    "top_layers_filter",
     "train_loop",
     "value_head_apply",
 ]

@@ -14,7 +14,7 @@ import jax.numpy as jnp
 import optax
 from flax import nnx, struct
 
-__all__ = ["TrainState", "split_trainable", "merge_params", "top_layers_filter"]
+__all__ = ["TrainState", "split_trainable", "merge_params"]
 
 
 @struct.dataclass
@@ -50,27 +50,6 @@ class TrainState:
 
     def full_params(self) -> nnx.State:
         return merge_params(self.params, self.frozen)
-
-
-def top_layers_filter(num_layers: int, train_top: int | None):
-    """A path predicate: True for parameters that train when only the top layers are unfrozen.
-
-    ``train_top=None`` trains everything. Otherwise the top ``train_top`` blocks and the final
-    norm train; embeddings and lower blocks stay frozen (as the vBoN paper unfroze 2 layers).
-    """
-    if train_top is None:
-        return lambda path: True
-    if not 0 < train_top <= num_layers:
-        raise ValueError(f"train_top must be in [1, {num_layers}], got {train_top}")
-    first = num_layers - train_top
-
-    def trainable(path) -> bool:
-        names = [getattr(k, "key", k) for k in path]
-        if names and names[0] == "blocks":
-            return int(names[1]) >= first
-        return names[0] in ("ln_f", "final_norm")
-
-    return trainable
 
 
 def split_trainable(params: nnx.State, is_trainable) -> tuple[nnx.State, nnx.State]:

@@ -30,7 +30,7 @@ from bonjax.sampling.methods import Temperature
 from bonjax.sampling.sampler import Sampler
 from bonjax.sampling.scorer import completion_logprobs
 from bonjax.training.protocol import Batch, Context, Method, RewardFn
-from bonjax.training.state import TrainState, merge_params, split_trainable, top_layers_filter
+from bonjax.training.state import TrainState, merge_params, split_trainable
 from bonjax.training.update import apply_updates, trainable_tree
 
 __all__ = ["OptimizerConfig", "Trainer"]
@@ -131,7 +131,7 @@ class Trainer:
     def init_state(self, key: jax.Array) -> TrainState:
         """The policy starts at the reference; an anchor (BOND, J-BOND) starts there too; the
         method's extras (a value head) start as it initialises them."""
-        trainable_filter = top_layers_filter(self.lm.config.num_layers, self.optimizer.train_top)
+        trainable_filter = self.lm.top_blocks_filter(self.optimizer.train_top)
         params, frozen = split_trainable(self.ref_params, trainable_filter)
         if self.mesh is not None:  # parameters by their logical axes; moments follow them
             params = shd.shard_params(params, self.mesh, self.rules)
