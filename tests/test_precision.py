@@ -6,6 +6,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from _torch_reference import left_padded_batch
 
 from bonjax import objectives as obj
 from bonjax import precision
@@ -24,13 +25,7 @@ def _models(name):
 
 
 def _prompts(lm, lengths=(3, 9, 6, 12), seed=0):
-    rng = np.random.default_rng(seed)
-    P = max(lengths)
-    tokens = np.full((len(lengths), P), lm.pad_id, np.int32)
-    mask = np.zeros((len(lengths), P), bool)
-    for i, n in enumerate(lengths):
-        tokens[i, P - n:] = rng.integers(3, lm.vocab_size, n)
-        mask[i, P - n:] = True
+    tokens, mask = left_padded_batch(lengths, lm.vocab_size, lm.pad_id, seed)
     return jnp.asarray(tokens), jnp.asarray(mask)
 
 
