@@ -93,19 +93,27 @@ def check_has_completion(mask: jax.Array, name: str = "mask") -> None:
         )
 
 
-def token_logprobs(logits_BxTxV: jax.Array, tokens_BxT: jax.Array) -> jax.Array:
-    """Per-token log-probabilities ``log softmax(logits)[tokens]`` computed in float32.
+def token_logprobs(logits_BxTxV: jax.Array, tokens_BxT: jax.Array,
+                   temperature: float = 1.0) -> jax.Array:
+    """Per-token log-probabilities ``log softmax(logits / temperature)[tokens]`` in float32.
 
     ``logits_BxTxV[..., t, :]`` must be the logits that predict ``tokens_BxT[..., t]`` (already
-    shifted by the caller). Leading axes are free.
+    shifted by the caller); their leading axes may broadcast against the tokens' (one prompt's
+    logits for its N first tokens). Computed as the picked logit minus the logsumexp, so the
+    ``[..., V]`` log-softmax is never formed (Gemma's V is 262,144). The one implementation: the
+    scorer (every log pi of training) and the objectives use it.
     """
-    if jnp.shape(logits_BxTxV)[:-1] != jnp.shape(tokens_BxT):
-        raise ValueError(
-            f"logits_BxTxV {jnp.shape(logits_BxTxV)} must be tokens_BxT "
-            f"{jnp.shape(tokens_BxT)} plus a vocabulary axis"
-        )
-    logp_BxTxV = jax.nn.log_softmax(as_float(logits_BxTxV), axis=-1)
-    return jnp.take_along_axis(logp_BxTxV, tokens_BxT[..., None], axis=-1)[..., 0]
+    lead, tokens_shape = jnp.shape(logits_BxTxV)[:-1], jnp.shape(tokens_BxT)
+    try:
+        fits = jnp.broadcast_shapes(lead, tokens_shape) == tuple(tokens_shape)
+    except ValueError:
+        fits = False
+    if not fits:
+        raise ValueError(f"logits_BxTxV {jnp.shape(logits_BxTxV)} must be tokens_BxT "
+                         f"{tokens_shape} (or broadcast to it) plus a vocabulary axis")
+    z_BxTxV = as_float(logits_BxTxV) / temperature
+    picked_BxT = jnp.take_along_axis(z_BxTxV, tokens_BxT[..., None], axis=-1)[..., 0]
+    return picked_BxT - jax.nn.logsumexp(z_BxTxV, axis=-1)
 
 
 def masked_sum(x_BxT: jax.Array, mask_BxT: jax.Array) -> jax.Array:

@@ -22,15 +22,10 @@ from flax import nnx, struct
 
 from bonjax.checks import check_temperature, is_int, shape_of
 from bonjax.models.decoder import DecoderLM
+from bonjax.objectives import token_logprobs
 from bonjax.sampling.sampler import check_prompts, prefill
 
 __all__ = ["CompletionScores", "completion_logprobs"]
-
-
-def _token_logprobs(logits_xV: jax.Array, tokens_x: jax.Array, temperature: float) -> jax.Array:
-    z_xV = logits_xV.astype(jnp.float32) / temperature
-    picked_x = jnp.take_along_axis(z_xV, tokens_x[..., None], axis=-1)[..., 0]
-    return picked_x - jax.nn.logsumexp(z_xV, axis=-1)
 
 
 @struct.dataclass
@@ -89,7 +84,7 @@ def completion_logprobs(lm: DecoderLM, params: nnx.State, prompt_tokens_BxP: jax
     mask_BxNxT = jnp.asarray(mask_BxNxT).astype(jnp.bool_)
     first = prefill(lm, params, prompt_tokens_BxP, jnp.asarray(prompt_mask_BxP))
     prefix, length_B, hidden_BxD = first.cache, first.length_B, first.hidden_BxD
-    logp_BxNx1 = _token_logprobs(first.logits_BxV[:, None, :], tokens_BxNxT[:, :, 0],
+    logp_BxNx1 = token_logprobs(first.logits_BxV[:, None, :], tokens_BxNxT[:, :, 0],
                                  temperature)[..., None]
     parts_logp = [logp_BxNx1]
     parts_hidden = [jnp.broadcast_to(hidden_BxD[:, None, None, :],
@@ -106,7 +101,7 @@ def completion_logprobs(lm: DecoderLM, params: nnx.State, prompt_tokens_BxP: jax
             positions_RxS = (jnp.repeat(length_B, M)[:, None]
                              + jnp.arange(T - 1, dtype=jnp.int32))
             out = lm.forward(params, fed_RxS, positions_RxS, fed_mask_RxS, prefix=prefix)
-            logp_RxS = _token_logprobs(out.logits_BxTxV,
+            logp_RxS = token_logprobs(out.logits_BxTxV,
                                        tokens_BxMxT[:, :, 1:].reshape(R, T - 1), temperature)
             return logp_RxS.reshape(B, M, T - 1), out.hidden_BxTxD.reshape(B, M, T - 1, -1)
 
