@@ -203,7 +203,7 @@ def vs_transformers(report, args, models):
         tokens, mask = _prompts(lm, 4, 48, seed=1)
         positions = positions_from_mask(mask)
         with jax.default_matmul_precision("highest"):
-            logits, _ = jax.jit(lm.forward)(params, tokens, positions, mask)
+            logits = jax.jit(lm.forward)(params, tokens, positions, mask).logits_BxTxV
         reference.to(device=device, dtype=torch.float32)
         with torch.no_grad():
             expected = reference(
