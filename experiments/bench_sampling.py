@@ -52,23 +52,25 @@ from bonjax.sampling import Sampler, Temperature
 MODELS = ("gpt2", "gemma")
 
 
-def matmul_peak_gflops(size: int = 2048, repeats: int = 10) -> float:
-    a = jax.random.normal(jax.random.key(0), (size, size), jnp.float32)
+def matmul_peak_gflops(size: int = 2048, repeats: int = 10, dtype=jnp.float32) -> float:
+    """The best rate of a ``size^3`` matmul in ``dtype`` (GFLOP/s), the anchor of MFU figures."""
+    a = jax.random.normal(jax.random.key(0), (size, size), dtype)
     f = jax.jit(lambda x: x @ x)
     jax.block_until_ready(f(a))
-    best = min(_timed(lambda: f(a)) for _ in range(repeats))
+    best = min(timed(lambda: f(a)) for _ in range(repeats))
     return 2 * size**3 / best / 1e9
 
 
-def hbm_bandwidth_gbs() -> float:
-    x = jnp.ones((1 << 28,), jnp.float32)  # 1 GiB read + 1 GiB written
+def hbm_bandwidth_gbs(log2_floats: int = 28) -> float:
+    """Device copy bandwidth, bytes read + written per second (1 GiB each way by default)."""
+    x = jnp.ones((1 << log2_floats,), jnp.float32)
     f = jax.jit(lambda v: v * 2.0)
     jax.block_until_ready(f(x))
-    best = min(_timed(lambda: f(x)) for _ in range(10))
+    best = min(timed(lambda: f(x)) for _ in range(10))
     return 2 * x.nbytes / best / 1e9
 
 
-def _timed(fn) -> float:
+def timed(fn) -> float:
     start = time.perf_counter()
     jax.block_until_ready(fn())
     return time.perf_counter() - start
@@ -114,23 +116,38 @@ def load_case_model(name: str, workdir: str):
     raise ValueError(f"unknown model {name!r}; known: {MODELS}")
 
 
+def matmul_widths(cfg) -> tuple[int, int, list]:
+    """``(matmul parameters per layer, query width, window per layer)`` of a decoder config."""
+    D, L = cfg.d_model, cfg.num_layers
+    if isinstance(cfg, GPT2Config):
+        return 4 * D * D + 2 * D * cfg.mlp_dim, D, [None] * L
+    NH, KH = cfg.num_heads * cfg.head_dim, cfg.num_kv_heads * cfg.head_dim
+    return (2 * D * NH + 2 * D * KH + 3 * D * cfg.mlp_dim, NH,
+            [cfg.window(i) for i in range(L)])
+
+
 def flops_per_token(cfg, prompt_lengths: np.ndarray, new_tokens: int) -> float:
     """2 x matmul parameters (unembedding included) + attention, averaged over the tokens.
 
     The forward pass that produces new token t attends to ``length + t`` keys (``min`` with the
     window on Gemma's local layers).
     """
-    D, L, V = cfg.d_model, cfg.num_layers, cfg.vocab_size
-    if isinstance(cfg, GPT2Config):
-        per_layer = 4 * D * D + 2 * D * cfg.mlp_dim
-        q_width, windows = D, [None] * L
-    else:
-        NH, KH = cfg.num_heads * cfg.head_dim, cfg.num_kv_heads * cfg.head_dim
-        per_layer = 2 * D * NH + 2 * D * KH + 3 * D * cfg.mlp_dim
-        q_width, windows = NH, [cfg.window(i) for i in range(L)]
+    per_layer, q_width, windows = matmul_widths(cfg)
     keys = prompt_lengths[:, None] + np.arange(new_tokens)[None, :]
     attention = sum(4 * q_width * (keys if w is None else np.minimum(keys, w)) for w in windows)
-    return float(2 * (L * per_layer + V * D) + attention.mean())
+    return float(2 * (cfg.num_layers * per_layer + cfg.vocab_size * cfg.d_model)
+                 + attention.mean())
+
+
+def decode_step_bytes(lm, params, B: int, P: int, n: int, T: int) -> float:
+    """Bytes one decode step must read, averaged over the ``T - 1`` steps: every parameter
+    (the unembedding included) and the KV cache slots attended (the ``B`` prompts' cache and
+    half the rows' own cache), in the dtypes the model stores them in."""
+    cfg = lm.config
+    param_bytes = sum(x.nbytes for x in jax.tree.leaves(params))
+    itemsize = jnp.dtype(cfg.dtype).itemsize
+    slot_bytes = 2 * cfg.num_layers * cfg.num_kv_heads * cfg.head_dim * itemsize
+    return param_bytes + slot_bytes * (B * P + B * n * (T - 1) / 2)
 
 
 def run_case(name, lm, params, tokenizer, reference, n, args, peaks):
@@ -175,10 +192,10 @@ def run_case(name, lm, params, tokenizer, reference, n, args, peaks):
     load_before = os.getloadavg()[0]
     ours, theirs, whole_s = [], [], []
     for r in range(args.repeats):
-        ours.append(_timed(lambda r=r: sampler.sample(params, tokens, mask, jax.random.key(r + 1),
+        ours.append(timed(lambda r=r: sampler.sample(params, tokens, mask, jax.random.key(r + 1),
                                                        n)))
         if whole is not None:
-            whole_s.append(_timed(lambda r=r: whole.sample(params, tokens, mask,
+            whole_s.append(timed(lambda r=r: whole.sample(params, tokens, mask,
                                                            jax.random.key(r + 1), n)))
         if not args.no_reference and r < args.reference_repeats:
             start = time.perf_counter()
@@ -223,11 +240,7 @@ def run_case(name, lm, params, tokenizer, reference, n, args, peaks):
 def gpu_roofline(lm, params, P, B, n, T, tok_s) -> dict:
     """Tokens/s if every decode step only read the parameters and the KV cache at HBM speed."""
     bw = hbm_bandwidth_gbs() * 1e9
-    cfg = lm.config
-    param_bytes = sum(x.nbytes for x in jax.tree.leaves(params))
-    slot_bytes = 2 * cfg.num_layers * cfg.num_kv_heads * cfg.head_dim * 4
-    cache_bytes = slot_bytes * (B * P + B * n * (T - 1) / 2)  # prompt cache + mean own cache
-    step_s = (param_bytes + cache_bytes) / bw
+    step_s = decode_step_bytes(lm, params, B, P, n, T) / bw
     return {"hbm_gbs": round(bw / 1e9, 1), "roofline_tok_s": round(B * n / step_s, 1),
             "hbm_roofline_fraction": round(tok_s * step_s / (B * n), 3)}
 
@@ -296,7 +309,7 @@ def method_rows(vocabs=(50_257, 262_144), rows=(64, 256), repeats=3):
                     continue  # ~20 s a call
                 f = jax.jit(fn)
                 jax.block_until_ready(f(z, jax.random.key(0)))
-                times[label] = min(_timed(lambda f=f, k=k, z=z: f(z, jax.random.key(k)))
+                times[label] = min(timed(lambda f=f, k=k, z=z: f(z, jax.random.key(k)))
                                    for k in range(repeats))
             anchor = times["jax.random.categorical"]
             for label, t in times.items():

@@ -43,6 +43,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from experiments import bench_sampling as bench
+
 NOMINAL_BF16_TFLOPS = {"H100": 989.4, "H200": 989.4, "A100": 312.0}
 """Dense bf16 tensor-core peaks from the vendors' data sheets (SXM parts)."""
 
@@ -61,16 +63,6 @@ class Report:
         print(line, flush=True)
         with open(self.path, "a") as f:
             f.write(line + "\n")
-
-
-def _timed(fn) -> float:
-    start = time.perf_counter()
-    jax.block_until_ready(fn())
-    return time.perf_counter() - start
-
-
-def _best(fn, repeats: int) -> float:
-    return min(_timed(fn) for _ in range(repeats))
 
 
 # ----------------------------------------------------------------------------- sections
@@ -116,16 +108,9 @@ def tests(report, args):
 
 def anchors(report, args) -> dict:
     size = 2048 if args.cpu else 8192
-    rates = {}
-    for dtype in ("bfloat16", "float32"):
-        a = jax.random.normal(jax.random.key(0), (size, size), dtype)
-        f = jax.jit(lambda x: x @ x)
-        jax.block_until_ready(f(a))
-        rates[dtype] = 2 * size**3 / _best(lambda f=f, a=a: f(a), 10) / 1e12
-    x = jnp.ones((1 << (24 if args.cpu else 28),), jnp.float32)
-    g = jax.jit(lambda v: v * 2.0)
-    jax.block_until_ready(g(x))
-    bandwidth = 2 * x.nbytes / _best(lambda: g(x), 10) / 1e9
+    rates = {dtype: bench.matmul_peak_gflops(size, 10, dtype) / 1e3
+             for dtype in ("bfloat16", "float32")}
+    bandwidth = bench.hbm_bandwidth_gbs(24 if args.cpu else 28)
     kind = jax.devices()[0].device_kind
     nominal = next((v for k, v in NOMINAL_BF16_TFLOPS.items() if k in kind), None)
     row = {"matmul_size": size, "bf16_matmul_tflops": round(rates["bfloat16"], 1),
@@ -262,16 +247,6 @@ def _token_reward(prompt_tokens, prompt_mask, tokens, mask):
     return jnp.sum(jnp.where(mask, tokens % 7, 0), axis=-1).astype(jnp.float32)
 
 
-def _step_bytes(lm, params, B: int, P: int, n: int, T: int) -> float:
-    """Bytes one decode step must read, averaged over the ``T - 1`` steps: every parameter
-    (the unembedding included) and the KV cache slots attended (prompt + half the own cache)."""
-    cfg = lm.config
-    param_bytes = sum(x.nbytes for x in jax.tree.leaves(params))
-    itemsize = jnp.dtype(cfg.dtype).itemsize
-    slot_bytes = 2 * cfg.num_layers * cfg.num_kv_heads * cfg.head_dim * itemsize
-    return param_bytes + slot_bytes * (B * P + B * n * (T - 1) / 2)
-
-
 def sampling(report, args, models, anchor):
     import torch
 
@@ -320,14 +295,14 @@ def _sampling_case(lm, params, reference, B: int, n: int, args, anchor) -> dict:
     generate(0, new_tokens=2)  # warm-up
     ours, theirs = [], []
     for r in range(args.repeats):
-        ours.append(_timed(lambda r=r: sampler.sample(params, tokens, mask,
+        ours.append(bench.timed(lambda r=r: sampler.sample(params, tokens, mask,
                                                       jax.random.key(r + 1), n)))
         start = time.perf_counter()
         generate(r)
         theirs.append(time.perf_counter() - start)
     generated = B * n * T
     tok_s = generated / min(ours)
-    step_s = _step_bytes(lm, params, B, P, n, T) / (anchor["copy_gbs"] * 1e9)
+    step_s = bench.decode_step_bytes(lm, params, B, P, n, T) / (anchor["copy_gbs"] * 1e9)
     return {"prompts": B, "n": n, "new_tokens": T, "prompt_slots": P,
             "bonjax_tok_s": round(tok_s, 1), "reference_tok_s": round(generated / min(theirs), 1),
             "ratio": round(min(theirs) / min(ours), 2), "roofline_tok_s": round(B * n / step_s, 1),
@@ -341,15 +316,9 @@ def _train_flops(lm, tokens: int, attended: float) -> float:
     """Model FLOPs of one forward + backward over ``tokens`` tokens: 6 x matmul parameters
     (the unembedding included) per token, plus attention 12 x (query width) x keys per layer."""
     cfg = lm.config
-    D, L, V = cfg.d_model, cfg.num_layers, cfg.vocab_size
-    if hasattr(cfg, "num_kv_heads") and type(cfg).__name__ == "Gemma3Config":
-        NH, KH = cfg.num_heads * cfg.head_dim, cfg.num_kv_heads * cfg.head_dim
-        per_layer = 2 * D * NH + 2 * D * KH + 3 * D * cfg.mlp_dim
-        q_width = NH
-    else:
-        per_layer = 4 * D * D + 2 * D * cfg.mlp_dim
-        q_width = D
-    return 6 * (L * per_layer + V * D) * tokens + 12 * L * q_width * attended * tokens
+    per_layer, q_width, _ = bench.matmul_widths(cfg)
+    matmul = cfg.num_layers * per_layer + cfg.vocab_size * cfg.d_model
+    return 6 * matmul * tokens + 12 * cfg.num_layers * q_width * attended * tokens
 
 
 def train(report, args, models, anchor):
