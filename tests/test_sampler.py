@@ -87,7 +87,17 @@ def _chi_square_pvalue(tokens, probs_V):
 def test_next_token_frequencies_match_the_model(gpt2, method):
     """Token 0 (from the prefill) of two left-padded prompts, and token 1 (from a decode step
     through the shared prompt cache) given the most frequent token 0 of prompt 0."""
+    _check_frequencies(*gpt2, method)
+
+
+def test_bfloat16_sampler_draws_from_the_bfloat16_model(gpt2):
+    """The same check under the bfloat16 policy (bonjax.precision): the sampler draws from the
+    bfloat16 model's own next-token distribution, prefill and cached decode step alike."""
     lm, params = gpt2
+    _check_frequencies(*lm.with_dtypes(params, dtype="bfloat16"), Temperature(1.0))
+
+
+def _check_frequencies(lm, params, method):
     n = 20_000
     tokens, mask = _prompts([3, 6], lm)
     out = Sampler(lm, method, max_new_tokens=2).sample(params, tokens, mask, jax.random.key(1), n)
