@@ -23,16 +23,22 @@ from flax import nnx
 from bonjax.models.decoder import DecoderLM, positions_from_mask
 from bonjax.sampling.scorer import completion_logprobs
 
-__all__ = ["BF16_UNIT_ROUNDOFF", "logit_error_budget", "logit_errors", "logprob_errors",
-           "gradient_agreement"]
+__all__ = ["BF16_UNIT_ROUNDOFF", "relative_error_budget", "logit_error_budget", "logit_errors",
+           "logprob_errors", "gradient_agreement"]
 
 BF16_UNIT_ROUNDOFF = 2.0 ** -8
 """Largest relative rounding error of bfloat16 (8 significand bits, round to nearest)."""
 
 
+def relative_error_budget(lm: DecoderLM) -> float:
+    """``8 u (L + 1)``: the tolerated relative error of the bfloat16 policy's logits (and of a
+    gradient built from them)."""
+    return 8 * BF16_UNIT_ROUNDOFF * (lm.config.num_layers + 1)
+
+
 def logit_error_budget(lm: DecoderLM, logits_rms: float) -> float:
     """``8 u (L + 1) rms(logits)``: the tolerated max abs logit error of the bfloat16 policy."""
-    return 8 * BF16_UNIT_ROUNDOFF * (lm.config.num_layers + 1) * logits_rms
+    return relative_error_budget(lm) * logits_rms
 
 
 def logit_errors(lm: DecoderLM, params: nnx.State, low_lm: DecoderLM, low_params: nnx.State,

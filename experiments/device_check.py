@@ -237,7 +237,7 @@ def precision_section(report, args, models):
             trainable, frozen = split_trainable(params, lambda path: True)
             agree = precision.gradient_agreement(trainers[0].loss, trainers[1].loss,
                                                  {"params": trainable}, frozen, batch)
-        budget = 8 * precision.BF16_UNIT_ROUNDOFF * (lm.config.num_layers + 1)
+        budget = precision.relative_error_budget(lm)
         report("precision", model=name, what="vbon_gradient", **agree, budget=budget,
                within_budget=agree["grad_rel_err"] <= budget)
 

@@ -79,7 +79,7 @@ error is meaningless; its gradient is what the step uses."""
     state = trainers[0].init_state(jax.random.key(2))
     batch, _ = trainers[0].collect(state, tokens, mask, jnp.arange(4), jax.random.key(3))
     trainable, frozen = split_trainable(params, lambda path: True)
-    budget = 8 * precision.BF16_UNIT_ROUNDOFF * (lm.config.num_layers + 1)
+    budget = precision.relative_error_budget(lm)
     agree = precision.gradient_agreement(trainers[0].loss, trainers[1].loss,
                                          {"params": trainable}, frozen, batch)
     assert agree["grad_rel_err"] <= budget, agree
