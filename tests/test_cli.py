@@ -66,17 +66,17 @@ def test_help_lists_the_config_fields_with_their_comments(tmp_path):
 
 
 @pytest.mark.slow
-def test_a_value_of_the_wrong_type(tmp_path):
-    line = _one_fatal_line(tmp_path, "--config.train.steps=many")
-    assert "--config.train.steps=many is not a valid value" in line
-    assert "Training steps per method" in line and "base default 100" in line
-
-
-@pytest.mark.slow
-def test_a_tuple_of_the_wrong_type(tmp_path):
-    line = _one_fatal_line(tmp_path, "--config.vbon.ns=(4, x)")
-    assert "--config.vbon.ns=" in line and "is not a tuple of int" in line
-    assert "One trained policy per N" in line
+@pytest.mark.parametrize("flag, expected", [
+    ("--config.train.steps=many", ["--config.train.steps=many is not a valid value",
+                                   "Training steps per method", "base default 100"]),
+    ("--config.vbon.ns=(4, x)", ["--config.vbon.ns=", "is not a tuple of int",
+                                 "One trained policy per N"]),
+], ids=["value", "tuple"])
+def test_a_value_of_the_wrong_type(tmp_path, flag, expected):
+    """The line names the flag and the value, and quotes the field's comment."""
+    line = _one_fatal_line(tmp_path, flag)
+    for text in expected:
+        assert text in line
 
 
 @pytest.mark.slow
