@@ -12,6 +12,12 @@ from bonjax import objectives as obj
 B, K, T = 3, 3, 5
 
 
+
+def _vbon_return(log_F_B, logp_BxT, logp_ref_BxT, mask_BxT, config):
+    """The vBoN return as the policy-gradient methods compute it."""
+    reward_B = obj.vbon_reward(log_F_B, logp_ref_BxT, mask_BxT, config)
+    return obj.policy_return(reward_B, logp_BxT, logp_ref_BxT, mask_BxT, config)
+
 def _mask(lengths, num_steps=T):
     return np.arange(num_steps) < np.asarray(lengths)[..., None]
 
@@ -43,7 +49,7 @@ def _cases():
         "kl_k1": (lambda lp: obj.kl_k1(lp, logp_ref_BxT, mask_BxT), (logp_BxT,), (mask_BxT,)),
         "kl_k3": (lambda lp: obj.kl_k3(lp, logp_ref_BxT, mask_BxT), (logp_BxT,), (mask_BxT,)),
         "kl_rl_return": (
-            lambda lp: obj.kl_rl_return(reward_B, lp, logp_ref_BxT, mask_BxT, obj.KLRLConfig(0.1)),
+            lambda lp: obj.policy_return(reward_B, lp, logp_ref_BxT, mask_BxT, obj.KLRLConfig(0.1)),
             (logp_BxT,),
             (mask_BxT,),
         ),
@@ -55,19 +61,19 @@ def _cases():
             (mask_BxT,),
         ),
         "vbon_return": (
-            lambda lp: obj.vbon_return(log_F_B, lp, logp_ref_BxT, mask_BxT, vbon),
+            lambda lp: _vbon_return(log_F_B, lp, logp_ref_BxT, mask_BxT, vbon),
             (logp_BxT,),
             (mask_BxT,),
         ),
         "vbon_return_exact": (
-            lambda lp: obj.vbon_return(
+            lambda lp: _vbon_return(
                 log_F_B, lp, logp_ref_BxT, mask_BxT, obj.VBoNConfig(n=4, exact=True)
             ),
             (logp_BxT,),
             (mask_BxT,),
         ),
         "vbon_return_n1": (
-            lambda lp: obj.vbon_return(log_F_B, lp, logp_ref_BxT, mask_BxT, obj.VBoNConfig(n=1)),
+            lambda lp: _vbon_return(log_F_B, lp, logp_ref_BxT, mask_BxT, obj.VBoNConfig(n=1)),
             (logp_BxT,),
             (mask_BxT,),
         ),
@@ -217,7 +223,7 @@ def test_mismatched_shapes_name_the_shapes():
     with pytest.raises(ValueError, match=r"logp_BxT \(2, 4\).*mask_BxT \(2, 5\)"):
         obj.sft_loss(logp, np.ones((2, 5), bool))
     with pytest.raises(ValueError, match=r"reward_B must have shape \(2,\).*got \(3,\)"):
-        obj.kl_rl_return(np.zeros(3), logp, logp, np.ones((2, 4)), obj.KLRLConfig(0.1))
+        obj.policy_return(np.zeros(3), logp, logp, np.ones((2, 4)), obj.KLRLConfig(0.1))
     with pytest.raises(ValueError, match=r"\(2, 3, 4\)"):
         obj.dpo_loss(np.zeros((2, 3, 4)), np.zeros((2, 3, 4)), np.ones((2, 3, 4)), obj.DPOConfig())
 

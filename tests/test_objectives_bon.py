@@ -45,11 +45,12 @@ MASK = lambda o: np.arange(T)[None, :] < np.ones((o, 1), int)
 
 
 def expected_return(theta_O, log_F_O, p, config):
-    """``J(pi_theta) = sum_y pi_theta(y) vbon_return(y)``: the vBoN objective, exactly."""
+    """``J(pi_theta) = sum_y pi_theta(y) return(y)``: the vBoN objective, exactly, with the
+    return the training computes (``vbon_reward`` then ``policy_return``)."""
     log_pi_O = jax.nn.log_softmax(theta_O)
-    ret_O = obj.vbon_return(
-        log_F_O, _padded(log_pi_O), _padded(jnp.log(p), -3.0), MASK(len(p)), config
-    )
+    logp_ref_OxT, mask_OxT = _padded(jnp.log(p), -3.0), MASK(len(p))
+    reward_O = obj.vbon_reward(log_F_O, logp_ref_OxT, mask_OxT, config)
+    ret_O = obj.policy_return(reward_O, _padded(log_pi_O), logp_ref_OxT, mask_OxT, config)
     return jnp.sum(jnp.exp(log_pi_O) * ret_O)
 
 
@@ -332,8 +333,4 @@ def test_iterated_bon_is_bon_of_n_to_the_m(n, updates):
     pi = p
     for _ in range(updates):
         pi = bon_pmf(pi, below @ pi, n)
-    effective = obj.iterated_bon_n(n, updates)
-    assert effective == n**updates
-    np.testing.assert_allclose(pi, bon_pmf(p, F, effective), rtol=1e-10, atol=1e-15)
-    with pytest.raises(ValueError, match="num_anchor_updates must be an integer >= 0, got -1"):
-        obj.iterated_bon_n(n, -1)
+    np.testing.assert_allclose(pi, bon_pmf(p, F, n**updates), rtol=1e-10, atol=1e-15)

@@ -82,7 +82,7 @@ def test_returns_and_per_token_rewards():
     reward = np.array([1.5, -0.5, 2.0], np.float32)
     k1 = np.where(mask, logp - logp_ref, 0).sum(1)
     np.testing.assert_allclose(
-        obj.kl_rl_return(reward, logp, logp_ref, mask, obj.KLRLConfig(beta=0.3)),
+        obj.policy_return(reward, logp, logp_ref, mask, obj.KLRLConfig(beta=0.3)),
         reward - 0.3 * k1,
         rtol=1e-6,
     )

@@ -22,7 +22,6 @@ from bonjax.objectives.bond import (
     bond_backward_return,
     bond_loss,
     ema_update,
-    iterated_bon_n,
     jbond_loss,
     jbond_reward,
 )
@@ -34,8 +33,8 @@ from bonjax.objectives.kl_rl import (
     kl_k1,
     kl_k3,
     kl_regularised_return,
-    kl_rl_return,
     per_token_rewards,
+    policy_return,
     ppo_clipped_surrogate,
     reinforce_loss,
     rloo_advantages,
@@ -50,7 +49,7 @@ from bonjax.objectives.preference import (
     ipo_loss_from_margin,
     log_ratio_margin,
 )
-from bonjax.objectives.vbon import VBoNConfig, vbon_exact_reward, vbon_return, vbon_reward
+from bonjax.objectives.vbon import VBoNConfig, vbon_exact_reward, vbon_reward
 
 __all__ = [
     "BONDConfig",
@@ -73,16 +72,15 @@ __all__ = [
     "gae",
     "ipo_loss",
     "ipo_loss_from_margin",
-    "iterated_bon_n",
     "jbond_loss",
     "jbond_reward",
     "kl_k1",
     "kl_k3",
     "kl_regularised_return",
-    "kl_rl_return",
     "log_ratio_margin",
     "masked_sum",
     "per_token_rewards",
+    "policy_return",
     "ppo_clipped_surrogate",
     "reinforce_loss",
     "rloo_advantages",
@@ -92,5 +90,4 @@ __all__ = [
     "token_logprobs",
     "vbon_exact_reward",
     "vbon_reward",
-    "vbon_return",
 ]

@@ -24,8 +24,8 @@ is strict).
 Iterative BOND. The anchor moves: ``theta_a <- (1 - eta) theta_a + eta theta`` (:func:`ema_update`).
 Distilling BoN_n of the anchor and then moving the anchor to the result, M times, targets
 BoN_n applied M times to ``pi_ref``, which is BoN_{n^M} of ``pi_ref`` exactly for continuous
-rewards (the reward CDF of BoN_n is ``Q^n``) and with ties broken by a fixed order
-(:func:`iterated_bon_n`).
+rewards (the reward CDF of BoN_n is ``Q^n``) and with ties broken by a fixed order (tested in
+``tests/test_objectives_bon.py``).
 """
 
 from __future__ import annotations
@@ -36,7 +36,7 @@ import math
 import jax
 import jax.numpy as jnp
 
-from bonjax.checks import check_int, check_unit_interval
+from bonjax.checks import check_unit_interval
 from bonjax.objectives._logprob import as_float, check_inputs, sft_loss
 from bonjax.objectives.kl_rl import kl_regularised_return, reinforce_loss, rloo_loss
 from bonjax.objectives.preference import best_worst_pair
@@ -51,7 +51,6 @@ __all__ = [
     "jbond_reward",
     "jbond_loss",
     "ema_update",
-    "iterated_bon_n",
 ]
 
 JBOND_PENALTY = -math.log(16.0)
@@ -251,16 +250,3 @@ def ema_update(anchor, params, eta: float):
         return mixed.astype(jnp.result_type(a))
 
     return jax.tree.map(update, anchor, params)
-
-
-def iterated_bon_n(n: int, num_anchor_updates: int) -> int:
-    """Effective N of iterative BOND: the anchor after M updates is BoN_{n^M} of ``pi_ref``.
-
-    Each round distils BoN_n of the current anchor and then moves the anchor to the distilled
-    policy, so after M rounds (M anchor updates) the anchor is BoN_n applied M times to
-    ``pi_ref``, i.e. BoN_{n^M}; the policy's current target is BoN_{n^(M+1)}. With an EMA anchor
-    the identity holds for the idealised hard updates only and is the paper's bookkeeping.
-    """
-    check_bon_n("n", n)
-    check_int("num_anchor_updates", num_anchor_updates, minimum=0)
-    return n**num_anchor_updates

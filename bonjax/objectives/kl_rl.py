@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Callable
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -44,7 +44,7 @@ __all__ = [
     "kl_k1",
     "kl_k3",
     "kl_regularised_return",
-    "kl_rl_return",
+    "policy_return",
     "per_token_rewards",
     "reinforce_loss",
     "rloo_advantages",
@@ -171,16 +171,19 @@ class KLRLConfig:
         return 1.0
 
 
-def kl_rl_return(
+def policy_return(
     reward_B: jax.Array,
     logp_BxT: jax.Array,
     logp_ref_BxT: jax.Array,
     mask_BxT: jax.Array,
-    config: KLRLConfig,
+    config: Any,
 ) -> jax.Array:
-    """The PPO baseline's per-sequence return ``r(y) - beta sum_t (logp - logp_ref)``.
+    """The per-sequence return ``w R(y) - beta sum_t (logp - logp_ref)`` that the policy-gradient
+    methods maximise, with ``beta = config.kl_coef`` and ``w = config.reward_weight``.
 
-    Reference: the KL-regularised PPO baseline of vBoN (Amini et al., arXiv 2407.06057, Sec. 5).
+    For :class:`KLRLConfig` (the KL-regularised baseline of vBoN, Amini et al., arXiv
+    2407.06057, Sec. 5) ``R`` is the raw reward; for ``VBoNConfig`` it is
+    :func:`bonjax.objectives.vbon_reward` of ``log F_hat(r)``.
     """
     return kl_regularised_return(
         reward_B,

@@ -41,9 +41,8 @@ import numpy as np
 
 from bonjax.checks import check_int
 from bonjax.objectives._logprob import as_float, check_inputs, masked_sum
-from bonjax.objectives.kl_rl import kl_regularised_return
 
-__all__ = ["VBoNConfig", "vbon_exact_reward", "vbon_reward", "vbon_return"]
+__all__ = ["VBoNConfig", "vbon_exact_reward", "vbon_reward"]
 
 
 def check_bon_n(name: str, n: int, minimum: int = 1) -> None:
@@ -129,26 +128,3 @@ def vbon_reward(
         return as_float(log_F_B)
     log_pi_ref_B = masked_sum(logp_ref_BxT, mask_BxT)
     return vbon_exact_reward(log_F_B, log_pi_ref_B, config.n)
-
-
-def vbon_return(
-    log_F_B: jax.Array,
-    logp_BxT: jax.Array,
-    logp_ref_BxT: jax.Array,
-    mask_BxT: jax.Array,
-    config: VBoNConfig,
-) -> jax.Array:
-    """Per-sequence vBoN return ``R(y) - beta sum_t (logp - logp_ref)`` (``-sum_t (logp -
-    logp_ref)`` at N = 1), to maximise with PPO or RLOO. For per-token PPO rewards pass
-    :func:`vbon_reward` and ``config.kl_coef`` / ``config.reward_weight`` to
-    :func:`bonjax.objectives.per_token_rewards`.
-    """
-    reward_B = vbon_reward(log_F_B, logp_ref_BxT, mask_BxT, config)
-    return kl_regularised_return(
-        reward_B,
-        logp_BxT,
-        logp_ref_BxT,
-        mask_BxT,
-        kl_coef=config.kl_coef,
-        reward_weight=config.reward_weight,
-    )
