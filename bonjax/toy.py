@@ -105,25 +105,30 @@ class ToyProblem:
         return float(np.dot(p_S, self.reward_S))
 
 
-TOY_METHODS = ("vbon", "bonbon", "bond", "jbond", "ppo")
+TOY_METHODS = ("vbon", "bonbon", "bond", "jbond", "kl_rl")
+
+# The toy's settings where an objective's default is not the toy's: BoNBoN's SFT weight.
+_TOY_FIELDS = {"bonbon": {"alpha": 0.005}}
 
 
 def _toy_method(name: str, n: int, samples_per_prompt: int, kl_beta: float, optimizer: str):
-    from bonjax import objectives as obj
-    from bonjax.training.methods import method_for
+    """``(objective, method)`` of a registered method at the toy's settings: ``n`` for the
+    methods set by N or n, ``kl_beta`` for the ones set by a KL weight beta."""
+    from bonjax.training.registry import METHODS, build_method
 
-    if name == "vbon":
-        return method_for(obj.VBoNConfig(n=n), optimizer, samples_per_prompt=samples_per_prompt)
-    if name == "ppo":
-        return method_for(obj.KLRLConfig(beta=kl_beta), optimizer,
-                          samples_per_prompt=samples_per_prompt)
-    if name == "bonbon":
-        return method_for(obj.BoNBoNConfig(n=n, alpha=0.005))
-    if name == "bond":
-        return method_for(obj.BONDConfig(n=n), samples_per_prompt=samples_per_prompt)
-    if name == "jbond":
-        return method_for(obj.JBONDConfig())
-    raise ValueError(f"unknown toy method {name!r}; choose one of {TOY_METHODS}")
+    if name not in TOY_METHODS:
+        raise ValueError(f"unknown toy method {name!r}; choose one of {TOY_METHODS}")
+    spec = METHODS[name]
+    fields = dict(_TOY_FIELDS.get(name, {}))
+    if spec.setting == "n":
+        fields["n"] = n
+    elif spec.setting == "beta":
+        fields["beta"] = kl_beta
+    args = {"samples_per_prompt": samples_per_prompt, "n": n}
+    _, objective, method = build_method(
+        name, optimizer if optimizer in spec.optimizers else spec.optimizers[0],
+        {a: args[a] for a in spec.method_args if a != "clip_eps"}, **fields)
+    return objective, method
 
 
 def train_on_toy(method: str, *, n: int = 4, steps: int = 300, learning_rate: float = 1e-2,
@@ -133,16 +138,16 @@ def train_on_toy(method: str, *, n: int = 4, steps: int = 300, learning_rate: fl
     """Trains ``method`` on the toy and reports exact KL to ``pi_BoN`` and rewards, start and end.
 
     J-BOND distils BoN with n = 2 by construction; its ``n`` in the report is 2. ``optimizer``
-    (``"rloo"`` or ``"ppo"``, value head and GAE) applies to ``vbon`` and ``ppo`` only.
+    (``"rloo"`` or ``"ppo"``, value head and GAE) applies to ``vbon`` and ``kl_rl`` only.
     """
-    from bonjax.sampling.methods import Temperature
     from bonjax.sampling.sampler import Sampler
+    from bonjax.sampling.strategies import Temperature
     from bonjax.training.reference import reference_rewards, reference_store
     from bonjax.training.trainer import OptimizerConfig, Trainer
 
     toy = problem or ToyProblem(seed=seed)
     n = 2 if method == "jbond" else n
-    chosen = _toy_method(method, n, samples_per_prompt, kl_beta, optimizer)
+    _, chosen = _toy_method(method, n, samples_per_prompt, kl_beta, optimizer)
     prompt_tokens, prompt_mask = toy.prompts(prompts)
     ref_rewards = None
     if method == "vbon":
@@ -162,7 +167,7 @@ def train_on_toy(method: str, *, n: int = 4, steps: int = 300, learning_rate: fl
     for _ in range(steps):
         state, _ = trainer.step(state, prompt_tokens, prompt_mask)
     p_end = toy.probs(state.full_params())
-    return {"method": method, "optimizer": optimizer if method in ("vbon", "ppo") else None,
+    return {"method": method, "optimizer": optimizer if method in ("vbon", "kl_rl") else None,
             "n": n, "steps": steps,
             "kl_to_bon_start": toy.kl(p_start, p_bon), "kl_to_bon_end": toy.kl(p_end, p_bon),
             "reward_start": toy.expected_reward(p_start),

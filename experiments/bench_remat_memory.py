@@ -29,7 +29,7 @@ import jax.numpy as jnp
 from bonjax import objectives as obj
 from bonjax.models import DecoderLM, Gemma3Config, GPT2Config
 from bonjax.training import OptimizerConfig, Trainer, method_for
-from bonjax.training.methods import PolicyGradientBatch
+from bonjax.training.algorithms import PolicyGradientBatch
 from bonjax.training.state import TrainState, split_trainable
 
 CONFIGS = {"gpt2": ("gpt2-124m", GPT2Config.gpt2_124m),

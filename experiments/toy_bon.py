@@ -11,7 +11,7 @@ import argparse
 import json
 
 from bonjax.toy import TOY_METHODS, train_on_toy
-from bonjax.training.methods import OPTIMIZERS
+from bonjax.training.registry import OPTIMIZERS
 
 
 def main() -> None:
@@ -22,7 +22,7 @@ def main() -> None:
     parser.add_argument("--learning_rate", type=float, default=1e-2)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--optimizer", choices=OPTIMIZERS, default="rloo",
-                        help="vbon and ppo: critic-free RLOO, or PPO with a value head and GAE")
+                        help="vbon and kl_rl: critic-free RLOO, or PPO with a value head and GAE")
     args = parser.parse_args()
     print(json.dumps(train_on_toy(args.method, n=args.n, steps=args.steps,
                                   learning_rate=args.learning_rate, seed=args.seed,

@@ -68,7 +68,7 @@ def test_first_call_stops_at_the_step_budget(tiny_run):
     assert not first.complete
     assert "vbon-n4/eval.json" in files and "vbon-n4/checkpoints/2" in files
     assert "bonbon-n4/checkpoints/1" in files and "bonbon-n4/eval.json" not in files
-    assert not any(k.startswith(("bond-", "jbond", "ppo-")) for k in files)
+    assert not any(k.startswith(("bond-", "jbond", "kl_rl-")) for k in files)
     assert [p.method for p in first.points if p.method != "BoN"] == ["vBoN"]
     assert "INCOMPLETE" in files["results.md"]
 
@@ -115,8 +115,8 @@ def test_the_run_directory_holds_every_output(tiny_run):
         data = (run_dir / png).read_bytes()
         assert data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) > 5000, png
     table = (run_dir / "results.md").read_text()
-    for row in ("| BoN | N=4 |", "| vBoN | N=4 |", "| BoNBoN | n=4 |", "| BOND | N=2 |",
-                "| J-BOND |", "| PPO | beta=0.1 |"):
+    for row in ("| BoN | N=4 |", "| vBoN | N=4, RLOO |", "| BoNBoN | n=4 |", "| BOND | N=2 |",
+                "| J-BOND |", "| KL-RL | beta=0.1, RLOO |"):
         assert row in table
     for run_ in method_runs(config):
         method_dir = run_dir / run_.key
@@ -164,8 +164,9 @@ def test_a_directory_no_run_created_is_refused(tmp_path):
 
 
 @pytest.mark.parametrize("field, value, message", [
-    ("methods", ("vbon", "dpo"), "unknown method 'dpo'"),
-    ("methods", ("ppo", "ppo"), "names a method twice"),
+    ("methods", ("vbon", "sft"), "unknown method 'sft'"),
+    ("methods", ("ppo",), "the KL-RL baseline is 'kl_rl'"),
+    ("methods", ("kl_rl", "kl_rl"), "names a method twice"),
     ("reward", "toxicity", "unknown reward 'toxicity'"),
     ("data.source", "sst2", "unknown data source 'sst2'"),
     ("bon.ns", (1, 8), r"config.bon.ns = \(1, 8\) must be integers in \[1, M - 1 = 7\]"),
@@ -301,7 +302,7 @@ def test_the_optimizer_option_picks_ppo_with_a_value_head_for_vbon_and_the_basel
     config = configs.get("test_tiny")
     config.train.optimizer = "ppo"
     kinds = {r.key: type(r.method).__name__ for r in method_runs(config)}
-    assert {k: v for k, v in kinds.items() if k.startswith(("vbon", "ppo"))} and all(
-        v == "PPO" for k, v in kinds.items() if k.startswith(("vbon", "ppo")))
+    assert {k: v for k, v in kinds.items() if k.startswith(("vbon", "kl_rl"))} and all(
+        v == "PPO" for k, v in kinds.items() if k.startswith(("vbon", "kl_rl")))
     assert kinds["bonbon-n4"] == "PreferencePairs"
     assert configs.get("full").train.optimizer == "ppo"

@@ -15,7 +15,7 @@ import pytest
 from scipy import stats
 
 from bonjax.sampling import Greedy, Temperature, TopK, TopP
-from bonjax.sampling.methods import categorical_sample
+from bonjax.sampling.strategies import categorical_sample
 
 FALSE_ALARM = 1e-6
 # 1,300 logits: two full blocks of 512 and a partial block of 276, so both levels of the

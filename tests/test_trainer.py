@@ -8,8 +8,9 @@ import pytest
 from bonjax import objectives as obj
 from bonjax import sharding as shd
 from bonjax.toy import ToyProblem
-from bonjax.training.methods import PolicyGradient, PreferencePairs, method_for
+from bonjax.training.algorithms import PolicyGradient, PreferencePairs
 from bonjax.training.reference import reference_store
+from bonjax.training.registry import method_for
 from bonjax.training.trainer import OptimizerConfig, Trainer
 
 

@@ -5,7 +5,7 @@
     result = run_experiment(cpu_demo.get_config(), "/tmp/cpu_demo")
 
 - :mod:`~bonjax.experiment.run`: the pipeline, the config check.
-- :mod:`~bonjax.experiment.methods`: the trained methods and their sweeps.
+- :mod:`~bonjax.experiment.sweeps`: the trained methods and their sweeps.
 - :mod:`~bonjax.experiment.components`: policy, reward and prompts by name.
 - :mod:`~bonjax.experiment.evaluate`: reward, KL, win rate and samples of a policy.
 - :mod:`~bonjax.experiment.rundir`: the run directory's config, run id and git commit.
@@ -32,9 +32,9 @@ from bonjax.experiment.evaluate import (
     win_rate_vs_references,
     write_samples,
 )
-from bonjax.experiment.methods import METHODS, MethodRun, method_runs
 from bonjax.experiment.run import ExperimentResult, check_config, run_experiment
 from bonjax.experiment.rundir import RunDirectory, git_commit
+from bonjax.experiment.sweeps import METHODS, MethodRun, method_runs
 from bonjax.fingerprint import table_digest
 from bonjax.prompt_shard import PromptShard, chunk_indices, step_indices
 

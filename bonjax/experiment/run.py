@@ -66,11 +66,11 @@ from bonjax.experiment.components import (
     prompt_batch,
 )
 from bonjax.experiment.evaluate import bon_gap, evaluate_samples, sample_policy, write_samples
-from bonjax.experiment.methods import MethodRun, method_runs
 from bonjax.experiment.rundir import RunDirectory
+from bonjax.experiment.sweeps import MethodRun, method_runs
 from bonjax.prompt_shard import PromptShard, chunk_indices, step_indices
-from bonjax.sampling.methods import Temperature
 from bonjax.sampling.sampler import Sampler
+from bonjax.sampling.strategies import Temperature
 from bonjax.training import (
     Checkpointer,
     MetricsWriter,

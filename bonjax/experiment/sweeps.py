@@ -1,17 +1,21 @@
-"""The methods an experiment trains, each swept over its settings: one trained policy per run.
+"""The methods an experiment trains, each swept over its setting: one trained policy per run.
 
-A config lists method names in ``config.methods``; each name's own section holds its sweep::
+A config lists registered method names (:data:`bonjax.training.METHODS`) in ``config.methods``;
+each name's own section holds its sweep and the objective's other fields::
 
-    config.methods = ("vbon", "bonbon", "ppo")
+    config.methods = ("vbon", "bonbon", "kl_rl")
     config.vbon.ns = (4, 16)          # vBoN, beta = 1/(N-1): one policy per N
     config.bonbon.ns = (8,)           # BoNBoN on the best and worst of n reference samples
-    config.ppo.betas = (0.5, 0.05)    # KL-regularised RL on the raw reward: one per beta
+    config.kl_rl.betas = (0.5, 0.05) # KL-regularised RL on the raw reward: one per beta
 
-:func:`method_runs` turns that into typed :class:`MethodRun` values (names for the plots and the
-table, a directory name, and the :class:`bonjax.training.Method` that optimises it).
-``config.train.optimizer`` picks how vBoN and PPO are optimised: ``"rloo"`` (clipped policy
-gradient with leave-one-out advantages, no critic) or ``"ppo"`` (a value head and GAE, the vBoN
-paper's optimiser).
+A section sweeps its method's setting (``MethodSpec.setting``) through the plural field (``ns``,
+``betas``) or fixes it with the singular one (``jbond.anchor_eta``); every other field of the
+section is a field of the method's objective config (``bonbon.alpha``, ``vbon.exact``) or one
+of the method's own arguments (``dpo.n``: the samples its pairs are drawn from).
+:func:`method_runs` turns that into typed :class:`MethodRun` values (the directory name, the
+method and setting as tables show them, and the :class:`bonjax.training.Method`).
+``config.train.optimizer`` picks how vBoN and KL-RL are optimised (``"rloo"`` or ``"ppo"``);
+tables name it with the setting ("KL-RL", "beta=0.05, PPO").
 """
 
 from __future__ import annotations
@@ -19,12 +23,13 @@ from __future__ import annotations
 import dataclasses
 from typing import Any
 
-from bonjax import objectives as obj
-from bonjax.training.methods import OPTIMIZERS, Method, method_for
+from bonjax.training.protocol import Method
+from bonjax.training.registry import METHODS as REGISTRY
+from bonjax.training.registry import OPTIMIZERS, build_method
 
 __all__ = ["METHODS", "MethodRun", "method_runs"]
 
-METHODS = ("vbon", "bonbon", "bond", "jbond", "ppo")
+METHODS = tuple(REGISTRY)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -32,10 +37,11 @@ class MethodRun:
     """One trained policy of the experiment.
 
     Attributes:
-      key: its directory under the run directory (``"vbon-n4"``, ``"ppo-beta0.05"``).
-      name: the method as plots and tables show it (``"vBoN"``, ``"PPO"``).
-      setting: what distinguishes it within the method (``"N=4"``, ``"beta=0.05"``).
-      method: the training method (``bonjax.training.method_for`` of the objective).
+      key: its directory under the run directory (``"vbon-n4"``, ``"kl_rl-beta0.05"``).
+      name: the method as plots and tables show it (``"vBoN"``, ``"KL-RL"``).
+      setting: what distinguishes it within the method, with the optimiser where the method
+        has a choice of one (``"N=4, RLOO"``, ``"beta=0.05, PPO"``, ``"n=8"``).
+      method: the training method.
       needs_reference_cdf: whether it reads the cached reference rewards of the training
         prompts (vBoN's ``F_hat``).
     """
@@ -47,18 +53,22 @@ class MethodRun:
     needs_reference_cdf: bool = False
 
 
-def _sweep(config: Any, section: str, field: str) -> tuple:
-    values = tuple(config[section][field])
-    if not values:
-        raise ValueError(f"config.{section}.{field} is empty but {section!r} is in "
-                         "config.methods: give at least one value or drop the method")
-    if len(set(values)) != len(values):
-        raise ValueError(f"config.{section}.{field} = {values} repeats a value")
-    return values
-
-
-def _number(value: float) -> str:
-    return f"{value:g}"
+def _values(config: Any, name: str, setting: str) -> tuple:
+    if name not in config:
+        raise ValueError(f"{name!r} is in config.methods but the config has no config.{name} "
+                         "section")
+    section = config[name]
+    if setting + "s" in section:
+        values = tuple(section[setting + "s"])
+        if not values:
+            raise ValueError(f"config.{name}.{setting}s is empty but {name!r} is in "
+                             "config.methods: give at least one value or drop the method")
+        if len(set(values)) != len(values):
+            raise ValueError(f"config.{name}.{setting}s = {values} repeats a value")
+        return values
+    if setting in section:
+        return (section[setting],)
+    raise ValueError(f"config.{name} sets neither {setting}s (a sweep) nor {setting}")
 
 
 def method_runs(config: Any) -> list[MethodRun]:
@@ -70,47 +80,32 @@ def method_runs(config: Any) -> list[MethodRun]:
     names = tuple(config.methods)
     if not names:
         raise ValueError("config.methods is empty: name at least one of " + ", ".join(METHODS))
-    unknown = [n for n in names if n not in METHODS]
-    if unknown:
-        raise ValueError(f"unknown method {unknown[0]!r} in config.methods; known methods: "
-                         f"{', '.join(METHODS)}")
     if len(set(names)) != len(names):
         raise ValueError(f"config.methods = {names} names a method twice")
-    K = int(config.train.samples_per_prompt)
-    clip = float(config.train.clip_eps)
     optimizer = str(config.train.optimizer)
     if optimizer not in OPTIMIZERS:
         raise ValueError(f"unknown config.train.optimizer {optimizer!r}; choose one of "
                          f"{', '.join(OPTIMIZERS)}")
+    train = {"samples_per_prompt": int(config.train.samples_per_prompt),
+             "clip_eps": float(config.train.clip_eps)}
     runs: list[MethodRun] = []
     for name in names:
-        if name == "vbon":
-            exact = bool(config.vbon.exact)
-            for n in _sweep(config, "vbon", "ns"):
-                method = method_for(obj.VBoNConfig(n=int(n), exact=exact), optimizer,
-                                    samples_per_prompt=K, clip_eps=clip)
-                runs.append(MethodRun(f"vbon{'-exact' if exact else ''}-n{n}",
-                                      "vBoN (exact)" if exact else "vBoN", f"N={n}", method,
-                                      needs_reference_cdf=True))
-        elif name == "bonbon":
-            for n in _sweep(config, "bonbon", "ns"):
-                method = method_for(obj.BoNBoNConfig(n=int(n), alpha=float(config.bonbon.alpha)))
-                runs.append(MethodRun(f"bonbon-n{n}", "BoNBoN", f"n={n}", method))
-        elif name == "bond":
-            for n in _sweep(config, "bond", "ns"):
-                method = method_for(obj.BONDConfig(n=int(n),
-                                                   jeffreys_b=float(config.bond.jeffreys_b)),
-                                    samples_per_prompt=K)
-                runs.append(MethodRun(f"bond-n{n}", "BOND", f"N={n}", method))
-        elif name == "jbond":
-            method = method_for(obj.JBONDConfig(jeffreys_b=float(config.jbond.jeffreys_b),
-                                                anchor_eta=float(config.jbond.anchor_eta)))
-            runs.append(MethodRun("jbond", "J-BOND", f"eta={_number(config.jbond.anchor_eta)}",
-                                  method))
-        else:
-            for beta in _sweep(config, "ppo", "betas"):
-                method = method_for(obj.KLRLConfig(beta=float(beta)), optimizer,
-                                    samples_per_prompt=K, clip_eps=clip)
-                runs.append(MethodRun(f"ppo-beta{_number(beta)}", "PPO",
-                                      f"beta={_number(beta)}", method))
+        if name not in REGISTRY:
+            build_method(name)  # raises, naming the known methods
+        spec = REGISTRY[name]
+        values = _values(config, name, spec.setting)
+        fixed = {k: v for k, v in config[name].items() if k not in (spec.setting,
+                                                                      spec.setting + "s")}
+        method_kwargs = {a: fixed.pop(a) if a in fixed else train[a] for a in spec.method_args}
+        for value in values:
+            spec, objective, method = build_method(
+                name, optimizer if optimizer in spec.optimizers else spec.optimizers[0],
+                method_kwargs, **fixed, **{spec.setting: value})
+            variant = spec.variant(objective)
+            key = name + (f"-{variant}" if variant else "")
+            if len(values) > 1 or spec.setting + "s" in config[name]:
+                key += f"-{spec.symbol.lower()}{value:g}"
+            runs.append(MethodRun(key, spec.title(objective),
+                                  spec.describe(objective, optimizer), method,
+                                  needs_reference_cdf=spec.needs_reference_cdf))
     return runs

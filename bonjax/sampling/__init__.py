@@ -1,6 +1,5 @@
 """Best-of-N rollouts: sampling methods, the scan-fused sampler and the teacher-forced scorer."""
 
-from bonjax.sampling.methods import Greedy, SamplingMethod, Temperature, TopK, TopP
 from bonjax.sampling.sampler import (
     DecodeState,
     PrefillOutput,
@@ -10,6 +9,7 @@ from bonjax.sampling.sampler import (
     prefill,
 )
 from bonjax.sampling.scorer import CompletionScores, completion_logprobs
+from bonjax.sampling.strategies import Greedy, SamplingMethod, Temperature, TopK, TopP
 
 __all__ = [
     "CompletionScores",

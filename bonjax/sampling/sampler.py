@@ -40,7 +40,7 @@ from bonjax import sharding as shd
 from bonjax.checks import is_concrete, is_int, shape_of
 from bonjax.models.decoder import DecoderLM, positions_from_mask
 from bonjax.models.kv_cache import KVCache
-from bonjax.sampling.methods import SamplingMethod, Temperature
+from bonjax.sampling.strategies import SamplingMethod, Temperature
 
 __all__ = ["DecodeState", "PrefillOutput", "SampleResult", "Sampler", "prefill",
            "completion_mask", "check_prompts"]

@@ -1,22 +1,28 @@
 """Training: the state, the alignment methods, the trainer, checkpoints, metrics, the loop."""
 
-from bonjax.training.checkpoint import Checkpointer, config_fingerprint
-from bonjax.training.loop import train_loop
-from bonjax.training.methods import (
+from bonjax.training.algorithms import (
     BOND,
     JBOND,
-    OPTIMIZERS,
     BONDBatch,
     JBONDBatch,
     PolicyGradient,
     PolicyGradientBatch,
     PreferencePairs,
-    method_for,
 )
+from bonjax.training.checkpoint import Checkpointer, config_fingerprint
+from bonjax.training.loop import train_loop
 from bonjax.training.metrics import MetricsWriter, read_metrics
 from bonjax.training.ppo import PPO, PPOBatch, ValueHead, init_value_head, value_head_apply
 from bonjax.training.protocol import Batch, Context, Method
 from bonjax.training.reference import reference_rewards, reference_store
+from bonjax.training.registry import (
+    METHODS,
+    OPTIMIZERS,
+    MethodSpec,
+    build_method,
+    method_for,
+    spec_of,
+)
 from bonjax.training.state import TrainState, split_trainable
 from bonjax.training.trainer import OptimizerConfig, Trainer
 from bonjax.training.update import apply_updates
@@ -29,7 +35,9 @@ __all__ = [
     "Batch",
     "Checkpointer",
     "Context",
+    "METHODS",
     "Method",
+    "MethodSpec",
     "MetricsWriter",
     "OPTIMIZERS",
     "OptimizerConfig",
@@ -42,12 +50,14 @@ __all__ = [
     "ValueHead",
     "Trainer",
     "apply_updates",
+    "build_method",
     "config_fingerprint",
     "init_value_head",
     "method_for",
     "read_metrics",
     "reference_rewards",
     "reference_store",
+    "spec_of",
     "split_trainable",
     "train_loop",
     "value_head_apply",

@@ -41,7 +41,6 @@ from flax import struct
 from bonjax import bon, ecdf
 from bonjax import objectives as obj
 from bonjax.checks import check_unit_interval
-from bonjax.training.ppo import PPO
 from bonjax.training.protocol import Batch, Context, Method, RewardFn
 from bonjax.training.rollout import PolicySamples, kl_metrics, policy_samples, rows
 
@@ -58,8 +57,6 @@ __all__ = [
     "BOND",
     "JBOND",
     "RewardFn",
-    "OPTIMIZERS",
-    "method_for",
     "policy_samples",
 ]
 
@@ -118,9 +115,9 @@ class PolicyGradient(_NoExtras):
                 prompt_index_B, key):
         s = policy_samples(self.objective, self.estimator, self.samples_per_prompt, ctx, policy,
                            prompt_tokens_BxP, prompt_mask_BxP, prompt_index_B, key)
-        return_R = obj.kl_regularised_return(
+        return_R = obj.policy_return(
             s.return_reward_BxK.reshape(-1), *rows(s.logp_BxKxT, s.logp_ref_BxKxT, s.mask_BxKxT),
-            kl_coef=self.objective.kl_coef, reward_weight=self.objective.reward_weight)
+            self.objective)
         return_BxK = return_R.reshape(s.return_reward_BxK.shape)
         batch = PolicyGradientBatch(prompt_tokens_BxP, prompt_mask_BxP, s.tokens_BxKxT,
                                     s.mask_BxKxT, s.logp_BxKxT, s.logp_ref_BxKxT,
@@ -298,32 +295,3 @@ class JBOND(_NoExtras):
                                 batch.logp_ref_BxSxT[:, 2], batch.mask_BxSxT[:, 2],
                                 batch.reward_B, self.objective)
         return loss_B, {}
-
-
-OPTIMIZERS = ("rloo", "ppo")
-
-
-def method_for(objective: Any, optimizer: str = "rloo", **kwargs) -> Method:
-    """The method that optimises an objective config (``VBoNConfig``, ``BoNBoNConfig``, ...).
-
-    ``optimizer`` picks how vBoN and the KL-RL baseline are optimised: ``"rloo"`` (critic-free
-    :class:`PolicyGradient`, RLOO baseline) or ``"ppo"`` (:class:`~bonjax.training.ppo.PPO`, a
-    value head and GAE, the vBoN paper's optimiser). The other objectives have one method each.
-    """
-    if optimizer not in OPTIMIZERS:
-        raise ValueError(f"unknown optimizer {optimizer!r}; choose one of {OPTIMIZERS}")
-    if isinstance(objective, obj.VBoNConfig | obj.KLRLConfig):
-        if optimizer == "ppo":
-            return PPO(objective, **kwargs)
-        return PolicyGradient(objective, **kwargs)
-    if optimizer != "rloo":
-        raise ValueError(f"optimizer {optimizer!r} applies to vBoN and KL-RL only, not to "
-                         f"{type(objective).__name__}")
-    if isinstance(objective, obj.BoNBoNConfig | obj.DPOConfig | obj.IPOConfig):
-        n = kwargs.pop("n", getattr(objective, "n", 8))
-        return PreferencePairs(objective, n=n, **kwargs)
-    if isinstance(objective, obj.BONDConfig):
-        return BOND(objective, **kwargs)
-    if isinstance(objective, obj.JBONDConfig):
-        return JBOND(objective, **kwargs)
-    raise ValueError(f"no method optimises objective {objective!r}")

@@ -17,7 +17,7 @@ computed from, so ``V_t`` values the state before ``y_t`` is emitted.
 The value head is the method's trainable extra (``init_extras``: ``TrainState.extra
 ["value_head"]``, covered by the same optimiser) and shares the policy's trunk: the value loss
 also shapes the trainable blocks. Collecting costs one forward pass of the policy over the
-samples beyond what the critic-free :class:`~bonjax.training.methods.PolicyGradient` needs (the
+samples beyond what the critic-free :class:`~bonjax.training.algorithms.PolicyGradient` needs (the
 values ``V_old``, from the scorer's hidden states); every gradient step's forward pass gives both
 ``log pi_theta`` and ``V``.
 """

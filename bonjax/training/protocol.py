@@ -80,7 +80,7 @@ class Context:
 
 
 class Method(Protocol):
-    """An alignment method (see :mod:`bonjax.training.methods` for the table of them).
+    """An alignment method (see :mod:`bonjax.training.algorithms` for the table of them).
 
     Attributes:
       uses_anchor: the method samples from an anchor policy that the trainer keeps (an

@@ -26,9 +26,9 @@ from bonjax import sharding as shd
 from bonjax.models.decoder import DecoderLM
 from bonjax.models.remat import compiler_options as remat_compiler_options
 from bonjax.objectives import ema_update
-from bonjax.sampling.methods import Temperature
 from bonjax.sampling.sampler import Sampler
 from bonjax.sampling.scorer import completion_logprobs
+from bonjax.sampling.strategies import Temperature
 from bonjax.training.protocol import Batch, Context, Method, RewardFn
 from bonjax.training.state import TrainState, merge_params, split_trainable
 from bonjax.training.update import apply_updates, trainable_tree

@@ -10,10 +10,13 @@ loads one by name.
 """
 
 import importlib
+import pathlib
 
 import ml_collections
 
-CONFIGS = ("base", "cpu_demo", "full", "test_tiny")
+# Every module of this folder is a config.
+CONFIGS = tuple(sorted(p.stem for p in pathlib.Path(__file__).parent.glob("*.py")
+                       if p.stem != "__init__"))
 
 
 def get(name: str) -> ml_collections.ConfigDict:

@@ -61,9 +61,10 @@ def get_config() -> ml_collections.ConfigDict:
     # The N of the BoN points; each must be <= M - 1 (one sample plays the opponent).
     config.bon.ns = (1, 2, 4, 8, 16, 32, 64)
 
-    # Methods to train, each swept over its own settings below: "vbon", "bonbon", "bond",
-    # "jbond" and "ppo" (KL-regularised RL on the raw reward, RLOO advantages + PPO clipping).
-    config.methods = ("vbon", "bonbon", "ppo")
+    # Methods to train (names from bonjax.training.METHODS), each swept over its own settings
+    # below: "vbon", "bonbon", "bond", "jbond", "dpo", "ipo" and "kl_rl" (KL-regularised RL on
+    # the raw reward; config.train.optimizer says how it and vBoN are optimised).
+    config.methods = ("vbon", "bonbon", "kl_rl")
 
     # vBoN (Amini et al. 2025): reward log F_hat(r), KL coefficient beta = 1/(N-1).
     config.vbon = ml_collections.ConfigDict()
@@ -93,10 +94,23 @@ def get_config() -> ml_collections.ConfigDict:
     # EMA rate of the anchor towards the policy after every step.
     config.jbond.anchor_eta = 0.02
 
-    # The KL-regularised RL baseline ("PPO"): maximise E[r] - beta KL(pi || pi_ref).
-    config.ppo = ml_collections.ConfigDict()
+    # DPO and IPO on the best and worst of n reference samples (the pairs BoNBoN uses).
+    config.dpo = ml_collections.ConfigDict()
     # One trained policy per beta.
-    config.ppo.betas = (0.5, 0.2, 0.1, 0.05)
+    config.dpo.betas = (0.1,)
+    # Reference samples per prompt the pair is drawn from.
+    config.dpo.n = 8
+    # IPO on the same pairs (BoNBoN without its SFT term and with a free beta).
+    config.ipo = ml_collections.ConfigDict()
+    # One trained policy per beta.
+    config.ipo.betas = (0.1,)
+    # Reference samples per prompt the pair is drawn from.
+    config.ipo.n = 8
+
+    # The KL-regularised RL baseline ("kl_rl"): maximise E[r] - beta KL(pi || pi_ref).
+    config.kl_rl = ml_collections.ConfigDict()
+    # One trained policy per beta.
+    config.kl_rl.betas = (0.5, 0.2, 0.1, 0.05)
 
     # Training, shared by every method.
     config.train = ml_collections.ConfigDict()
@@ -104,11 +118,11 @@ def get_config() -> ml_collections.ConfigDict:
     config.train.steps = 100
     # Prompts per step, taken in order from the shuffled training prompts, wrapping around.
     config.train.prompts_per_step = 16
-    # How vBoN and PPO are optimised: "rloo" (PPO-clipped policy gradient with leave-one-out
+    # How vBoN and KL-RL are optimised: "rloo" (PPO-clipped policy gradient with leave-one-out
     # advantages, no critic) or "ppo" (a value head on the policy and GAE with gamma = 1,
     # lambda = 0.95: the vBoN paper's optimiser).
     config.train.optimizer = "rloo"
-    # K: policy samples per prompt for vBoN, BOND and PPO (>= 2: leave-one-out baseline).
+    # K: policy samples per prompt for vBoN, BOND and KL-RL (>= 2: leave-one-out baseline).
     config.train.samples_per_prompt = 4
     # PPO clipping range of the probability ratio.
     config.train.clip_eps = 0.2

@@ -23,10 +23,10 @@ def get_config():
     config.reference.prompts_per_call = 8
     config.reference.samples_per_call = 32
     config.bon.ns = (1, 2, 4, 8, 16)
-    config.methods = ("vbon", "bonbon", "ppo")
+    config.methods = ("vbon", "bonbon", "kl_rl")
     config.vbon.ns = (4, 16)
     config.bonbon.ns = (8,)
-    config.ppo.betas = (0.5, 0.05)
+    config.kl_rl.betas = (0.5, 0.05)
     config.train.steps = 8
     config.train.prompts_per_step = 8
     config.train.samples_per_prompt = 4

@@ -21,11 +21,11 @@ def get_config():
     config.reference.prompts_per_call = 64
     config.reference.samples_per_call = 60  # 300 = 5 chunks of 60
     config.bon.ns = (1, 2, 4, 8, 16, 32, 64)
-    config.methods = ("vbon", "bonbon", "bond", "ppo")
+    config.methods = ("vbon", "bonbon", "bond", "kl_rl")
     config.vbon.ns = (2, 4, 8, 16, 32, 64)
     config.bonbon.ns = (2, 4, 8, 16, 32, 64)
     config.bond.ns = (2, 4, 8, 16, 32, 64)
-    config.ppo.betas = (1.0, 0.5, 0.2, 0.1, 0.05, 0.02, 0.01)
+    config.kl_rl.betas = (1.0, 0.5, 0.2, 0.1, 0.05, 0.02, 0.01)
     config.train.optimizer = "ppo"
     config.train.steps = 312  # 4 passes over the 5,000 prompts at 64 per step
     config.train.prompts_per_step = 64

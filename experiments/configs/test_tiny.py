@@ -18,11 +18,11 @@ def get_config():
     config.reference.prompts_per_call = 8
     config.reference.samples_per_call = 8
     config.bon.ns = (1, 2, 4)
-    config.methods = ("vbon", "bonbon", "bond", "jbond", "ppo")
+    config.methods = ("vbon", "bonbon", "bond", "jbond", "kl_rl")
     config.vbon.ns = (4,)
     config.bonbon.ns = (4,)
     config.bond.ns = (2,)
-    config.ppo.betas = (0.1,)
+    config.kl_rl.betas = (0.1,)
     config.train.steps = 2
     config.train.prompts_per_step = 4
     config.train.samples_per_prompt = 2
