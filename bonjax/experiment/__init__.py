@@ -25,7 +25,7 @@ from bonjax.experiment.components import (
     prompt_batch,
 )
 from bonjax.experiment.evaluate import (
-    PolicySamples,
+    EvalSamples,
     bon_gap,
     evaluate_samples,
     sample_policy,
@@ -45,7 +45,7 @@ __all__ = [
     "CompiledReward",
     "ExperimentResult",
     "MethodRun",
-    "PolicySamples",
+    "EvalSamples",
     "PromptShard",
     "RunDirectory",
     "adds_bos",

@@ -37,12 +37,12 @@ from bonjax.prompt_shard import PromptShard, chunk_indices
 from bonjax.sampling.sampler import Sampler
 from bonjax.sampling.scorer import completion_logprobs
 
-__all__ = ["PolicySamples", "bon_gap", "evaluate_samples", "sample_policy", "to_host",
+__all__ = ["EvalSamples", "bon_gap", "evaluate_samples", "sample_policy", "to_host",
            "win_rate_vs_references", "write_samples"]
 
 
 @dataclasses.dataclass(frozen=True)
-class PolicySamples:
+class EvalSamples:
     """K samples of a policy for each of P prompts, scored (host numpy arrays).
 
     Attributes:
@@ -66,7 +66,7 @@ def _scorer(lm) -> Callable:
 
 def sample_policy(sampler: Sampler, params: nnx.State, ref_params: nnx.State, reward: Callable,
                   prompts: PromptShard, k: int, key: jax.Array, *, prompts_per_call: int,
-                  progress: bool = True, desc: str = "evaluate") -> PolicySamples:
+                  progress: bool = True, desc: str = "evaluate") -> EvalSamples:
     """Draws ``k`` samples per prompt of the table from ``params``; scores them under both
     policies.
 
@@ -92,7 +92,7 @@ def sample_policy(sampler: Sampler, params: nnx.State, ref_params: nnx.State, re
         parts.append(tuple(to_host(a)[:rows] for a in (out.tokens_BxNxT, out.mask_BxNxT, logp,
                                                        logp_ref, r)))
     tokens, mask, logp, logp_ref, r = (np.concatenate(a) for a in zip(*parts, strict=True))
-    return PolicySamples(tokens, mask.astype(bool), logp.astype(np.float32),
+    return EvalSamples(tokens, mask.astype(bool), logp.astype(np.float32),
                          logp_ref.astype(np.float32), r.astype(np.float32))
 
 
@@ -119,7 +119,7 @@ def win_rate_vs_references(reward_PxK, reward_ref_PxM, *, tie_credit: float = 0.
     return Estimate(float(estimate.mean), float(estimate.stderr))
 
 
-def evaluate_samples(samples: PolicySamples, reward_ref_PxM, method: str,
+def evaluate_samples(samples: EvalSamples, reward_ref_PxM, method: str,
                      setting: str) -> tuple[EvalPoint, Estimate]:
     """The policy's point (reward, k1 KL, win rate) and its k3 KL estimate."""
     kl = kl_summary(samples.logp_PxKxT, samples.logp_ref_PxKxT, samples.mask_PxKxT)
@@ -141,7 +141,7 @@ def bon_gap(point: EvalPoint, curve: BoNCurve) -> float | None:
     return float(point.reward.mean - np.interp(max(kl, 0.0), curve.kl, curve.reward))
 
 
-def write_samples(path: str | os.PathLike, samples: PolicySamples, prompt_tokens_PxL: np.ndarray,
+def write_samples(path: str | os.PathLike, samples: EvalSamples, prompt_tokens_PxL: np.ndarray,
                   prompt_mask_PxL: np.ndarray, prompts: Prompts, tokenizer) -> None:
     """One JSON line per sample: the prompt, the completion, the whole text as the reward read
     it (prompt and completion tokens decoded together), the reward and the sequence's k1 KL."""

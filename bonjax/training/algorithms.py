@@ -42,22 +42,16 @@ from bonjax import bon, ecdf
 from bonjax import objectives as obj
 from bonjax.checks import check_unit_interval
 from bonjax.training.protocol import Batch, Context, Method, RewardFn
-from bonjax.training.rollout import PolicySamples, kl_metrics, policy_samples, rows
+from bonjax.training.rollout import kl_metrics, policy_samples, rows
 
 __all__ = [
-    "Batch",
+    "BOND",
     "BONDBatch",
-    "Context",
+    "JBOND",
     "JBONDBatch",
-    "Method",
     "PolicyGradient",
     "PolicyGradientBatch",
-    "PolicySamples",
     "PreferencePairs",
-    "BOND",
-    "JBOND",
-    "RewardFn",
-    "policy_samples",
 ]
 
 
