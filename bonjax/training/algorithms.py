@@ -41,7 +41,7 @@ from flax import struct
 from bonjax import bon, ecdf
 from bonjax import objectives as obj
 from bonjax.checks import check_unit_interval
-from bonjax.training.protocol import Batch, Context, Method, RewardFn
+from bonjax.training.protocol import Batch
 from bonjax.training.rollout import kl_metrics, policy_samples, rows
 
 __all__ = [
