@@ -20,7 +20,8 @@ from bonjax.models import attention
 from bonjax.models.kv_cache import KVCache
 from bonjax.models.output import ModelOutput
 from bonjax.models.params import param
-from bonjax.models.remat import call_block, check_remat
+from bonjax.models.remat import check_remat
+from bonjax.models.stack import run_blocks, tied_logits
 
 __all__ = ["Gemma3Config", "Gemma3"]
 
@@ -181,24 +182,9 @@ class Gemma3(nnx.Module):
         embed_VxD = self.embed.value
         normalizer = jnp.asarray(cfg.d_model ** 0.5, dt)
         x_BxTxD = embed_VxD[tokens_BxT].astype(dt) * normalizer
-        new_k, new_v = [], []
-        for i, block in enumerate(self.blocks):
-            layer_k = None if cache is None else cache.k[i]
-            layer_v = None if cache is None else cache.v[i]
-            prefix_kv = (None, None) if prefix is None else (prefix.k[i], prefix.v[i])
-            x_BxTxD, k, v = call_block(block, cfg.remat, x_BxTxD, positions_BxT, masks, layer_k,
-                                       layer_v, write_index, prefix_kv)
-            new_k.append(k)
-            new_v.append(v)
-        x_BxTxD = self.final_norm(x_BxTxD)
-        if last_only:
-            x_BxTxD = x_BxTxD[:, -1:]
-        logits_BxTxV = jnp.einsum("btd,vd->btv", x_BxTxD, embed_VxD.astype(dt),
-                                  preferred_element_type=jnp.float32)
-        if cfg.final_logit_softcap is not None:
-            cap = cfg.final_logit_softcap
-            logits_BxTxV = jnp.tanh(logits_BxTxV / cap) * cap
-        if cache is not None:
-            cache = KVCache(k=tuple(new_k), v=tuple(new_v), valid_BxS=key_valid_BxS,
-                            length=cache.length + tokens_BxT.shape[1])
+        x_BxTxD, cache = run_blocks(self.blocks, cfg.remat, x_BxTxD, positions_BxT, masks, cache,
+                                    prefix, write_index, key_valid_BxS)
+        logits_BxTxV, x_BxTxD = tied_logits(self.final_norm(x_BxTxD), embed_VxD, dt,
+                                            last_only=last_only,
+                                            softcap=cfg.final_logit_softcap)
         return ModelOutput(logits_BxTxV, cache, x_BxTxD)

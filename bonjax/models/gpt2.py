@@ -17,7 +17,8 @@ from bonjax.models import attention
 from bonjax.models.kv_cache import KVCache
 from bonjax.models.output import ModelOutput
 from bonjax.models.params import param
-from bonjax.models.remat import call_block, check_remat
+from bonjax.models.remat import check_remat
+from bonjax.models.stack import run_blocks, tied_logits
 
 __all__ = ["GPT2Config", "GPT2"]
 
@@ -110,7 +111,8 @@ class _Block(nnx.Module):
         self.scale = H ** -0.5
         self.dtype = jnp.dtype(cfg.dtype)
 
-    def __call__(self, x_BxTxD, masks, layer_k, layer_v, write_index, prefix_kv):
+    def __call__(self, x_BxTxD, positions_BxT, masks, layer_k, layer_v, write_index, prefix_kv):
+        del positions_BxT  # learned absolute positions enter with the embedding
         dt = self.dtype
         h = self.ln_1(x_BxTxD)
         qkv_BxTx3xNxH = attention.project_in(h, self.qkv.value.astype(dt))
@@ -154,21 +156,8 @@ class GPT2(nnx.Module):
         masks, key_valid_BxS, write_index = attention.build_masks(input_mask_BxT, cache, prefix,
                                                                   {None})
         x_BxTxD = (self.wte.value[tokens_BxT] + self.wpe.value[positions_BxT]).astype(dt)
-        new_k, new_v = [], []
-        for i, block in enumerate(self.blocks):
-            layer_k = None if cache is None else cache.k[i]
-            layer_v = None if cache is None else cache.v[i]
-            prefix_kv = (None, None) if prefix is None else (prefix.k[i], prefix.v[i])
-            x_BxTxD, k, v = call_block(block, self.cfg.remat, x_BxTxD, masks, layer_k, layer_v,
-                                       write_index, prefix_kv)
-            new_k.append(k)
-            new_v.append(v)
-        x_BxTxD = self.ln_f(x_BxTxD)
-        if last_only:
-            x_BxTxD = x_BxTxD[:, -1:]
-        logits_BxTxV = jnp.einsum("btd,vd->btv", x_BxTxD, self.wte.value.astype(dt),
-                                  preferred_element_type=jnp.float32)
-        if cache is not None:
-            cache = KVCache(k=tuple(new_k), v=tuple(new_v), valid_BxS=key_valid_BxS,
-                            length=cache.length + tokens_BxT.shape[1])
+        x_BxTxD, cache = run_blocks(self.blocks, self.cfg.remat, x_BxTxD, positions_BxT, masks,
+                                    cache, prefix, write_index, key_valid_BxS)
+        logits_BxTxV, x_BxTxD = tied_logits(self.ln_f(x_BxTxD), self.wte.value, dt,
+                                            last_only=last_only)
         return ModelOutput(logits_BxTxV, cache, x_BxTxD)
