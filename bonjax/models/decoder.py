@@ -15,7 +15,7 @@ architecture.
 from __future__ import annotations
 
 import dataclasses
-from typing import Any
+from typing import Any, ClassVar, Protocol
 
 import jax
 import jax.numpy as jnp
@@ -23,14 +23,33 @@ from flax import nnx
 from jax.sharding import Mesh
 
 from bonjax import sharding as shd
-from bonjax.models.gemma3 import Gemma3Config
-from bonjax.models.gpt2 import GPT2Config
 from bonjax.models.kv_cache import KVCache, cache_axes, init_cache
 from bonjax.models.output import ModelOutput
 
 __all__ = ["DecoderConfig", "DecoderLM", "ModelOutput", "positions_from_mask"]
 
-DecoderConfig = GPT2Config | Gemma3Config
+
+
+class DecoderConfig(Protocol):
+    """What every architecture's config provides (a frozen dataclass: ``GPT2Config``,
+    ``Gemma3Config``, ...). Nothing outside ``models/`` reads any other field."""
+
+    vocab_size: int
+    max_positions: int
+    num_layers: int
+    num_kv_heads: int  # of the KV cache
+    head_dim: int
+    bos_id: int
+    eos_id: int
+    pad_id: int
+    dtype: str  # the dtype policy (see DecoderLM.with_dtypes)
+    param_dtype: str
+    remat: str  # bonjax.models.remat policy
+    final_norm_name: ClassVar[str]  # the module attribute of the final norm
+    hf_model_type: ClassVar[str]  # the model_type of its Hugging Face config.json
+
+    def make(self, rngs: nnx.Rngs) -> nnx.Module:
+        """The nnx module; its ``__call__`` returns a :class:`ModelOutput`."""
 
 
 def positions_from_mask(mask_BxT: jax.Array) -> jax.Array:
@@ -70,7 +89,7 @@ class DecoderLM:
                     param_dtype: str | None = None) -> tuple[DecoderLM, nnx.State]:
         """The same model under another dtype policy, and its parameters cast to ``param_dtype``.
 
-        The policy (see ``GPT2Config`` / ``Gemma3Config``): parameters are stored in
+        The policy (the ``dtype`` fields of every config): parameters are stored in
         ``param_dtype``; matmuls take ``dtype`` inputs (bfloat16 on accelerators) and accumulate in
         float32; norms, softmax, logits and everything computed from them (log-probabilities,
         losses) are float32; the KV cache is kept in ``dtype``.

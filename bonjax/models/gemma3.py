@@ -10,6 +10,7 @@ logit soft-cap (QK-norm replaced it); the final-logit soft-cap is kept for confi
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Mapping
 from typing import ClassVar
 
 import jax
@@ -60,6 +61,42 @@ class Gemma3Config:
     remat: str = "none"
     # The module attribute of the final norm (``top_blocks_filter`` trains it with the top blocks).
     final_norm_name: ClassVar[str] = "final_norm"
+    # The ``model_type`` of its Hugging Face ``config.json``.
+    hf_model_type: ClassVar[str] = "gemma3_text"
+
+    @classmethod
+    def from_hf(cls, hf: Mapping, **overrides) -> Gemma3Config:
+        """The config of a Hugging Face Gemma 3 text ``config.json`` dict."""
+        layer_types = hf.get("layer_types")
+        pattern = hf.get("sliding_window_pattern", 6)
+        if layer_types:
+            globals_ = [i for i, t in enumerate(layer_types) if t == "full_attention"]
+            pattern = globals_[0] + 1 if globals_ else len(layer_types) + 1
+            expected = [i for i in range(len(layer_types)) if (i + 1) % pattern == 0]
+            if globals_ != expected:
+                raise ValueError(f"unsupported Gemma 3 layer_types pattern: global layers "
+                                 f"{globals_}, expected every {pattern}th")
+        rope = hf.get("rope_parameters") or {}
+        full = rope.get("full_attention", {}) if isinstance(rope, dict) else {}
+        local = rope.get("sliding_attention", {}) if isinstance(rope, dict) else {}
+        scaling = hf.get("rope_scaling") or full
+        scale = float(scaling.get("factor", 1.0)) if scaling.get("rope_type") == "linear" else 1.0
+        eos = hf.get("eos_token_id", 1)
+        return cls(
+            vocab_size=hf["vocab_size"], max_positions=hf.get("max_position_embeddings", 32768),
+            num_layers=hf["num_hidden_layers"], num_heads=hf["num_attention_heads"],
+            num_kv_heads=hf["num_key_value_heads"], head_dim=hf["head_dim"],
+            d_model=hf["hidden_size"], mlp_dim=hf["intermediate_size"],
+            sliding_window=hf["sliding_window"], sliding_window_pattern=pattern,
+            rope_local_base=local.get("rope_theta", hf.get("rope_local_base_freq", 10_000.0)),
+            rope_global_base=full.get("rope_theta", hf.get("rope_theta", 1_000_000.0)),
+            rope_global_scale=scale,
+            query_pre_attn_scalar=hf.get("query_pre_attn_scalar", hf["head_dim"]),
+            rms_norm_eps=hf.get("rms_norm_eps", 1e-6),
+            final_logit_softcap=hf.get("final_logit_softcapping"),
+            bos_id=hf.get("bos_token_id", 2), eos_id=eos[0] if isinstance(eos, list | tuple)
+            else eos, pad_id=hf.get("pad_token_id", 0), **overrides)
+
 
     def __post_init__(self):
         check_remat(self.remat)

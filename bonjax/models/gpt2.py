@@ -7,6 +7,7 @@ MLP and a language-model head tied to the token embedding.
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Mapping
 from typing import ClassVar
 
 import jax
@@ -48,6 +49,20 @@ class GPT2Config:
     remat: str = "none"
     # The module attribute of the final norm (``top_blocks_filter`` trains it with the top blocks).
     final_norm_name: ClassVar[str] = "ln_f"
+    # The ``model_type`` of its Hugging Face ``config.json``.
+    hf_model_type: ClassVar[str] = "gpt2"
+
+    @classmethod
+    def from_hf(cls, hf: Mapping, **overrides) -> GPT2Config:
+        """The config of a Hugging Face GPT-2 ``config.json`` dict."""
+        return cls(
+            vocab_size=hf["vocab_size"], max_positions=hf["n_positions"],
+            num_layers=hf["n_layer"], num_heads=hf["n_head"], d_model=hf["n_embd"],
+            mlp_dim=hf.get("n_inner") or 4 * hf["n_embd"],
+            layer_norm_eps=hf.get("layer_norm_epsilon", 1e-5),
+            bos_id=hf.get("bos_token_id", 50256), eos_id=hf.get("eos_token_id", 50256),
+            pad_id=hf.get("pad_token_id") or hf.get("eos_token_id", 50256), **overrides)
+
 
     @property
     def num_kv_heads(self) -> int:

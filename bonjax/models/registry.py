@@ -127,6 +127,5 @@ def load_model(name_or_path: str | os.PathLike, mesh: Mesh | None = None,
                              "directory or .gguf file exists at that path")
         path = _hub_snapshot(name)
     lm, params = load_hf_decoder(path, mesh, rules, **config_overrides)
-    model_type = "gpt2" if type(lm.config).__name__ == "GPT2Config" else "gemma3"
-    tok = load_tokenizer(path, model_type) if with_tokenizer else None
+    tok = load_tokenizer(path, lm.config.hf_model_type) if with_tokenizer else None
     return lm, params, tok

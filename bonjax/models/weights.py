@@ -7,10 +7,12 @@ straight onto its shards (with a mesh, no device ever holds a full copy).
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 from collections.abc import Callable, Mapping
 from pathlib import Path
+from typing import Any
 
 import jax
 import ml_dtypes
@@ -25,6 +27,8 @@ from bonjax.models.gpt2 import GPT2Config
 
 __all__ = [
     "CheckpointError",
+    "HFFamily",
+    "HF_FAMILIES",
     "load_hf_decoder",
     "load_gguf_decoder",
     "hf_decoder_config",
@@ -103,54 +107,31 @@ def _read_safetensors(directory: Path) -> dict[str, np.ndarray]:
     return tensors
 
 
+@dataclasses.dataclass(frozen=True)
+class HFFamily:
+    """How one architecture imports from a Hugging Face checkpoint directory.
+
+    Attributes:
+      config: its config class; ``config.from_hf(config_json_dict, **overrides)`` reads
+        ``config.json``.
+      weights: ``(config, tensors) -> tensors``: the checkpoint's tensors, names and layouts,
+        to bonjax's (``{"blocks.0.q": array}``); tensors it leaves are reported as unused.
+    """
+
+    config: type
+    weights: Callable[[Any, dict[str, np.ndarray]], dict[str, np.ndarray]]
+
+
 def hf_decoder_config(hf: Mapping, **overrides) -> DecoderConfig:
-    """bonjax config from a Hugging Face ``config.json`` dict (gpt2 or gemma3 text models)."""
+    """bonjax config from a Hugging Face ``config.json`` dict (a family of :data:`HF_FAMILIES`)."""
     model_type = hf.get("model_type")
     if model_type == "gemma3" and "text_config" in hf:
         hf = {**hf["text_config"], "model_type": "gemma3_text"}
         model_type = "gemma3_text"
-    if model_type == "gpt2":
-        return GPT2Config(
-            vocab_size=hf["vocab_size"], max_positions=hf["n_positions"],
-            num_layers=hf["n_layer"], num_heads=hf["n_head"], d_model=hf["n_embd"],
-            mlp_dim=hf.get("n_inner") or 4 * hf["n_embd"],
-            layer_norm_eps=hf.get("layer_norm_epsilon", 1e-5),
-            bos_id=hf.get("bos_token_id", 50256), eos_id=hf.get("eos_token_id", 50256),
-            pad_id=hf.get("pad_token_id") or hf.get("eos_token_id", 50256), **overrides)
-    if model_type == "gemma3_text":
-        layer_types = hf.get("layer_types")
-        pattern = hf.get("sliding_window_pattern", 6)
-        if layer_types:
-            globals_ = [i for i, t in enumerate(layer_types) if t == "full_attention"]
-            pattern = globals_[0] + 1 if globals_ else len(layer_types) + 1
-            expected = [i for i in range(len(layer_types)) if (i + 1) % pattern == 0]
-            if globals_ != expected:
-                raise CheckpointError(f"unsupported layer_types pattern: global layers {globals_}")
-        rope = hf.get("rope_parameters") or {}
-        full = rope.get("full_attention", {}) if isinstance(rope, dict) else {}
-        local = rope.get("sliding_attention", {}) if isinstance(rope, dict) else {}
-        scaling = hf.get("rope_scaling") or full
-        scale = float(scaling.get("factor", 1.0)) if scaling.get("rope_type") == "linear" else 1.0
-        return Gemma3Config(
-            vocab_size=hf["vocab_size"], max_positions=hf.get("max_position_embeddings", 32768),
-            num_layers=hf["num_hidden_layers"], num_heads=hf["num_attention_heads"],
-            num_kv_heads=hf["num_key_value_heads"], head_dim=hf["head_dim"],
-            d_model=hf["hidden_size"], mlp_dim=hf["intermediate_size"],
-            sliding_window=hf["sliding_window"], sliding_window_pattern=pattern,
-            rope_local_base=local.get("rope_theta", hf.get("rope_local_base_freq", 10_000.0)),
-            rope_global_base=full.get("rope_theta", hf.get("rope_theta", 1_000_000.0)),
-            rope_global_scale=scale,
-            query_pre_attn_scalar=hf.get("query_pre_attn_scalar", hf["head_dim"]),
-            rms_norm_eps=hf.get("rms_norm_eps", 1e-6),
-            final_logit_softcap=hf.get("final_logit_softcapping"),
-            bos_id=hf.get("bos_token_id", 2), eos_id=_first(hf.get("eos_token_id", 1)),
-            pad_id=hf.get("pad_token_id", 0), **overrides)
-    raise CheckpointError(f"unsupported model_type {model_type!r}; bonjax imports gpt2 and "
-                          "gemma3 decoders")
-
-
-def _first(x):
-    return x[0] if isinstance(x, list | tuple) else x
+    if model_type not in HF_FAMILIES:
+        raise CheckpointError(f"unsupported model_type {model_type!r}; bonjax imports "
+                              f"{', '.join(sorted(HF_FAMILIES))} decoders")
+    return HF_FAMILIES[model_type].config.from_hf(hf, **overrides)
 
 
 def _strip(tensors: dict[str, np.ndarray], prefixes: tuple[str, ...]) -> dict[str, np.ndarray]:
@@ -245,6 +226,16 @@ _GEMMA3_GGUF = {
 }
 
 
+def _gemma3_from_hf(cfg: Gemma3Config, raw: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    raw = _strip(raw, ("model.language_model.", "language_model.model.", "model."))
+    raw.pop("lm_head.weight", None)  # tied to the embedding
+    get = _getter(raw, "Gemma 3 checkpoint")
+    tensors = _gemma3_layout(cfg, get, _GEMMA3_HF, norm_offset=0.0)
+    tensors.update({k: v for k, v in raw.items() if k not in get.used
+                    and not k.startswith(("vision_tower.", "multi_modal_projector."))})
+    return tensors
+
+
 def _getter(tensors: dict[str, np.ndarray], source: str) -> Callable[[str], np.ndarray]:
     used: set[str] = set()
 
@@ -269,16 +260,19 @@ def load_hf_decoder(directory: str | os.PathLike, mesh: Mesh | None = None,
                               "directory)")
     cfg = hf_decoder_config(json.loads(config_path.read_text()), **config_overrides)
     raw = _read_safetensors(directory)
-    if isinstance(cfg, GPT2Config):
-        tensors = _gpt2_from_hf(cfg, dict(raw))
-    else:
-        raw = _strip(raw, ("model.language_model.", "language_model.model.", "model."))
-        raw.pop("lm_head.weight", None)
-        get = _getter(raw, str(directory))
-        tensors = _gemma3_layout(cfg, get, _GEMMA3_HF, norm_offset=0.0)
-        tensors.update({k: v for k, v in raw.items() if k not in get.used
-                        and not k.startswith(("vision_tower.", "multi_modal_projector."))})
+    try:
+        tensors = HF_FAMILIES[cfg.hf_model_type].weights(cfg, dict(raw))
+    except CheckpointError as e:
+        raise CheckpointError(f"{directory}: {e}") from e
     return place_params(cfg, tensors, str(directory), mesh, rules)
+
+
+# The decoder families a Hugging Face checkpoint directory can hold, by ``model_type``. Adding a
+# family: its model file (config with ``from_hf`` and ``hf_model_type``) and one row here.
+HF_FAMILIES: dict[str, HFFamily] = {
+    GPT2Config.hf_model_type: HFFamily(GPT2Config, _gpt2_from_hf),
+    Gemma3Config.hf_model_type: HFFamily(Gemma3Config, _gemma3_from_hf),
+}
 
 
 # ----------------------------------------------------------------------------- GGUF
