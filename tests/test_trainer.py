@@ -130,3 +130,25 @@ def test_eager_rollout_with_a_replicated_reward_updates_on_a_mesh(toy):
     with jax.set_mesh(mesh):
         got, got_metrics = sharded.update(state, batch)
     _assert_same_update(got, got_metrics, expected, expected_metrics)
+
+
+@pytest.mark.parametrize("objective, best_metric", [
+    (obj.BoNBoNConfig(n=8), "reward_best"), (obj.BONDConfig(n=8), "bon_reward")])
+def test_a_nan_reward_is_never_the_best_sample(toy, objective, best_metric):
+    """The library's one selection rule (``bon.select_best_and_worst``) in each method that
+    picks a best sample: NaN ranks below every reward. Every even-numbered sample's reward is
+    NaN here, so a plain argmax would pick a NaN sample as the best of 8."""
+
+    def reward(*args):
+        r_BxS = toy.reward(*args)
+        return r_BxS.at[:, ::2].set(jnp.nan)
+
+    trainer = Trainer(toy.lm, toy.ref_params, method_for(objective, samples_per_prompt=2)
+                      if isinstance(objective, obj.BONDConfig) else method_for(objective),
+                      reward, max_new_tokens=toy.length,
+                      optimizer=OptimizerConfig(learning_rate=1e-2, epochs=1))
+    state = trainer.init_state(jax.random.key(11))
+    _, metrics = trainer.collect(state, *toy.prompts(8), jnp.arange(8), jax.random.key(12))
+    assert np.isfinite(float(metrics[best_metric]))
+    if best_metric == "reward_best":
+        assert np.isnan(float(metrics["reward_worst"]))  # NaN ranks lowest: it is the worst
