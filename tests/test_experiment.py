@@ -118,6 +118,20 @@ def test_the_run_directory_holds_every_output(tiny_run):
     for row in ("| BoN | N=4 |", "| vBoN | N=4, RLOO |", "| BoNBoN | n=4 |", "| BOND | N=2 |",
                 "| J-BOND |", "| KL-RL | beta=0.1, RLOO |"):
         assert row in table
+    # The frontier statistics: per-prompt results, a gap per family, a verdict per pair.
+    results = json.loads((run_dir / "results.json").read_text())
+    P = int(config.data.test_prompts)
+    for m in results["methods"]:
+        assert len(m["reward_per_prompt"]) == len(m["kl_per_prompt"]) == P
+        assert np.mean(m["reward_per_prompt"]) == pytest.approx(m["reward"][0], abs=1e-6)
+        assert np.mean(m["kl_per_prompt"]) == pytest.approx(m["kl_k1"][0], abs=1e-5)
+    frontier = results["frontier"]
+    families = {g["family"] for g in frontier["families"]}
+    assert families == {"vBoN", "BoNBoN", "BOND", "J-BOND", "KL-RL"}
+    assert len(frontier["comparisons"]) == 10
+    assert "## Distance to the Best-of-N curve" in table
+    for c in frontier["comparisons"]:
+        assert c["verdict"] in ("yes", "no", "undecided") and f"- {c['line']}" in table
     for run_ in method_runs(config):
         method_dir = run_dir / run_.key
         steps = [r["step"] for r in read_metrics(method_dir)]

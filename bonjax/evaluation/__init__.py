@@ -5,8 +5,18 @@ points, Pareto frontiers, plots and the results table.
   Best-of-N order-statistics estimators and Pareto frontier (float64 numpy).
 - :mod:`~bonjax.evaluation.plots`: reward-vs-KL and training-curve PNGs (matplotlib, Agg).
 - :mod:`~bonjax.evaluation.tables`: the Markdown results table.
+- :mod:`~bonjax.evaluation.frontier`: each method family's gap to the Best-of-N curve, paired
+  bootstrap intervals over test prompts and a verdict per pair of families.
 """
 
+from bonjax.evaluation.frontier import (
+    BoNPerPrompt,
+    Comparison,
+    FamilyGap,
+    FrontierStats,
+    PolicyPoint,
+    frontier_stats,
+)
 from bonjax.evaluation.metrics import (
     BoNCurve,
     Estimate,
@@ -27,6 +37,12 @@ from bonjax.evaluation.plots import plot_reward_vs_kl, plot_training_curves, rea
 from bonjax.evaluation.tables import results_table, write_results_table
 
 __all__ = [
+    "BoNPerPrompt",
+    "Comparison",
+    "FamilyGap",
+    "FrontierStats",
+    "PolicyPoint",
+    "frontier_stats",
     "BoNCurve",
     "Estimate",
     "EvalPoint",

@@ -48,10 +48,15 @@ from bonjax.checks import check_int, is_int
 from bonjax.data.imdb import Source, imdb_prompts
 from bonjax.evaluation import (
     BoNCurve,
+    BoNPerPrompt,
     Estimate,
     EvalPoint,
+    FrontierStats,
+    PolicyPoint,
     bon_curve,
+    bon_expected_max,
     bon_reference_points,
+    frontier_stats,
     plot_reward_vs_kl,
     plot_training_curves,
     read_metrics_jsonl,
@@ -314,10 +319,15 @@ def _train_and_evaluate(run: MethodRun, s: _Setup,
         keys = [k for k in _CURVE_KEYS if any(k in r for r in records)]
         plot_training_curves(method_dir / "training_curves.png", records, keys=keys,
                              title=f"{run.name} {run.setting}: training")
+    kl_PxK = np.where(samples.mask_PxKxT, samples.logp_PxKxT - samples.logp_ref_PxKxT,
+                      0.0).sum(-1)
     record = {"method": run.name, "setting": run.setting, "key": run.key, "step": steps,
               "reward": list(point.reward), "kl_k1": list(point.kl), "kl_k3": list(kl_k3),
               "win_rate": list(point.win_rate),
-              "eval_samples_per_prompt": int(config.eval.samples_per_prompt)}
+              "eval_samples_per_prompt": int(config.eval.samples_per_prompt),
+              # per test prompt, for the paired intervals of the frontier statistics
+              "reward_per_prompt": samples.reward_PxK.mean(1).astype(float).tolist(),
+              "kl_per_prompt": kl_PxK.mean(1).astype(float).tolist()}
     run_dir.write_json(f"{run.key}/eval.json", record)
     return record, target - start
 
@@ -327,9 +337,42 @@ def _point(record: dict) -> EvalPoint:
                      Estimate(*record["kl_k1"]), Estimate(*record["win_rate"]))
 
 
+def _frontier(records: list[dict], curve: BoNCurve, test_refs_PxM: np.ndarray,
+              seed: int) -> tuple[FrontierStats | None, str | None]:
+    """The frontier statistics of the evaluated methods, or None and why not."""
+    usable = [r for r in records if "reward_per_prompt" in r]
+    if not usable:
+        return None, "no evaluated method has per-prompt results"
+    ns_Q = curve.n.astype(np.int64)
+    bon = BoNPerPrompt(curve.kl, bon_expected_max(test_refs_PxM, ns_Q))
+    points = [PolicyPoint(r["method"], r["setting"], np.asarray(r["reward_per_prompt"]),
+                          np.asarray(r["kl_per_prompt"])) for r in usable]
+    try:
+        return frontier_stats(points, bon, seed=seed), None
+    except ValueError as e:
+        return None, str(e)
+
+
+def _frontier_lines(stats: FrontierStats | None, why: str | None) -> list[str]:
+    if stats is None:
+        return ["", f"Distance to the Best-of-N curve: not computed ({why})."]
+    lo, hi = stats.kl_range
+    pct = int(round(100 * stats.level))
+    lines = ["", "## Distance to the Best-of-N curve", "",
+             f"Mean of (method curve - BoN curve) over KL in [{lo:.3f}, {hi:.3f}] nats (one-point "
+             f"methods: the gap at their KL); {pct} % intervals from {stats.num_resamples} paired "
+             "bootstrap resamples of the test prompts.", "",
+             f"| Method | Gap to BoN | {pct} % CI |", "| --- | --- | --- |"]
+    lines += [f"| {g.family} | {g.gap:+.3f} | [{g.low:+.3f}, {g.high:+.3f}] |"
+              for g in stats.families]
+    if stats.comparisons:
+        lines += [""] + [f"- {c.line()}" for c in stats.comparisons]
+    return lines
+
+
 def _write_report(run_dir: RunDirectory, config: Any, bon_points: list[EvalPoint],
-                  curve: BoNCurve, records: list[dict], reward_name: str,
-                  complete: bool) -> tuple[tuple[EvalPoint, ...], dict, dict]:
+                  curve: BoNCurve, test_refs_PxM: np.ndarray, records: list[dict],
+                  reward_name: str, complete: bool) -> tuple[tuple[EvalPoint, ...], dict, dict]:
     trained = [_point(r) for r in records]
     points = tuple(bon_points) + tuple(trained)
     gaps = {r["key"]: bon_gap(p, curve) for r, p in zip(records, trained, strict=True)}
@@ -348,14 +391,19 @@ def _write_report(run_dir: RunDirectory, config: Any, bon_points: list[EvalPoint
              f"{int(config.max_new_tokens)} new tokens, {int(config.train.steps)} training steps "
              f"of {int(config.train.prompts_per_step)} prompts per method.", "",
              results_table(points, note=note)]
+    stats, why = _frontier(records, curve, test_refs_PxM, int(config.seed))
     if records:
-        lines += ["", "| Method | Setting | KL k3 (nats) | Reward - BoN curve at same KL |",
-                  "| --- | --- | --- | --- |"]
+        lines += ["", "| Method | Setting | KL k3 (nats) | Reward - BoN curve at same KL | "
+                  "Reward 95 % CI | KL 95 % CI |", "| --- | --- | --- | --- | --- | --- |"]
         for r in records:
             gap = gaps[r["key"]]
             k3 = kl_k3[r["key"]]
+            ci = None if stats is None else stats.point_ci.get((r["method"], r["setting"]))
+            cis = "| |" if ci is None else (f"| [{ci[0][0]:.3f}, {ci[0][1]:.3f}] | "
+                                           f"[{ci[1][0]:.3f}, {ci[1][1]:.3f}] |")
             lines.append(f"| {r['method']} | {r['setting']} | {k3.mean:.3f} ± {k3.stderr:.3f} | "
-                         + ("beyond the curve" if gap is None else f"{gap:+.3f}") + " |")
+                         + ("beyond the curve" if gap is None else f"{gap:+.3f}") + f" {cis}")
+        lines += _frontier_lines(stats, why)
     status = "complete" if complete else "INCOMPLETE (training budget reached; call again)"
     lines += ["", f"Status: {status}. Wall time: {run_dir.wall_seconds:.0f} s over "
               f"{len(run_dir.record['invocations'])} call(s) (see run.json)."]
@@ -367,7 +415,13 @@ def _write_report(run_dir: RunDirectory, config: Any, bon_points: list[EvalPoint
                 for p in bon_points],
         "bon_curve": {"n": curve.n.tolist(), "kl": curve.kl.tolist(),
                       "reward": curve.reward.tolist()},
-        "methods": [{**r, "bon_gap": gaps[r["key"]]} for r in records]})
+        "methods": [{**r, "bon_gap": gaps[r["key"]]} for r in records],
+        "frontier": None if stats is None else {
+            "kl_range": list(stats.kl_range), "level": stats.level,
+            "num_resamples": stats.num_resamples,
+            "families": [dataclasses.asdict(g) for g in stats.families],
+            "comparisons": [{**dataclasses.asdict(c), "line": c.line()}
+                            for c in stats.comparisons]}})
     return points, kl_k3, gaps
 
 
@@ -467,6 +521,6 @@ def run_experiment(config: Any, run_dir: str | os.PathLike, *, step_budget: int 
         records.append(record)
     wall = time.perf_counter() - started
     run_dir.finish(wall, complete)
-    points, kl_k3, gaps = _write_report(run_dir, config, bon_points, curve, records, reward_name,
-                                        complete)
+    points, kl_k3, gaps = _write_report(run_dir, config, bon_points, curve, test_refs, records,
+                                        reward_name, complete)
     return ExperimentResult(run_dir.path, run_dir.run_id, complete, points, kl_k3, gaps, wall)
