@@ -134,11 +134,14 @@ def _toy_method(name: str, n: int, samples_per_prompt: int, kl_beta: float, opti
 def train_on_toy(method: str, *, n: int = 4, steps: int = 300, learning_rate: float = 1e-2,
                  prompts: int = 64, samples_per_prompt: int = 4, num_refs: int = 512,
                  epochs: int = 2, kl_beta: float = 0.1, seed: int = 0,
-                 optimizer: str = "rloo", problem: ToyProblem | None = None) -> dict:
+                 optimizer: str = "rloo", problem: ToyProblem | None = None,
+                 lora=None, train_top: int | None = None) -> dict:
     """Trains ``method`` on the toy and reports exact KL to ``pi_BoN`` and rewards, start and end.
 
     J-BOND distils BoN with n = 2 by construction; its ``n`` in the report is 2. ``optimizer``
     (``"rloo"`` or ``"ppo"``, value head and GAE) applies to ``vbon`` and ``kl_rl`` only.
+    ``lora`` (a ``bonjax.models.lora.LoRAConfig``) trains adapters instead of every parameter;
+    ``train_top`` trains the top blocks and the final norm only (no embeddings).
     """
     from bonjax.sampling.sampler import Sampler
     from bonjax.sampling.strategies import Temperature
@@ -159,7 +162,8 @@ def train_on_toy(method: str, *, n: int = 4, steps: int = 300, learning_rate: fl
         ref_rewards = reference_store(np.repeat(rewards_1xM, prompts, axis=0))
     trainer = Trainer(toy.lm, toy.ref_params, chosen, toy.reward, max_new_tokens=toy.length,
                       optimizer=OptimizerConfig(learning_rate=learning_rate, epochs=epochs,
-                                                decay_steps=steps * epochs),
+                                                decay_steps=steps * epochs, lora=lora,
+                                                train_top=train_top),
                       ref_rewards=ref_rewards)
     state = trainer.init_state(jax.random.key(seed + 2))
     p_bon = toy.bon_probs(n)

@@ -14,7 +14,12 @@ import jax.numpy as jnp
 import optax
 from flax import nnx, struct
 
-__all__ = ["TrainState", "split_trainable", "merge_params"]
+from bonjax.models.lora import apply_lora
+
+__all__ = ["ADAPTERS", "TrainState", "merge_params", "policy_params", "split_trainable"]
+
+# The extra that holds LoRA adapters (``bonjax.models.lora``), when the policy has them.
+ADAPTERS = "lora"
 
 
 @struct.dataclass
@@ -33,7 +38,7 @@ class TrainState:
     frozen: nnx.State
     opt_state: optax.OptState
     key: jax.Array
-    extra: dict[str, Any] = struct.field(default_factory=dict)
+    extra: dict[str, Any] = struct.field(default_factory=dict)  # LoRA adapters: ADAPTERS
     anchor: nnx.State | None = None
 
     @classmethod
@@ -49,7 +54,8 @@ class TrainState:
                    extra=extra, anchor=anchor)
 
     def full_params(self) -> nnx.State:
-        return merge_params(self.params, self.frozen)
+        """The policy's parameters as the model takes them (adapters merged)."""
+        return policy_params(self.params, self.frozen, self.extra)
 
 
 def split_trainable(params: nnx.State, is_trainable) -> tuple[nnx.State, nnx.State]:
@@ -62,3 +68,10 @@ def split_trainable(params: nnx.State, is_trainable) -> tuple[nnx.State, nnx.Sta
 
 def merge_params(trainable: nnx.State, frozen: nnx.State) -> nnx.State:
     return nnx.merge_state(trainable, frozen)
+
+
+def policy_params(params: nnx.State, frozen: nnx.State, extra: dict[str, Any]) -> nnx.State:
+    """The policy's full parameters: trainable and frozen merged, with the LoRA adapters of
+    ``extra`` (if any) merged into their weights. The one place the step, the rollout and
+    evaluation get the policy from."""
+    return apply_lora(merge_params(params, frozen), extra.get(ADAPTERS))

@@ -24,13 +24,20 @@ from jax.sharding import Mesh, NamedSharding
 
 from bonjax import sharding as shd
 from bonjax.models.decoder import DecoderLM
+from bonjax.models.lora import LoRAConfig, init_lora
 from bonjax.models.remat import compiler_options as remat_compiler_options
 from bonjax.objectives import ema_update
 from bonjax.sampling.sampler import Sampler
 from bonjax.sampling.scorer import completion_logprobs
 from bonjax.sampling.strategies import Temperature
 from bonjax.training.protocol import Batch, Context, Method, RewardFn
-from bonjax.training.state import TrainState, merge_params, split_trainable
+from bonjax.training.state import (
+    ADAPTERS,
+    TrainState,
+    merge_params,
+    policy_params,
+    split_trainable,
+)
 from bonjax.training.update import apply_updates, trainable_tree
 
 __all__ = ["OptimizerConfig", "Trainer"]
@@ -48,6 +55,8 @@ class OptimizerConfig:
       epochs: gradient steps on each rollout (paper: 4).
       train_top: train only the top ``train_top`` blocks and the final norm (paper: 2), or
         every parameter (None).
+      lora: train low-rank adapters (``bonjax.models.lora.LoRAConfig``) instead: the whole
+        base model stays frozen and shared with the reference (None: no adapters).
       decay_steps: with a value, the learning rate follows a cosine from ``learning_rate`` to 0
         over this many optimiser updates (``epochs`` per training step); None keeps it constant.
       warmup_steps: linear warm-up updates before the cosine (only with ``decay_steps``).
@@ -60,6 +69,7 @@ class OptimizerConfig:
     max_grad_norm: float | None = 1.0
     epochs: int = 4
     train_top: int | None = None
+    lora: LoRAConfig | None = None
     decay_steps: int | None = None
     warmup_steps: int = 0
 
@@ -68,6 +78,9 @@ class OptimizerConfig:
             raise ValueError(f"learning_rate must be > 0, got {self.learning_rate}")
         if self.epochs < 1:
             raise ValueError(f"epochs must be >= 1, got {self.epochs}")
+        if self.lora is not None and self.train_top is not None:
+            raise ValueError(f"train_top = {self.train_top} and lora set together: with LoRA "
+                             "the base model is frozen and only the adapters train")
         if self.decay_steps is not None and self.decay_steps <= self.warmup_steps:
             raise ValueError(f"decay_steps {self.decay_steps} must exceed warmup_steps "
                              f"{self.warmup_steps}")
@@ -117,6 +130,11 @@ class Trainer:
     jit_collect: bool | None = None
 
     def __post_init__(self):
+        if self.optimizer.lora is not None and self.method.uses_anchor and \
+                self.method.anchor_eta > 0:
+            raise ValueError(f"an EMA anchor (anchor_eta = {self.method.anchor_eta}) follows the "
+                             "policy's parameters, not LoRA adapters: use anchor_eta = 0 or "
+                             "train without lora")
         sampler = Sampler(self.lm, Temperature(1.0), self.max_new_tokens, self.mesh, self.rules)
         object.__setattr__(self, "sampler", sampler)
         object.__setattr__(self, "tx", self.optimizer.make())
@@ -131,7 +149,9 @@ class Trainer:
     def init_state(self, key: jax.Array) -> TrainState:
         """The policy starts at the reference; an anchor (BOND, J-BOND) starts there too; the
         method's extras (a value head) start as it initialises them."""
-        trainable_filter = self.lm.top_blocks_filter(self.optimizer.train_top)
+        lora = self.optimizer.lora
+        trainable_filter = (lambda path: False) if lora is not None else \
+            self.lm.top_blocks_filter(self.optimizer.train_top)
         params, frozen = split_trainable(self.ref_params, trainable_filter)
         if self.mesh is not None:  # parameters by their logical axes; moments follow them
             params = shd.shard_params(params, self.mesh, self.rules)
@@ -141,6 +161,10 @@ class Trainer:
         params = jax.tree.map(jnp.copy, params)
         anchor = jax.tree.map(jnp.copy, params) if self.method.uses_anchor else None
         extra = self.method.init_extras(self.lm, jax.random.fold_in(key, 1))
+        if lora is not None:
+            if ADAPTERS in extra:
+                raise ValueError(f"the method's extras already use the name {ADAPTERS!r}")
+            extra[ADAPTERS] = init_lora(self.ref_params, lora, jax.random.fold_in(key, 2))
         state = TrainState.create(params, frozen, self.tx, key, extra=extra, anchor=anchor)
         if self.mesh is None:
             return state
@@ -238,7 +262,7 @@ class Trainer:
         ``{"params": ..., **extras}``. One forward pass scores the batch (log-probs and the
         hidden states, which a method may read, e.g. through a value head)."""
         extras = {name: value for name, value in trainable.items() if name != "params"}
-        scores = completion_logprobs(self.lm, merge_params(trainable["params"], frozen),
+        scores = completion_logprobs(self.lm, policy_params(trainable["params"], frozen, extras),
                                      batch.prompt_tokens_BxP, batch.prompt_mask_BxP,
                                      batch.tokens_BxSxT, batch.mask_BxSxT)
         loss_B, metrics = self.method.loss(scores, batch, extras)
