@@ -5,6 +5,7 @@ from bonjax.models import (
     DecoderLM,
     Gemma3Config,
     GPT2Config,
+    GPTNeoXConfig,
     KVCache,
     positions_from_mask,
 )
@@ -16,6 +17,7 @@ __version__ = "0.1.0"
 __all__ = [
     "DecoderLM",
     "GPT2Config",
+    "GPTNeoXConfig",
     "Gemma3Config",
     "KVCache",
     "ShardingRules",

@@ -3,6 +3,7 @@
 from bonjax.models.decoder import DecoderConfig, DecoderLM, positions_from_mask
 from bonjax.models.gemma3 import Gemma3, Gemma3Config
 from bonjax.models.gpt2 import GPT2, GPT2Config
+from bonjax.models.gpt_neox import GPTNeoX, GPTNeoXConfig
 from bonjax.models.kv_cache import KVCache
 from bonjax.models.output import ModelOutput
 
@@ -11,6 +12,8 @@ __all__ = [
     "DecoderLM",
     "GPT2",
     "GPT2Config",
+    "GPTNeoX",
+    "GPTNeoXConfig",
     "Gemma3",
     "Gemma3Config",
     "KVCache",
