@@ -3,6 +3,7 @@
 from bonjax import sharding
 from bonjax.models import (
     DecoderLM,
+    Gemma2Config,
     Gemma3Config,
     GPT2Config,
     GPTNeoXConfig,
@@ -18,6 +19,7 @@ __all__ = [
     "DecoderLM",
     "GPT2Config",
     "GPTNeoXConfig",
+    "Gemma2Config",
     "Gemma3Config",
     "KVCache",
     "ShardingRules",

@@ -1,6 +1,7 @@
 """Decoder language models behind one functional interface, and their weight import."""
 
 from bonjax.models.decoder import DecoderConfig, DecoderLM, positions_from_mask
+from bonjax.models.gemma2 import Gemma2, Gemma2Config
 from bonjax.models.gemma3 import Gemma3, Gemma3Config
 from bonjax.models.gpt2 import GPT2, GPT2Config
 from bonjax.models.gpt_neox import GPTNeoX, GPTNeoXConfig
@@ -14,6 +15,8 @@ __all__ = [
     "GPT2Config",
     "GPTNeoX",
     "GPTNeoXConfig",
+    "Gemma2",
+    "Gemma2Config",
     "Gemma3",
     "Gemma3Config",
     "KVCache",

@@ -65,7 +65,7 @@ class GPTNeoXConfig:
     def from_hf(cls, hf: Mapping, **overrides) -> GPTNeoXConfig:
         """The config of a Hugging Face GPT-NeoX ``config.json`` dict: transformers 5 writes
         ``rope_parameters`` (``partial_rotary_factor``, ``rope_theta``), older files
-        ``rotary_pct`` and ``rotary_emb_base``."""
+        ``rotary_pct`` and ``rotary_emb_base``. ``overrides`` replace any field read from it."""
         rope = hf.get("rope_parameters") or hf.get("rope_scaling") or {}
         rope_type = rope.get("rope_type", rope.get("type", "default"))
         if rope_type != "default":
@@ -82,7 +82,7 @@ class GPTNeoXConfig:
         eos = hf.get("eos_token_id", 0)
         eos = eos[0] if isinstance(eos, list | tuple) else eos
         pad = hf.get("pad_token_id")
-        return cls(
+        kw = dict(
             vocab_size=hf["vocab_size"], max_positions=hf.get("max_position_embeddings", 2048),
             num_layers=hf["num_hidden_layers"], num_heads=hf["num_attention_heads"],
             d_model=hf["hidden_size"], mlp_dim=hf["intermediate_size"],
@@ -92,7 +92,8 @@ class GPTNeoXConfig:
             gelu_approximate=_GELU_APPROXIMATE[act],
             layer_norm_eps=hf.get("layer_norm_eps", 1e-5),
             bos_id=hf.get("bos_token_id", 0), eos_id=eos,
-            pad_id=eos if pad is None else pad, **overrides)
+            pad_id=eos if pad is None else pad)
+        return cls(**{**kw, **overrides})
 
     @property
     def num_kv_heads(self) -> int:

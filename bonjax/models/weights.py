@@ -22,6 +22,7 @@ from jax.sharding import Mesh
 
 from bonjax import sharding as shd
 from bonjax.models.decoder import DecoderConfig, DecoderLM
+from bonjax.models.gemma2 import Gemma2Config
 from bonjax.models.gemma3 import Gemma3Config
 from bonjax.models.gpt2 import GPT2Config
 from bonjax.models.gpt_neox import GPTNeoXConfig
@@ -179,9 +180,10 @@ def _reshape(array: np.ndarray, shape: tuple[int, ...], name: str) -> np.ndarray
     return array.reshape(shape)
 
 
-def _gemma3_layout(cfg: Gemma3Config, get: Callable[[str], np.ndarray],
+def _gemma3_layout(cfg: Gemma2Config | Gemma3Config, get: Callable[[str], np.ndarray],
                    names: Mapping[str, str], norm_offset: float) -> dict[str, np.ndarray]:
-    """Shared Gemma 3 mapping; ``names`` maps bonjax names to source names (``{i}`` = layer)."""
+    """Shared Gemma 2 / 3 mapping; ``names`` maps bonjax names to source names (``{i}`` =
+    layer); a norm absent from ``names`` (Gemma 2's q/k norms) is not read."""
     N, K, H, D = cfg.num_heads, cfg.num_kv_heads, cfg.head_dim, cfg.d_model
     out = {"embed": get(names["embed"]),
            "final_norm.scale": get(names["final_norm"]) - norm_offset}
@@ -198,7 +200,8 @@ def _gemma3_layout(cfg: Gemma3Config, get: Callable[[str], np.ndarray],
         out[b + "down"] = g("down").T
         for norm in ("q_norm", "k_norm", "pre_attn_norm", "post_attn_norm", "pre_mlp_norm",
                      "post_mlp_norm"):
-            out[b + norm + ".scale"] = g(norm) - norm_offset
+            if norm in names:
+                out[b + norm + ".scale"] = g(norm) - norm_offset
     return out
 
 
@@ -234,6 +237,18 @@ def _gemma3_from_hf(cfg: Gemma3Config, raw: dict[str, np.ndarray]) -> dict[str, 
     tensors = _gemma3_layout(cfg, get, _GEMMA3_HF, norm_offset=0.0)
     tensors.update({k: v for k, v in raw.items() if k not in get.used
                     and not k.startswith(("vision_tower.", "multi_modal_projector."))})
+    return tensors
+
+
+_GEMMA2_HF = {k: v for k, v in _GEMMA3_HF.items() if k not in ("q_norm", "k_norm")}
+
+
+def _gemma2_from_hf(cfg: Gemma2Config, raw: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    raw = _strip(raw, ("model.",))
+    raw.pop("lm_head.weight", None)  # tied to the embedding
+    get = _getter(raw, "Gemma 2 checkpoint")
+    tensors = _gemma3_layout(cfg, get, _GEMMA2_HF, norm_offset=0.0)
+    tensors.update({k: v for k, v in raw.items() if k not in get.used})
     return tensors
 
 
@@ -287,7 +302,7 @@ def load_hf_decoder(directory: str | os.PathLike, mesh: Mesh | None = None,
                     rules: shd.ShardingRules = shd.ShardingRules(),
                     **config_overrides) -> tuple[DecoderLM, nnx.State]:
     """Loads a Hugging Face checkpoint directory (config.json + safetensors) of a family of
-    :data:`HF_FAMILIES` (GPT-2, GPT-NeoX / Pythia, Gemma 3)."""
+    :data:`HF_FAMILIES` (GPT-2, GPT-NeoX / Pythia, Gemma 2, Gemma 3)."""
     directory = Path(directory)
     config_path = directory / "config.json"
     if not config_path.exists():
@@ -308,6 +323,7 @@ HF_FAMILIES: dict[str, HFFamily] = {
     GPT2Config.hf_model_type: HFFamily(GPT2Config, _gpt2_from_hf),
     Gemma3Config.hf_model_type: HFFamily(Gemma3Config, _gemma3_from_hf),
     GPTNeoXConfig.hf_model_type: HFFamily(GPTNeoXConfig, _gpt_neox_from_hf),
+    Gemma2Config.hf_model_type: HFFamily(Gemma2Config, _gemma2_from_hf),
 }
 
 
