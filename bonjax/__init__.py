@@ -3,8 +3,10 @@
 from bonjax import sharding
 from bonjax.models import (
     DecoderLM,
+    Gemma2Config,
     Gemma3Config,
     GPT2Config,
+    GPTNeoXConfig,
     KVCache,
     positions_from_mask,
 )
@@ -16,6 +18,8 @@ __version__ = "0.1.0"
 __all__ = [
     "DecoderLM",
     "GPT2Config",
+    "GPTNeoXConfig",
+    "Gemma2Config",
     "Gemma3Config",
     "KVCache",
     "ShardingRules",

@@ -60,6 +60,39 @@ def save_gemma3(path, seed=0, dtype="float32", **config):
     return _save_and_reload(model, path, dtype)
 
 
+def save_gpt_neox(path, seed=0, dtype="float32", **config):
+    import torch
+    import transformers
+
+    torch.manual_seed(seed)
+    base = dict(vocab_size=97, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                num_attention_heads=4, max_position_embeddings=64, rotary_pct=0.5,
+                hidden_dropout=0.0, attention_dropout=0.0, bos_token_id=0, eos_token_id=1,
+                pad_token_id=0)
+    cfg = transformers.GPTNeoXConfig(**{**base, **config})
+    cfg._attn_implementation = "eager"
+    model = transformers.GPTNeoXForCausalLM(cfg).eval()
+    _randomize(model, seed)
+    return _save_and_reload(model, path, dtype)
+
+
+def save_gemma2(path, seed=0, dtype="float32", **config):
+    import torch
+    import transformers
+
+    torch.manual_seed(seed)
+    base = dict(vocab_size=101, hidden_size=32, intermediate_size=64, num_hidden_layers=3,
+                num_attention_heads=4, num_key_value_heads=2, head_dim=8, sliding_window=4,
+                query_pre_attn_scalar=8, max_position_embeddings=128,
+                attn_logit_softcapping=2.0, final_logit_softcapping=3.0,
+                bos_token_id=2, eos_token_id=1, pad_token_id=0)
+    cfg = transformers.Gemma2Config(**{**base, **config})
+    cfg._attn_implementation = "eager"
+    model = transformers.Gemma2ForCausalLM(cfg).eval()
+    _randomize(model, seed)
+    return _save_and_reload(model, path, dtype)
+
+
 def _save_and_reload(model, path, dtype):
     """Saves in ``dtype`` and returns the float32 model read back from the saved files."""
     import torch

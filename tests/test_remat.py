@@ -8,12 +8,13 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from bonjax.models import DecoderLM, Gemma3Config, GPT2Config, positions_from_mask
+from bonjax.models import DecoderLM, Gemma3Config, GPT2Config, GPTNeoXConfig, positions_from_mask
 from bonjax.models.remat import compiler_options
 from bonjax.sampling import Sampler, Temperature, completion_logprobs
 
-CONFIGS = [GPT2Config.tiny(), Gemma3Config.tiny()]
-IDS = ["gpt2", "gemma3"]
+# Gemma 2 runs Gemma 3's block code (bonjax.models.gemma3.GemmaBlock) and is not repeated here.
+CONFIGS = [GPT2Config.tiny(), Gemma3Config.tiny(), GPTNeoXConfig.tiny()]
+IDS = ["gpt2", "gemma3", "gpt_neox"]
 
 
 def _with_remat(lm: DecoderLM, remat: str) -> DecoderLM:
@@ -102,7 +103,7 @@ def test_block_remat_reduces_compiled_memory():
     assert temp["block"] < 0.5 * temp["none"], temp
 
 
-@pytest.mark.parametrize("make", [GPT2Config.tiny, Gemma3Config.tiny], ids=IDS)
+@pytest.mark.parametrize("make", [GPT2Config.tiny, Gemma3Config.tiny, GPTNeoXConfig.tiny], ids=IDS)
 def test_bad_remat_raises(make):
     with pytest.raises(ValueError, match=r"remat must be one of \['block', 'dots', 'none'\], "
                                          r"got 'full'"):

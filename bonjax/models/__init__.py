@@ -1,8 +1,10 @@
 """Decoder language models behind one functional interface, and their weight import."""
 
 from bonjax.models.decoder import DecoderConfig, DecoderLM, positions_from_mask
+from bonjax.models.gemma2 import Gemma2, Gemma2Config
 from bonjax.models.gemma3 import Gemma3, Gemma3Config
 from bonjax.models.gpt2 import GPT2, GPT2Config
+from bonjax.models.gpt_neox import GPTNeoX, GPTNeoXConfig
 from bonjax.models.kv_cache import KVCache
 from bonjax.models.output import ModelOutput
 
@@ -11,6 +13,10 @@ __all__ = [
     "DecoderLM",
     "GPT2",
     "GPT2Config",
+    "GPTNeoX",
+    "GPTNeoXConfig",
+    "Gemma2",
+    "Gemma2Config",
     "Gemma3",
     "Gemma3Config",
     "KVCache",

@@ -5,6 +5,9 @@ attention and MLP, a GELU (tanh) gated MLP, a pattern of local sliding-window an
 with their own RoPE bases, and a token embedding scaled by sqrt(d_model) and tied to the output.
 RMSNorm computes ``x * rsqrt(mean(x^2) + eps) * (1 + w)`` in float32. Gemma 3 has no attention
 logit soft-cap (QK-norm replaced it); the final-logit soft-cap is kept for configs that set it.
+
+The norm, the block and the model are written once for Gemma 2 and 3 (``bonjax.models.gemma2``
+builds them without q/k norms and with the attention-logit soft-cap).
 """
 
 from __future__ import annotations
@@ -24,7 +27,8 @@ from bonjax.models.params import param
 from bonjax.models.remat import check_remat
 from bonjax.models.stack import run_blocks, tied_logits
 
-__all__ = ["Gemma3Config", "Gemma3"]
+__all__ = ["Gemma3Config", "Gemma3", "GemmaDecoder", "GemmaBlock", "RMSNorm",
+           "sliding_window_pattern"]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -67,15 +71,8 @@ class Gemma3Config:
     @classmethod
     def from_hf(cls, hf: Mapping, **overrides) -> Gemma3Config:
         """The config of a Hugging Face Gemma 3 text ``config.json`` dict."""
-        layer_types = hf.get("layer_types")
-        pattern = hf.get("sliding_window_pattern", 6)
-        if layer_types:
-            globals_ = [i for i, t in enumerate(layer_types) if t == "full_attention"]
-            pattern = globals_[0] + 1 if globals_ else len(layer_types) + 1
-            expected = [i for i in range(len(layer_types)) if (i + 1) % pattern == 0]
-            if globals_ != expected:
-                raise ValueError(f"unsupported Gemma 3 layer_types pattern: global layers "
-                                 f"{globals_}, expected every {pattern}th")
+        pattern = sliding_window_pattern(hf.get("layer_types"),
+                                         hf.get("sliding_window_pattern", 6), "Gemma 3")
         rope = hf.get("rope_parameters") or {}
         full = rope.get("full_attention", {}) if isinstance(rope, dict) else {}
         local = rope.get("sliding_attention", {}) if isinstance(rope, dict) else {}
@@ -110,6 +107,12 @@ class Gemma3Config:
     def window(self, layer: int) -> int | None:
         return None if self.is_global(layer) else self.sliding_window
 
+    def rope(self, layer: int) -> tuple[float, float]:
+        """The RoPE base and linear position scale of ``layer``."""
+        if self.is_global(layer):
+            return self.rope_global_base, self.rope_global_scale
+        return self.rope_local_base, 1.0
+
     def make(self, rngs: nnx.Rngs) -> Gemma3:
         return Gemma3(self, rngs=rngs)
 
@@ -132,7 +135,23 @@ class Gemma3Config:
         return cls(**{**kw, **overrides})
 
 
-class _RMSNorm(nnx.Module):
+def sliding_window_pattern(layer_types, default: int, family: str) -> int:
+    """``p`` such that every ``p``-th layer is global and the others local, read from a Hugging
+    Face ``layer_types`` list (``default`` without one); raises on any other arrangement."""
+    if not layer_types:
+        return default
+    globals_ = [i for i, t in enumerate(layer_types) if t == "full_attention"]
+    pattern = globals_[0] + 1 if globals_ else len(layer_types) + 1
+    expected = [i for i in range(len(layer_types)) if (i + 1) % pattern == 0]
+    if globals_ != expected:
+        raise ValueError(f"unsupported {family} layer_types pattern: global layers "
+                         f"{globals_}, expected every {pattern}th")
+    return pattern
+
+
+class RMSNorm(nnx.Module):
+    """Gemma's RMSNorm, ``x * rsqrt(mean(x^2) + eps) * (1 + w)`` in float32."""
+
     def __init__(self, dim: int, eps: float, dtype, axis_name: str):
         self.scale = nnx.Param(jnp.zeros((dim,), dtype), axes=(axis_name,))
         self.eps = eps
@@ -143,37 +162,46 @@ class _RMSNorm(nnx.Module):
         return (y * (1.0 + self.scale.value.astype(jnp.float32))).astype(x.dtype)
 
 
-class _Block(nnx.Module):
-    def __init__(self, cfg: Gemma3Config, layer: int, rngs: nnx.Rngs):
+class GemmaBlock(nnx.Module):
+    """One Gemma layer: pre- and post-norms around grouped-query attention and a GELU (tanh)
+    gated MLP; RMS-normalised queries and keys with ``qk_norm`` (Gemma 3), attention logits
+    soft-capped as ``tanh(z / cap) * cap`` with ``attn_softcap`` (Gemma 2).
+
+    ``cfg`` is a Gemma 2 or 3 config: the block reads its sizes, ``window(layer)``,
+    ``rope(layer)``, ``query_pre_attn_scalar`` and the dtype policy.
+    """
+
+    def __init__(self, cfg, layer: int, rngs: nnx.Rngs, *, qk_norm: bool,
+                 attn_softcap: float | None):
         D, N, K, H, F = cfg.d_model, cfg.num_heads, cfg.num_kv_heads, cfg.head_dim, cfg.mlp_dim
         pd = jnp.dtype(cfg.param_dtype)
         eps = cfg.rms_norm_eps
-        self.pre_attn_norm = _RMSNorm(D, eps, pd, "embed")
+        self.pre_attn_norm = RMSNorm(D, eps, pd, "embed")
         self.q = param(rngs, (D, N, H), ("embed", "q_heads", "head_dim"), pd)
         self.k = param(rngs, (D, K, H), ("embed", "kv_heads", "head_dim"), pd)
         self.v = param(rngs, (D, K, H), ("embed", "kv_heads", "head_dim"), pd)
         self.o = param(rngs, (N, H, D), ("q_heads", "head_dim", "embed"), pd)
-        self.q_norm = _RMSNorm(H, eps, pd, "head_dim")
-        self.k_norm = _RMSNorm(H, eps, pd, "head_dim")
-        self.post_attn_norm = _RMSNorm(D, eps, pd, "embed")
-        self.pre_mlp_norm = _RMSNorm(D, eps, pd, "embed")
+        self.q_norm = RMSNorm(H, eps, pd, "head_dim") if qk_norm else None
+        self.k_norm = RMSNorm(H, eps, pd, "head_dim") if qk_norm else None
+        self.post_attn_norm = RMSNorm(D, eps, pd, "embed")
+        self.pre_mlp_norm = RMSNorm(D, eps, pd, "embed")
         self.gate = param(rngs, (D, F), ("embed", "mlp"), pd)
         self.up = param(rngs, (D, F), ("embed", "mlp"), pd)
         self.down = param(rngs, (F, D), ("mlp", "embed"), pd)
-        self.post_mlp_norm = _RMSNorm(D, eps, pd, "embed")
+        self.post_mlp_norm = RMSNorm(D, eps, pd, "embed")
         self.window = cfg.window(layer)
-        if cfg.is_global(layer):
-            self.rope_base, self.rope_scale = cfg.rope_global_base, cfg.rope_global_scale
-        else:
-            self.rope_base, self.rope_scale = cfg.rope_local_base, 1.0
+        self.rope_base, self.rope_scale = cfg.rope(layer)
+        self.attn_softcap = attn_softcap
         self.scale = cfg.query_pre_attn_scalar ** -0.5
         self.dtype = jnp.dtype(cfg.dtype)
 
     def __call__(self, x_BxTxD, positions_BxT, masks, layer_k, layer_v, write_index, prefix_kv):
         dt = self.dtype
         h = self.pre_attn_norm(x_BxTxD)
-        q_BxTxNxH = self.q_norm(attention.project_in(h, self.q.value.astype(dt)))
-        k_BxTxKxH = self.k_norm(attention.project_in(h, self.k.value.astype(dt)))
+        q_BxTxNxH = attention.project_in(h, self.q.value.astype(dt))
+        k_BxTxKxH = attention.project_in(h, self.k.value.astype(dt))
+        if self.q_norm is not None:
+            q_BxTxNxH, k_BxTxKxH = self.q_norm(q_BxTxNxH), self.k_norm(k_BxTxKxH)
         v_BxTxKxH = attention.project_in(h, self.v.value.astype(dt))
         q_BxTxNxH = attention.apply_rope(q_BxTxNxH, positions_BxT, self.rope_base, self.rope_scale)
         k_BxTxKxH = attention.apply_rope(k_BxTxKxH, positions_BxT, self.rope_base, self.rope_scale)
@@ -183,7 +211,7 @@ class _Block(nnx.Module):
         pk, pv = prefix_kv
         a_BxTxNxH = attention.attend(
             q_BxTxNxH, k_BxTxKxH, v_BxTxKxH, masks.own[self.window], scale=self.scale,
-            prefix_k=pk, prefix_v=pv,
+            softcap=self.attn_softcap, prefix_k=pk, prefix_v=pv,
             prefix_mask_BxTxP=None if masks.prefix is None else masks.prefix[self.window])
         h = attention.project_out(a_BxTxNxH, self.o.value.astype(dt))
         x_BxTxD = x_BxTxD + self.post_attn_norm(h)
@@ -196,15 +224,19 @@ class _Block(nnx.Module):
         return x_BxTxD, k_BxTxKxH, v_BxTxKxH
 
 
-class Gemma3(nnx.Module):
-    """Gemma 3 language model: ``(tokens, positions, mask, cache, prefix) -> ModelOutput``."""
+class GemmaDecoder(nnx.Module):
+    """A Gemma language model, ``(tokens, positions, mask, cache, prefix) -> ModelOutput``: the
+    embedding scaled by sqrt(d_model), :class:`GemmaBlock` layers, the final norm and the tied
+    output embedding with the config's final-logit soft-cap."""
 
-    def __init__(self, cfg: Gemma3Config, *, rngs: nnx.Rngs):
+    def __init__(self, cfg, *, rngs: nnx.Rngs, qk_norm: bool, attn_softcap: float | None):
         pd = jnp.dtype(cfg.param_dtype)
         self.cfg = cfg
         self.embed = param(rngs, (cfg.vocab_size, cfg.d_model), ("vocab", "embed"), pd)
-        self.blocks = nnx.List([_Block(cfg, i, rngs) for i in range(cfg.num_layers)])
-        self.final_norm = _RMSNorm(cfg.d_model, cfg.rms_norm_eps, pd, "embed")
+        self.blocks = nnx.List([GemmaBlock(cfg, i, rngs, qk_norm=qk_norm,
+                                           attn_softcap=attn_softcap)
+                                for i in range(cfg.num_layers)])
+        self.final_norm = RMSNorm(cfg.d_model, cfg.rms_norm_eps, pd, "embed")
 
     def __call__(self, tokens_BxT, positions_BxT, input_mask_BxT, cache: KVCache | None = None,
                  prefix: KVCache | None = None, *, last_only: bool = False) -> ModelOutput:
@@ -225,3 +257,10 @@ class Gemma3(nnx.Module):
                                             last_only=last_only,
                                             softcap=cfg.final_logit_softcap)
         return ModelOutput(logits_BxTxV, cache, x_BxTxD)
+
+
+class Gemma3(GemmaDecoder):
+    """Gemma 3 language model: q/k RMSNorm, no attention-logit soft-cap."""
+
+    def __init__(self, cfg: Gemma3Config, *, rngs: nnx.Rngs):
+        super().__init__(cfg, rngs=rngs, qk_norm=True, attn_softcap=None)

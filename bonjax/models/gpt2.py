@@ -93,7 +93,9 @@ class GPT2Config:
         return cls(**{**kw, **overrides})
 
 
-class _LayerNorm(nnx.Module):
+class LayerNorm(nnx.Module):
+    """LayerNorm with a scale and a bias over the last (``embed``) axis, computed in float32."""
+
     def __init__(self, dim: int, eps: float, dtype):
         self.scale = nnx.Param(jnp.ones((dim,), dtype), axes=("embed",))
         self.bias = nnx.Param(jnp.zeros((dim,), dtype), axes=("embed",))
@@ -113,12 +115,12 @@ class _Block(nnx.Module):
         D, N, H, F = cfg.d_model, cfg.num_heads, cfg.head_dim, cfg.mlp_dim
         pd = jnp.dtype(cfg.param_dtype)
         proj_std = 0.02 / (2 * cfg.num_layers) ** 0.5
-        self.ln_1 = _LayerNorm(D, cfg.layer_norm_eps, pd)
+        self.ln_1 = LayerNorm(D, cfg.layer_norm_eps, pd)
         self.qkv = param(rngs, (D, 3, N, H), ("embed", None, "q_heads", "head_dim"), pd)
         self.qkv_bias = param(rngs, (3, N, H), (None, "q_heads", "head_dim"), pd, "zeros")
         self.out = param(rngs, (N, H, D), ("q_heads", "head_dim", "embed"), pd, std=proj_std)
         self.out_bias = param(rngs, (D,), ("embed",), pd, "zeros")
-        self.ln_2 = _LayerNorm(D, cfg.layer_norm_eps, pd)
+        self.ln_2 = LayerNorm(D, cfg.layer_norm_eps, pd)
         self.fc = param(rngs, (D, F), ("embed", "mlp"), pd)
         self.fc_bias = param(rngs, (F,), ("mlp",), pd, "zeros")
         self.proj = param(rngs, (F, D), ("mlp", "embed"), pd, std=proj_std)
@@ -160,7 +162,7 @@ class GPT2(nnx.Module):
         self.wpe = param(rngs, (cfg.max_positions, cfg.d_model), ("position", "embed"), pd,
                          std=0.01)
         self.blocks = nnx.List([_Block(cfg, rngs) for _ in range(cfg.num_layers)])
-        self.ln_f = _LayerNorm(cfg.d_model, cfg.layer_norm_eps, pd)
+        self.ln_f = LayerNorm(cfg.d_model, cfg.layer_norm_eps, pd)
 
     def __call__(self, tokens_BxT, positions_BxT, input_mask_BxT, cache: KVCache | None = None,
                  prefix: KVCache | None = None, *, last_only: bool = False) -> ModelOutput:

@@ -22,8 +22,10 @@ from jax.sharding import Mesh
 
 from bonjax import sharding as shd
 from bonjax.models.decoder import DecoderConfig, DecoderLM
+from bonjax.models.gemma2 import Gemma2Config
 from bonjax.models.gemma3 import Gemma3Config
 from bonjax.models.gpt2 import GPT2Config
+from bonjax.models.gpt_neox import GPTNeoXConfig
 
 __all__ = [
     "CheckpointError",
@@ -178,9 +180,10 @@ def _reshape(array: np.ndarray, shape: tuple[int, ...], name: str) -> np.ndarray
     return array.reshape(shape)
 
 
-def _gemma3_layout(cfg: Gemma3Config, get: Callable[[str], np.ndarray],
+def _gemma3_layout(cfg: Gemma2Config | Gemma3Config, get: Callable[[str], np.ndarray],
                    names: Mapping[str, str], norm_offset: float) -> dict[str, np.ndarray]:
-    """Shared Gemma 3 mapping; ``names`` maps bonjax names to source names (``{i}`` = layer)."""
+    """Shared Gemma 2 / 3 mapping; ``names`` maps bonjax names to source names (``{i}`` =
+    layer); a norm absent from ``names`` (Gemma 2's q/k norms) is not read."""
     N, K, H, D = cfg.num_heads, cfg.num_kv_heads, cfg.head_dim, cfg.d_model
     out = {"embed": get(names["embed"]),
            "final_norm.scale": get(names["final_norm"]) - norm_offset}
@@ -197,7 +200,8 @@ def _gemma3_layout(cfg: Gemma3Config, get: Callable[[str], np.ndarray],
         out[b + "down"] = g("down").T
         for norm in ("q_norm", "k_norm", "pre_attn_norm", "post_attn_norm", "pre_mlp_norm",
                      "post_mlp_norm"):
-            out[b + norm + ".scale"] = g(norm) - norm_offset
+            if norm in names:
+                out[b + norm + ".scale"] = g(norm) - norm_offset
     return out
 
 
@@ -236,6 +240,51 @@ def _gemma3_from_hf(cfg: Gemma3Config, raw: dict[str, np.ndarray]) -> dict[str, 
     return tensors
 
 
+_GEMMA2_HF = {k: v for k, v in _GEMMA3_HF.items() if k not in ("q_norm", "k_norm")}
+
+
+def _gemma2_from_hf(cfg: Gemma2Config, raw: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    raw = _strip(raw, ("model.",))
+    raw.pop("lm_head.weight", None)  # tied to the embedding
+    get = _getter(raw, "Gemma 2 checkpoint")
+    tensors = _gemma3_layout(cfg, get, _GEMMA2_HF, norm_offset=0.0)
+    tensors.update({k: v for k, v in raw.items() if k not in get.used})
+    return tensors
+
+
+def _gpt_neox_from_hf(cfg: GPTNeoXConfig, raw: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """GPT-NeoX / Pythia. The fused ``query_key_value`` rows are per head, ``[q_n, k_n, v_n]``
+    for head ``n``; bonjax's ``qkv`` is ``[D, 3, N, H]`` (q, k, v blocks), as GPT-2's. The output
+    embedding is ``embed_out`` in older files, ``lm_head`` in transformers 5's."""
+    t = _strip(raw, ("gpt_neox.",))
+    get = _getter(t, "GPT-NeoX checkpoint")
+    N, H, D = cfg.num_heads, cfg.head_dim, cfg.d_model
+    head = "lm_head.weight" if "lm_head.weight" in t else "embed_out.weight"
+    out = {"embed_in": get("embed_in.weight"), "embed_out": get(head),
+           "final_norm.scale": get("final_layer_norm.weight"),
+           "final_norm.bias": get("final_layer_norm.bias")}
+    for i in range(cfg.num_layers):
+        h, b = f"layers.{i}.", f"blocks.{i}."
+        qkv = _reshape(get(h + "attention.query_key_value.weight").T, (D, N, 3, H), h + "qkv")
+        out[b + "qkv"] = qkv.transpose(0, 2, 1, 3)
+        qkv_bias = _reshape(get(h + "attention.query_key_value.bias"), (N, 3, H), h + "qkv")
+        out[b + "qkv_bias"] = qkv_bias.transpose(1, 0, 2)
+        out[b + "out"] = _reshape(get(h + "attention.dense.weight").T, (N, H, D), h + "dense")
+        out[b + "out_bias"] = get(h + "attention.dense.bias")
+        for norm, src in (("attn_norm", "input_layernorm"),
+                          ("mlp_norm", "post_attention_layernorm")):
+            out[b + norm + ".scale"] = get(h + src + ".weight")
+            out[b + norm + ".bias"] = get(h + src + ".bias")
+        out[b + "fc"] = get(h + "mlp.dense_h_to_4h.weight").T
+        out[b + "fc_bias"] = get(h + "mlp.dense_h_to_4h.bias")
+        out[b + "proj"] = get(h + "mlp.dense_4h_to_h.weight").T
+        out[b + "proj_bias"] = get(h + "mlp.dense_4h_to_h.bias")
+    # Buffers older files saved (causal masks, rotary frequencies), not parameters.
+    buffers = ("attention.bias", "attention.masked_bias", "attention.rotary_emb.inv_freq")
+    out.update({k: v for k, v in t.items() if k not in get.used and not k.endswith(buffers)})
+    return out
+
+
 def _getter(tensors: dict[str, np.ndarray], source: str) -> Callable[[str], np.ndarray]:
     used: set[str] = set()
 
@@ -252,7 +301,8 @@ def _getter(tensors: dict[str, np.ndarray], source: str) -> Callable[[str], np.n
 def load_hf_decoder(directory: str | os.PathLike, mesh: Mesh | None = None,
                     rules: shd.ShardingRules = shd.ShardingRules(),
                     **config_overrides) -> tuple[DecoderLM, nnx.State]:
-    """Loads a GPT-2 or Gemma 3 Hugging Face checkpoint directory (config.json + safetensors)."""
+    """Loads a Hugging Face checkpoint directory (config.json + safetensors) of a family of
+    :data:`HF_FAMILIES` (GPT-2, GPT-NeoX / Pythia, Gemma 2, Gemma 3)."""
     directory = Path(directory)
     config_path = directory / "config.json"
     if not config_path.exists():
@@ -272,6 +322,8 @@ def load_hf_decoder(directory: str | os.PathLike, mesh: Mesh | None = None,
 HF_FAMILIES: dict[str, HFFamily] = {
     GPT2Config.hf_model_type: HFFamily(GPT2Config, _gpt2_from_hf),
     Gemma3Config.hf_model_type: HFFamily(Gemma3Config, _gemma3_from_hf),
+    GPTNeoXConfig.hf_model_type: HFFamily(GPTNeoXConfig, _gpt_neox_from_hf),
+    Gemma2Config.hf_model_type: HFFamily(Gemma2Config, _gemma2_from_hf),
 }
 
 
