@@ -70,7 +70,8 @@ class Gemma3Config:
 
     @classmethod
     def from_hf(cls, hf: Mapping, **overrides) -> Gemma3Config:
-        """The config of a Hugging Face Gemma 3 text ``config.json`` dict."""
+        """The config of a Hugging Face Gemma 3 text ``config.json`` dict; ``overrides`` replace
+        any field read from it."""
         pattern = sliding_window_pattern(hf.get("layer_types"),
                                          hf.get("sliding_window_pattern", 6), "Gemma 3")
         rope = hf.get("rope_parameters") or {}
@@ -79,7 +80,7 @@ class Gemma3Config:
         scaling = hf.get("rope_scaling") or full
         scale = float(scaling.get("factor", 1.0)) if scaling.get("rope_type") == "linear" else 1.0
         eos = hf.get("eos_token_id", 1)
-        return cls(
+        kw = dict(
             vocab_size=hf["vocab_size"], max_positions=hf.get("max_position_embeddings", 32768),
             num_layers=hf["num_hidden_layers"], num_heads=hf["num_attention_heads"],
             num_kv_heads=hf["num_key_value_heads"], head_dim=hf["head_dim"],
@@ -92,7 +93,8 @@ class Gemma3Config:
             rms_norm_eps=hf.get("rms_norm_eps", 1e-6),
             final_logit_softcap=hf.get("final_logit_softcapping"),
             bos_id=hf.get("bos_token_id", 2), eos_id=eos[0] if isinstance(eos, list | tuple)
-            else eos, pad_id=hf.get("pad_token_id", 0), **overrides)
+            else eos, pad_id=hf.get("pad_token_id", 0))
+        return cls(**{**kw, **overrides})
 
 
     def __post_init__(self):
