@@ -188,6 +188,7 @@ def test_a_directory_no_run_created_is_refused(tmp_path):
     ("train.samples_per_prompt", 1, "config.train.samples_per_prompt must be an integer >= 2"),
     ("mesh_shape", (2, 2), "config.mesh_shape must be"),
     ("train.optimizer", "sgd", "unknown config.train.optimizer 'sgd'"),
+    ("train.lora_rank", 4, r"lora_rank = 4 needs config.train.train_top = 0, got 1"),
 ])
 def test_bad_config_raises_before_anything_is_written(tmp_path, field, value, message):
     config = configs.get("test_tiny")
@@ -310,6 +311,18 @@ def test_prompt_shard_refuses_prompts_it_was_not_given():
         PromptShard.keep(tokens_PxL, mask_PxL, [np.arange(3)], None)
     with pytest.raises(ValueError, match="a mask of the same shape"):
         PromptShard.keep(tokens_PxL, mask_PxL[:5], None, None)
+
+
+def test_a_lora_run_trains_adapters_and_evaluates(tmp_path):
+    """config.train.lora_rank > 0: the method trains adapters on a frozen base and is
+    evaluated like any other policy."""
+    config = configs.get("test_tiny")
+    config.methods = ("bonbon",)
+    config.train.train_top, config.train.lora_rank, config.train.lora_alpha = 0, 2, 4.0
+    result = run_experiment(config, tmp_path / "run", progress=False)
+    assert result.complete
+    (point,) = [p for p in result.points if p.method == "BoNBoN"]
+    assert point.kl.mean > 0  # the adapters moved the policy away from pi_ref
 
 
 def test_the_optimizer_option_picks_ppo_with_a_value_head_for_vbon_and_the_baseline():

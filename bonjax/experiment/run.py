@@ -73,6 +73,7 @@ from bonjax.experiment.components import (
 from bonjax.experiment.evaluate import bon_gap, evaluate_samples, sample_policy, write_samples
 from bonjax.experiment.rundir import RunDirectory
 from bonjax.experiment.sweeps import MethodRun, method_runs
+from bonjax.models.lora import LoRAConfig
 from bonjax.prompt_shard import PromptShard, chunk_indices, step_indices
 from bonjax.sampling.sampler import Sampler
 from bonjax.sampling.strategies import Temperature
@@ -181,13 +182,18 @@ def check_config(config: Any) -> list[MethodRun]:
                          f"{train_prompts} training prompts")
     _check_int(config, "train.samples_per_prompt", 2)
     _check_int(config, "train.epochs", 1)
-    _check_int(config, "train.train_top", 0)
+    top = _check_int(config, "train.train_top", 0)
+    if _check_int(config, "train.lora_rank", 0) and top:
+        raise ValueError(f"config.train.lora_rank = {config.train.lora_rank} needs "
+                         f"config.train.train_top = 0, got {top}: with LoRA adapters the base "
+                         "model stays frozen")
     _check_int(config, "train.save_every", 1)
     _check_int(config, "train.keep_checkpoints", 1)
     _check_int(config, "train.log_every", 1)
     _check_int(config, "eval.samples_per_prompt", 1)
     _check_int(config, "eval.prompts_per_call", 1)
-    for name in ("learning_rate", "b1", "b2", "weight_decay", "max_grad_norm", "clip_eps"):
+    for name in ("learning_rate", "b1", "b2", "weight_decay", "max_grad_norm", "clip_eps",
+                 "lora_alpha"):
         value = _field(config, f"train.{name}")
         if not isinstance(value, int | float) or not math.isfinite(value) or value < 0:
             raise ValueError(f"config.train.{name} must be a finite number >= 0, got {value!r}")
@@ -202,6 +208,8 @@ def _optimizer(config: Any) -> OptimizerConfig:
         weight_decay=float(t.weight_decay),
         max_grad_norm=float(t.max_grad_norm) if t.max_grad_norm > 0 else None,
         epochs=int(t.epochs), train_top=int(t.train_top) or None,
+        lora=LoRAConfig(int(t.lora_rank), float(t.lora_alpha), tuple(t.lora_targets))
+        if t.lora_rank else None,
         decay_steps=int(t.steps) * int(t.epochs) if t.cosine_decay else None)
 
 

@@ -140,6 +140,13 @@ def get_config() -> ml_collections.ConfigDict:
     config.train.epochs = 4
     # Train only the top blocks and the final norm (vBoN paper: 2); 0 trains every parameter.
     config.train.train_top = 2
+    # LoRA adapters of this rank on every block's weight matrices instead (0: no adapters; with
+    # adapters the base model stays frozen, so train_top must be 0).
+    config.train.lora_rank = 0
+    # The adapters' scale numerator: the update is multiplied by lora_alpha / lora_rank.
+    config.train.lora_alpha = 16.0
+    # The block weights that get adapters, by name (empty: every weight matrix of every block).
+    config.train.lora_targets = ()
     # True: cosine decay of the learning rate to 0 over the run; False: constant.
     config.train.cosine_decay = False
     # Checkpoint every this many steps (and at the end of each method's training).
