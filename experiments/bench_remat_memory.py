@@ -2,8 +2,8 @@
 
 Run from the repository root:
 
-    python experiments/bench_remat_memory.py                          # GPT-2 124M, Gemma-3-270M
-    python experiments/bench_remat_memory.py --models gpt2 --remat none,block
+    python -m experiments.bench_remat_memory                          # GPT-2 124M, Gemma-3-270M
+    python -m experiments.bench_remat_memory --models gpt2 --remat none,block
 
 For each model, compute dtype (``float32``; ``bfloat16`` with float32 parameters) and remat
 policy (``none``, ``block``, ``dots``; see ``bonjax.models.remat``), the trainer's jitted vBoN

@@ -129,6 +129,14 @@ class Gemma3Config:
         return cls(**{**kw, **overrides})
 
     @classmethod
+    def gemma3_4b(cls, **overrides) -> Gemma3Config:
+        """Gemma-3-4B's text decoder (google/gemma-3-4b-pt config.json)."""
+        kw = dict(vocab_size=262208, num_layers=34, num_heads=8, num_kv_heads=4, head_dim=256,
+                  d_model=2560, mlp_dim=10240, sliding_window=1024, max_positions=131072,
+                  rope_global_scale=8.0)
+        return cls(**{**kw, **overrides})
+
+    @classmethod
     def tiny(cls, **overrides) -> Gemma3Config:
         """A small config for tests (random weights): 2 local + 1 global layer, window 4."""
         kw = dict(vocab_size=101, max_positions=128, num_layers=3, num_heads=4, num_kv_heads=2,
