@@ -6,6 +6,7 @@ from bonjax.models import (
     Gemma3Config,
     GPT2Config,
     KVCache,
+    LlamaConfig,
     positions_from_mask,
 )
 from bonjax.models.registry import load_model
@@ -18,6 +19,7 @@ __all__ = [
     "GPT2Config",
     "Gemma3Config",
     "KVCache",
+    "LlamaConfig",
     "ShardingRules",
     "load_model",
     "make_mesh",
