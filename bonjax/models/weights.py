@@ -132,7 +132,10 @@ def hf_decoder_config(hf: Mapping, **overrides) -> DecoderConfig:
     if model_type not in HF_FAMILIES:
         raise CheckpointError(f"unsupported model_type {model_type!r}; bonjax imports "
                               f"{', '.join(sorted(HF_FAMILIES))} decoders")
-    return HF_FAMILIES[model_type].config.from_hf(hf, **overrides)
+    try:
+        return HF_FAMILIES[model_type].config.from_hf(hf, **overrides)
+    except KeyError as e:
+        raise CheckpointError(f"{model_type} config.json has no {e}") from e
 
 
 def _strip(tensors: dict[str, np.ndarray], prefixes: tuple[str, ...]) -> dict[str, np.ndarray]:
