@@ -1,7 +1,7 @@
 """The decoder interface: cached decode, shared prefixes, left padding and sharding.
 
-Every test runs on both architectures (GPT-2 and Gemma 3, tiny random configs; Gemma's window
-of 4 makes the sliding layers matter at these lengths).
+Every test runs on every architecture (GPT-2, Gemma 3 and the Llama-style families, tiny random
+configs; the windows of 4 of Gemma and Mistral make the sliding layers matter at these lengths).
 """
 
 import jax
@@ -11,10 +11,19 @@ import pytest
 from _torch_reference import left_padded_batch
 
 from bonjax import sharding as shd
-from bonjax.models import DecoderLM, Gemma3Config, GPT2Config, ModelOutput, positions_from_mask
+from bonjax.models import (
+    DecoderLM,
+    Gemma3Config,
+    GPT2Config,
+    LlamaConfig,
+    ModelOutput,
+    positions_from_mask,
+)
+from bonjax.models.llama import LLAMA_MODEL_TYPES
 from bonjax.sampling import prefill
 
-CONFIGS = {"gpt2": GPT2Config.tiny(), "gemma3": Gemma3Config.tiny()}
+CONFIGS = {"gpt2": GPT2Config.tiny(), "gemma3": Gemma3Config.tiny(),
+           **{t: LlamaConfig.tiny(t) for t in LLAMA_MODEL_TYPES}}
 
 
 @pytest.fixture(scope="module", params=sorted(CONFIGS))

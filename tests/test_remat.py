@@ -8,12 +8,12 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from bonjax.models import DecoderLM, Gemma3Config, GPT2Config, positions_from_mask
+from bonjax.models import DecoderLM, Gemma3Config, GPT2Config, LlamaConfig, positions_from_mask
 from bonjax.models.remat import compiler_options
 from bonjax.sampling import Sampler, Temperature, completion_logprobs
 
-CONFIGS = [GPT2Config.tiny(), Gemma3Config.tiny()]
-IDS = ["gpt2", "gemma3"]
+CONFIGS = [GPT2Config.tiny(), Gemma3Config.tiny(), LlamaConfig.tiny()]
+IDS = ["gpt2", "gemma3", "llama"]
 
 
 def _with_remat(lm: DecoderLM, remat: str) -> DecoderLM:
@@ -102,7 +102,7 @@ def test_block_remat_reduces_compiled_memory():
     assert temp["block"] < 0.5 * temp["none"], temp
 
 
-@pytest.mark.parametrize("make", [GPT2Config.tiny, Gemma3Config.tiny], ids=IDS)
+@pytest.mark.parametrize("make", [GPT2Config.tiny, Gemma3Config.tiny, LlamaConfig.tiny], ids=IDS)
 def test_bad_remat_raises(make):
     with pytest.raises(ValueError, match=r"remat must be one of \['block', 'dots', 'none'\], "
                                          r"got 'full'"):
