@@ -6,7 +6,7 @@ layer) until the backward pass reaches that block. ``jax.checkpoint`` around a b
 what its policy saves and recomputes the rest from the block's input when the backward pass
 needs it: a second forward pass of the block, for less memory.
 
-Policies (the ``remat`` field of ``GPT2Config`` and ``Gemma3Config``):
+Policies (the ``remat`` field of every decoder config):
 
 - ``"none"``: no checkpoint; every intermediate is kept (the fastest backward pass).
 - ``"block"``: ``nothing_saveable``; only each block's input survives the forward pass, the whole
