@@ -8,6 +8,7 @@ from bonjax.models import (
     GPT2Config,
     GPTNeoXConfig,
     KVCache,
+    LlamaConfig,
     positions_from_mask,
 )
 from bonjax.models.registry import load_model
@@ -22,6 +23,7 @@ __all__ = [
     "Gemma2Config",
     "Gemma3Config",
     "KVCache",
+    "LlamaConfig",
     "ShardingRules",
     "load_model",
     "make_mesh",

@@ -27,7 +27,6 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from experiments.bench_remat_memory import abstract_batch
 from bonjax import objectives as obj
 from bonjax import sharding as shd
 from bonjax.models import DecoderLM, Gemma3Config, GPT2Config
@@ -36,6 +35,7 @@ from bonjax.sampling.sampler import Sampler
 from bonjax.sampling.strategies import Temperature
 from bonjax.training import OptimizerConfig, Trainer, method_for
 from bonjax.training.state import ADAPTERS, TrainState, split_trainable
+from experiments.bench_remat_memory import abstract_batch
 
 CONFIGS = {"gemma3-4b": Gemma3Config.gemma3_4b, "gemma3-1b": Gemma3Config.gemma3_1b,
            "gemma3-270m": Gemma3Config.gemma3_270m, "gpt2-124m": GPT2Config.gpt2_124m,

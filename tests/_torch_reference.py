@@ -93,11 +93,48 @@ def save_gemma2(path, seed=0, dtype="float32", **config):
     return _save_and_reload(model, path, dtype)
 
 
-def _save_and_reload(model, path, dtype):
+# transformers' config and model classes, and the small config of each Llama-style family
+# (bonjax.models.llama); keyword arguments of save_llama override them.
+LLAMA_FAMILIES = {
+    "llama": ("LlamaConfig", "LlamaForCausalLM", dict(
+        tie_word_embeddings=False, attention_bias=True,
+        rope_parameters={"rope_type": "llama3", "rope_theta": 10000.0, "factor": 4.0,
+                         "low_freq_factor": 1.0, "high_freq_factor": 4.0,
+                         "original_max_position_embeddings": 64})),
+    "qwen2": ("Qwen2Config", "Qwen2ForCausalLM", dict(tie_word_embeddings=True)),
+    "qwen3": ("Qwen3Config", "Qwen3ForCausalLM", dict(head_dim=16, tie_word_embeddings=False)),
+    "mistral": ("MistralConfig", "MistralForCausalLM", dict(sliding_window=4,
+                                                            tie_word_embeddings=False)),
+}
+
+
+def save_llama(path, model_type="llama", seed=0, dtype="float32", max_shard_size="50GB",
+               **config):
+    """A random Llama-style model of ``model_type`` (a key of LLAMA_FAMILIES), saved in
+    ``dtype`` (in several files listed by ``model.safetensors.index.json`` when
+    ``max_shard_size`` is small)."""
+    import torch
+    import transformers
+
+    config_class, model_class, family = LLAMA_FAMILIES[model_type]
+    torch.manual_seed(seed)
+    base = dict(vocab_size=101, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                num_attention_heads=4, num_key_value_heads=2, head_dim=8,
+                max_position_embeddings=128, rms_norm_eps=1e-6, bos_token_id=2,
+                eos_token_id=1, pad_token_id=0)
+    cfg = getattr(transformers, config_class)(**{**base, **family, **config})
+    cfg._attn_implementation = "eager"
+    model = getattr(transformers, model_class)(cfg).eval()
+    _randomize(model, seed)
+    return _save_and_reload(model, path, dtype, max_shard_size)
+
+
+def _save_and_reload(model, path, dtype, max_shard_size="50GB"):
     """Saves in ``dtype`` and returns the float32 model read back from the saved files."""
     import torch
 
-    model.to(getattr(torch, dtype)).save_pretrained(path, safe_serialization=True)
+    model.to(getattr(torch, dtype)).save_pretrained(path, safe_serialization=True,
+                                                    max_shard_size=max_shard_size)
     reloaded = type(model).from_pretrained(path, dtype=torch.float32,
                                            attn_implementation="eager")
     return reloaded.eval()

@@ -1,7 +1,8 @@
 """The decoder interface: cached decode, shared prefixes, left padding and sharding.
 
-Every test runs on every architecture (GPT-2, GPT-NeoX, Gemma 2 and Gemma 3, tiny random configs;
-the Gemmas' window of 4 makes the sliding layers matter at these lengths).
+Every test runs on every architecture (GPT-2, GPT-NeoX, Gemma 2, Gemma 3 and the Llama-style
+families, tiny random configs; the windows of 4 of the Gemmas and Mistral make the sliding layers
+matter at these lengths).
 """
 
 import jax
@@ -17,13 +18,18 @@ from bonjax.models import (
     Gemma3Config,
     GPT2Config,
     GPTNeoXConfig,
+    LlamaConfig,
     ModelOutput,
     positions_from_mask,
 )
 from bonjax.sampling import prefill
 
+# Of the Llama-style families, Llama (untied, biases, llama3 RoPE) and Mistral (sliding window);
+# Qwen 2 and 3 differ from them in options that a cached decode runs the same way (biases, q/k
+# norms) and are checked against transformers in tests/test_llama.py.
 CONFIGS = {"gpt2": GPT2Config.tiny(), "gemma3": Gemma3Config.tiny(),
-           "gpt_neox": GPTNeoXConfig.tiny(), "gemma2": Gemma2Config.tiny()}
+           "gpt_neox": GPTNeoXConfig.tiny(), "gemma2": Gemma2Config.tiny(),
+           "llama": LlamaConfig.tiny("llama"), "mistral": LlamaConfig.tiny("mistral")}
 
 
 @pytest.fixture(scope="module", params=sorted(CONFIGS))

@@ -8,13 +8,20 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from bonjax.models import DecoderLM, Gemma3Config, GPT2Config, GPTNeoXConfig, positions_from_mask
+from bonjax.models import (
+    DecoderLM,
+    Gemma3Config,
+    GPT2Config,
+    GPTNeoXConfig,
+    LlamaConfig,
+    positions_from_mask,
+)
 from bonjax.models.remat import compiler_options
 from bonjax.sampling import Sampler, Temperature, completion_logprobs
 
 # Gemma 2 runs Gemma 3's block code (bonjax.models.gemma3.GemmaBlock) and is not repeated here.
-CONFIGS = [GPT2Config.tiny(), Gemma3Config.tiny(), GPTNeoXConfig.tiny()]
-IDS = ["gpt2", "gemma3", "gpt_neox"]
+CONFIGS = [GPT2Config.tiny(), Gemma3Config.tiny(), GPTNeoXConfig.tiny(), LlamaConfig.tiny()]
+IDS = ["gpt2", "gemma3", "gpt_neox", "llama"]
 
 
 def _with_remat(lm: DecoderLM, remat: str) -> DecoderLM:
@@ -103,7 +110,8 @@ def test_block_remat_reduces_compiled_memory():
     assert temp["block"] < 0.5 * temp["none"], temp
 
 
-@pytest.mark.parametrize("make", [GPT2Config.tiny, Gemma3Config.tiny, GPTNeoXConfig.tiny], ids=IDS)
+@pytest.mark.parametrize("make", [GPT2Config.tiny, Gemma3Config.tiny, GPTNeoXConfig.tiny,
+                                  LlamaConfig.tiny], ids=IDS)
 def test_bad_remat_raises(make):
     with pytest.raises(ValueError, match=r"remat must be one of \['block', 'dots', 'none'\], "
                                          r"got 'full'"):

@@ -14,7 +14,8 @@ import pytest
 from scipy import stats
 
 from bonjax import sharding as shd
-from bonjax.models import DecoderLM, Gemma3Config, GPT2Config, positions_from_mask
+from bonjax.models import DecoderLM, Gemma3Config, GPT2Config, LlamaConfig, positions_from_mask
+from bonjax.models.llama import LLAMA_MODEL_TYPES
 from bonjax.sampling import Greedy, Sampler, Temperature, TopK, TopP, completion_logprobs
 from bonjax.sampling import sampler as sampler_module
 
@@ -27,14 +28,32 @@ def _sharpened(cfg, scale):
     return lm, jax.tree.map(lambda x: x * scale, params)
 
 
-@pytest.fixture(scope="module")
-def gpt2():
-    return _sharpened(GPT2Config.tiny(), 4.0)
+# Each test model by name, with the scale of its weights.
+MODELS = {"gpt2": (GPT2Config.tiny(), 4.0), "gemma": (Gemma3Config.tiny(), 8.0),
+          **{t: (LlamaConfig.tiny(t), 4.0) for t in LLAMA_MODEL_TYPES}}
 
 
 @pytest.fixture(scope="module")
-def gemma():
-    return _sharpened(Gemma3Config.tiny(), 8.0)
+def models():
+    """``models(name)``: the sharpened tiny model of that name, built once per module."""
+    built = {}
+
+    def get(name):
+        if name not in built:
+            built[name] = _sharpened(*MODELS[name])
+        return built[name]
+
+    return get
+
+
+@pytest.fixture(scope="module")
+def gpt2(models):
+    return models("gpt2")
+
+
+@pytest.fixture(scope="module")
+def gemma(models):
+    return models("gemma")
 
 
 def _prompts(lengths, lm, seed=0):
@@ -153,10 +172,10 @@ def test_eos_masks_and_pads_the_rest(gpt2, pad_is_eos):
 
 
 @pytest.mark.parametrize("model", ["gpt2", "gemma"])
-def test_greedy_continuation_in_a_mixed_batch_equals_alone(model, request):
+def test_greedy_continuation_in_a_mixed_batch_equals_alone(model, models):
     """Left-padded prompts of lengths 1, 9 and 5 (Gemma's window is 4): each row's greedy
     continuation equals that prompt's greedy continuation alone, without padding."""
-    lm, params = request.getfixturevalue(model)
+    lm, params = models(model)
     tokens, mask = _prompts([1, 9, 5], lm, seed=2)
     sampler = Sampler(lm, Greedy(), max_new_tokens=6)
     batch = np.asarray(sampler.sample(params, tokens, mask, jax.random.key(0), 2).tokens_BxNxT)
@@ -195,12 +214,13 @@ def test_determinism_per_key(gemma):
     assert len({tuple(r) for r in np.asarray(a.tokens_BxNxT)[0]}) > 4
 
 
-@pytest.mark.parametrize("model", ["gpt2", "gemma"])
-@pytest.mark.parametrize("temperature", [1.0, 0.8])
-def test_sampler_logprobs_equal_the_scorer(model, temperature, request):
+@pytest.mark.parametrize("model, temperature", [
+    ("gpt2", 1.0), ("gpt2", 0.8), ("gemma", 1.0), ("gemma", 0.8),
+    *((t, 0.8) for t in LLAMA_MODEL_TYPES)])
+def test_sampler_logprobs_equal_the_scorer(model, temperature, models):
     """Cached decode through the shared prompt cache == teacher-forced scoring (which
-    tests/test_scorer.py checks against a full forward pass)."""
-    lm, params = request.getfixturevalue(model)
+    tests/test_scorer.py checks against a full forward pass), on every decoder family."""
+    lm, params = models(model)
     tokens, mask = _prompts([2, 7, 4], lm, seed=5)
     out = Sampler(lm, Temperature(temperature), max_new_tokens=10).sample(
         params, tokens, mask, jax.random.key(4), 3)
@@ -268,9 +288,9 @@ TENSOR_TOL = 1e-5  # sharded contractions change the summation order of float32 
 
 
 @pytest.mark.parametrize("model", ["gpt2", "gemma"])
-def test_tensor_parallel_log_probabilities_agree(model, request):
+def test_tensor_parallel_log_probabilities_agree(model, models):
     """Parameters sharded over a tensor axis of 4 (heads, MLP) and an FSDP axis of 2."""
-    lm, params = request.getfixturevalue(model)
+    lm, params = models(model)
     tokens, mask = _prompts([2, 5], lm, seed=8)
     key = jax.random.key(7)
     single = Sampler(lm, Temperature(1.0), max_new_tokens=6).sample(params, tokens, mask, key, 2)
@@ -321,12 +341,12 @@ def test_bad_input_raises_before_compiling(gpt2):
 
 
 @pytest.mark.parametrize("model", ["gpt2", "gemma"])
-def test_cache_grown_in_blocks_equals_one_cache_of_all_slots(model, request):
+def test_cache_grown_in_blocks_equals_one_cache_of_all_slots(model, models):
     """Blocks of 3 and 8 slots, and 1 (enlarged to 2: at most 8 blocks), give the tokens and
     log-probabilities of a cache allocated whole (Gemma's window is 4: its local layers mask
     early blocks' slots), for mixed-length left-padded prompts and T = 11 (blocks that do not
     divide T - 1 = 10)."""
-    lm, params = request.getfixturevalue(model)
+    lm, params = models(model)
     tokens, mask = _prompts([5, 1, 3], lm, seed=4)
     key = jax.random.key(9)
     whole = Sampler(lm, Temperature(1.0), max_new_tokens=11, cache_block=None).sample(

@@ -44,8 +44,14 @@ def test_shape_mismatch_names_the_tensor(tmp_path):
 
 
 def test_unsupported_model_type(tmp_path):
+    (tmp_path / "config.json").write_text(json.dumps({"model_type": "mamba"}))
+    with pytest.raises(CheckpointError, match="mamba"):
+        load_hf_decoder(tmp_path)
+
+
+def test_incomplete_config_names_the_missing_field(tmp_path):
     (tmp_path / "config.json").write_text(json.dumps({"model_type": "llama"}))
-    with pytest.raises(CheckpointError, match="llama"):
+    with pytest.raises(CheckpointError, match="llama config.json has no 'num_hidden_layers'"):
         load_hf_decoder(tmp_path)
 
 

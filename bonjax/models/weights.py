@@ -26,6 +26,7 @@ from bonjax.models.gemma2 import Gemma2Config
 from bonjax.models.gemma3 import Gemma3Config
 from bonjax.models.gpt2 import GPT2Config
 from bonjax.models.gpt_neox import GPTNeoXConfig
+from bonjax.models.llama import LlamaConfig
 
 __all__ = [
     "CheckpointError",
@@ -133,7 +134,10 @@ def hf_decoder_config(hf: Mapping, **overrides) -> DecoderConfig:
     if model_type not in HF_FAMILIES:
         raise CheckpointError(f"unsupported model_type {model_type!r}; bonjax imports "
                               f"{', '.join(sorted(HF_FAMILIES))} decoders")
-    return HF_FAMILIES[model_type].config.from_hf(hf, **overrides)
+    try:
+        return HF_FAMILIES[model_type].config.from_hf(hf, **overrides)
+    except KeyError as e:
+        raise CheckpointError(f"{model_type} config.json has no {e}") from e
 
 
 def _strip(tensors: dict[str, np.ndarray], prefixes: tuple[str, ...]) -> dict[str, np.ndarray]:
@@ -285,6 +289,42 @@ def _gpt_neox_from_hf(cfg: GPTNeoXConfig, raw: dict[str, np.ndarray]) -> dict[st
     return out
 
 
+def _llama_from_hf(cfg: LlamaConfig, raw: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """Llama, Qwen 2/2.5, Qwen 3 and Mistral: ``nn.Linear`` weights ``[out, in]`` transposed to
+    ``[in, out]`` and split into heads; biases, q/k norms and ``lm_head`` where the config has
+    them."""
+    raw = {k: v for k, v in _strip(raw, ("model.",)).items()
+           if not k.endswith("rotary_emb.inv_freq")}  # buffers some older files hold
+    if cfg.tie_embeddings:
+        raw.pop("lm_head.weight", None)  # a copy of the embedding where a file keeps it
+    get = _getter(raw, f"{cfg.hf_model_type} checkpoint")
+    N, K, H, D = cfg.num_heads, cfg.num_kv_heads, cfg.head_dim, cfg.d_model
+    out = {"embed": get("embed_tokens.weight"), "final_norm.scale": get("norm.weight")}
+    if not cfg.tie_embeddings:
+        out["lm_head"] = get("lm_head.weight")
+    for i in range(cfg.num_layers):
+        a, b = f"layers.{i}.self_attn.", f"blocks.{i}."
+        for name, heads in (("q", N), ("k", K), ("v", K)):
+            out[b + name] = _reshape(get(a + f"{name}_proj.weight").T, (D, heads, H),
+                                     a + f"{name}_proj")
+            if cfg.qkv_bias:
+                out[b + name + "_bias"] = _reshape(get(a + f"{name}_proj.bias"), (heads, H),
+                                                   a + f"{name}_proj.bias")
+        out[b + "o"] = _reshape(get(a + "o_proj.weight").T, (N, H, D), a + "o_proj")
+        if cfg.out_bias:
+            out[b + "o_bias"] = get(a + "o_proj.bias")
+        if cfg.qk_norm:
+            out[b + "q_norm.scale"] = get(a + "q_norm.weight")
+            out[b + "k_norm.scale"] = get(a + "k_norm.weight")
+        m = f"layers.{i}."
+        out[b + "attn_norm.scale"] = get(m + "input_layernorm.weight")
+        out[b + "mlp_norm.scale"] = get(m + "post_attention_layernorm.weight")
+        for name in ("gate", "up", "down"):
+            out[b + name] = get(m + f"mlp.{name}_proj.weight").T
+    out.update({k: v for k, v in raw.items() if k not in get.used})  # reported as unused
+    return out
+
+
 def _getter(tensors: dict[str, np.ndarray], source: str) -> Callable[[str], np.ndarray]:
     used: set[str] = set()
 
@@ -303,6 +343,8 @@ def load_hf_decoder(directory: str | os.PathLike, mesh: Mesh | None = None,
                     **config_overrides) -> tuple[DecoderLM, nnx.State]:
     """Loads a Hugging Face checkpoint directory (config.json + safetensors) of a family of
     :data:`HF_FAMILIES` (GPT-2, GPT-NeoX / Pythia, Gemma 2, Gemma 3)."""
+    """Loads a Hugging Face checkpoint directory (config.json + safetensors, one file or shards
+    listed in ``model.safetensors.index.json``) of a family in :data:`HF_FAMILIES`."""
     directory = Path(directory)
     config_path = directory / "config.json"
     if not config_path.exists():
@@ -318,12 +360,19 @@ def load_hf_decoder(directory: str | os.PathLike, mesh: Mesh | None = None,
 
 
 # The decoder families a Hugging Face checkpoint directory can hold, by ``model_type``. Adding a
-# family: its model file (config with ``from_hf`` and ``hf_model_type``) and one row here.
+# family: its model file (config with ``from_hf`` and ``hf_model_type``) and one row here per
+# model_type it reads.
 HF_FAMILIES: dict[str, HFFamily] = {
     GPT2Config.hf_model_type: HFFamily(GPT2Config, _gpt2_from_hf),
     Gemma3Config.hf_model_type: HFFamily(Gemma3Config, _gemma3_from_hf),
     GPTNeoXConfig.hf_model_type: HFFamily(GPTNeoXConfig, _gpt_neox_from_hf),
     Gemma2Config.hf_model_type: HFFamily(Gemma2Config, _gemma2_from_hf),
+    # One config class and one weight map for the Llama-style families (bonjax.models.llama);
+    # LlamaConfig.from_hf sets each one's options from its model_type.
+    "llama": HFFamily(LlamaConfig, _llama_from_hf),
+    "qwen2": HFFamily(LlamaConfig, _llama_from_hf),
+    "qwen3": HFFamily(LlamaConfig, _llama_from_hf),
+    "mistral": HFFamily(LlamaConfig, _llama_from_hf),
 }
 
 
