@@ -56,15 +56,15 @@ class GPT2Config:
     def from_hf(cls, hf: Mapping, **overrides) -> GPT2Config:
         """The config of a Hugging Face GPT-2 ``config.json`` dict; ``overrides`` replace any
         field read from it."""
+        eos, pad = hf.get("eos_token_id", 50256), hf.get("pad_token_id")
         kw = dict(
             vocab_size=hf["vocab_size"], max_positions=hf["n_positions"],
             num_layers=hf["n_layer"], num_heads=hf["n_head"], d_model=hf["n_embd"],
             mlp_dim=hf.get("n_inner") or 4 * hf["n_embd"],
             layer_norm_eps=hf.get("layer_norm_epsilon", 1e-5),
-            bos_id=hf.get("bos_token_id", 50256), eos_id=hf.get("eos_token_id", 50256),
-            pad_id=hf.get("pad_token_id") or hf.get("eos_token_id", 50256))
+            bos_id=hf.get("bos_token_id", 50256), eos_id=eos,
+            pad_id=eos if pad is None else pad)
         return cls(**{**kw, **overrides})
-
 
     @property
     def num_kv_heads(self) -> int:
