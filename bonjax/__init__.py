@@ -9,6 +9,7 @@ from bonjax.models import (
     GPTNeoXConfig,
     KVCache,
     positions_from_mask,
+    save_pretrained,
 )
 from bonjax.models.registry import load_model
 from bonjax.sharding import ShardingRules, make_mesh
@@ -26,5 +27,6 @@ __all__ = [
     "load_model",
     "make_mesh",
     "positions_from_mask",
+    "save_pretrained",
     "sharding",
 ]

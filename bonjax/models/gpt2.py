@@ -66,6 +66,16 @@ class GPT2Config:
             pad_id=eos if pad is None else pad)
         return cls(**{**kw, **overrides})
 
+    def to_hf(self) -> dict:
+        """The Hugging Face ``config.json`` dict of this config (:meth:`from_hf` reads it back)."""
+        return dict(
+            model_type=self.hf_model_type, architectures=["GPT2LMHeadModel"],
+            vocab_size=self.vocab_size, n_positions=self.max_positions, n_layer=self.num_layers,
+            n_head=self.num_heads, n_embd=self.d_model, n_inner=self.mlp_dim,
+            activation_function="gelu_new", layer_norm_epsilon=self.layer_norm_eps,
+            bos_token_id=self.bos_id, eos_token_id=self.eos_id, pad_token_id=self.pad_id,
+            tie_word_embeddings=True)
+
     @property
     def num_kv_heads(self) -> int:
         return self.num_heads
