@@ -28,7 +28,7 @@ from flax import nnx
 from bonjax.models.decoder import DecoderLM
 from bonjax.models.weights import HF_FAMILIES, flat_params
 
-__all__ = ["EXPORT_DTYPES", "save_pretrained"]
+__all__ = ["EXPORT_DTYPES", "check_export_directory", "save_pretrained"]
 
 EXPORT_DTYPES = {"float32": np.dtype(np.float32), "bfloat16": np.dtype(ml_dtypes.bfloat16),
                  "float16": np.dtype(np.float16)}
@@ -38,6 +38,18 @@ EXPORT_DTYPES = {"float32": np.dtype(np.float32), "bfloat16": np.dtype(ml_dtypes
 # read every *.safetensors file, or the shards an index names.
 _STALE = ("*.safetensors", "model.safetensors.index.json", "pytorch_model*.bin",
           "pytorch_model.bin.index.json")
+
+
+def check_export_directory(directory: str | os.PathLike, overwrite: bool = False) -> Path:
+    """``directory`` as a Path if :func:`save_pretrained` may write there, else the error it
+    would raise (to check before a long computation)."""
+    directory = Path(directory).expanduser()
+    if directory.exists() and not directory.is_dir():
+        raise FileExistsError(f"{directory} is a file, not a directory")
+    if directory.is_dir() and any(directory.iterdir()) and not overwrite:
+        raise FileExistsError(f"{directory} is not empty: pass overwrite=True to replace the "
+                              "checkpoint there, or choose an empty directory")
+    return directory
 
 
 def save_pretrained(lm: DecoderLM, params: nnx.State, tokenizer, directory: str | os.PathLike,
@@ -74,12 +86,7 @@ def save_pretrained(lm: DecoderLM, params: nnx.State, tokenizer, directory: str 
                          f"{', '.join(exporting)}")
     if dtype is not None and dtype not in EXPORT_DTYPES:
         raise ValueError(f"dtype {dtype!r} is not one of {', '.join(EXPORT_DTYPES)} (or None)")
-    directory = Path(directory).expanduser()
-    if directory.exists() and not directory.is_dir():
-        raise FileExistsError(f"{directory} is a file, not a directory")
-    if directory.is_dir() and any(directory.iterdir()) and not overwrite:
-        raise FileExistsError(f"{directory} is not empty: pass overwrite=True to replace the "
-                              "checkpoint there, or choose an empty directory")
+    directory = check_export_directory(directory, overwrite)
 
     tensors = family.to_hf_weights(cfg, flat_params(params))
     if dtype is not None:
