@@ -10,6 +10,7 @@ from bonjax.models import (
     KVCache,
     LlamaConfig,
     positions_from_mask,
+    save_pretrained,
 )
 from bonjax.models.registry import load_model
 from bonjax.sharding import ShardingRules, make_mesh
@@ -28,5 +29,6 @@ __all__ = [
     "load_model",
     "make_mesh",
     "positions_from_mask",
+    "save_pretrained",
     "sharding",
 ]

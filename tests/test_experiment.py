@@ -9,8 +9,11 @@ from it are tested in ``tests/test_reference.py``. Two processes run the experim
 """
 
 import json
+import os
 import pathlib
 import subprocess
+import sys
+import time
 
 import jax
 import nbformat
@@ -25,13 +28,17 @@ from bonjax.experiment import (
     RunDirectory,
     bon_gap,
     chunk_indices,
+    export_policy,
     load_reward,
     method_runs,
     run_experiment,
     step_indices,
+    trained_policy,
     win_rate_vs_references,
 )
 from bonjax.experiment.components import load_policy
+from bonjax.models.registry import load_model
+from bonjax.models.weights import flat_params
 from bonjax.rewards import vader_compound
 from bonjax.training import config_fingerprint, read_metrics
 from experiments import configs
@@ -169,6 +176,51 @@ def test_another_config_is_refused(tiny_run):
     config.seed = 1
     with pytest.raises(ValueError, match="belongs to another config.*seed: 0 there, 1 here"):
         run_experiment(config, tiny_run["dir"], progress=False)
+
+
+@pytest.mark.slow
+def test_the_export_command_writes_a_trained_policy(tiny_run, tmp_path):
+    """experiments/export.py restores a method's latest checkpoint and writes its policy as a
+    Hugging Face directory: bonjax re-imports it bitwise, transformers gives its logits."""
+    torch = pytest.importorskip("torch")
+    transformers = pytest.importorskip("transformers")
+    run_dir, out = tiny_run["dir"], tmp_path / "vbon-hf"
+    started = time.perf_counter()
+    done = subprocess.run(
+        [sys.executable, str(ROOT / "experiments" / "export.py"), f"--run_dir={run_dir}",
+         "--method=vbon-n4", f"--output={out}"], capture_output=True, text=True, timeout=300,
+        env={**os.environ, "JAX_PLATFORMS": "cpu", "HF_HUB_OFFLINE": "1"})
+    assert done.returncode == 0, done.stderr
+    assert "exported vbon-n4 (step 2, gpt2)" in done.stdout, done.stdout
+    print(f"export command: {time.perf_counter() - started:.1f} s; {done.stdout.strip()}")
+
+    policy = trained_policy(run_dir, "vbon-n4")
+    lm, params, tokenizer = load_model(out)
+    assert policy.step == 2 and lm.config == policy.lm.config
+    exported, trained = flat_params(params), flat_params(policy.params)
+    reference = flat_params(load_policy(tiny_run["config"].model)[1])
+    assert exported.keys() == trained.keys()
+    assert all(np.array_equal(exported[k], trained[k]) for k in trained)
+    assert any(not np.array_equal(trained[k], reference[k]) for k in trained)  # it trained
+    text = "A fine film, twice"
+    assert tokenizer(text)["input_ids"] == policy.tokenizer(text)["input_ids"]
+
+    hf = transformers.AutoModelForCausalLM.from_pretrained(out, dtype=torch.float32).eval()
+    enc = tokenizer(["A fine film", "Awful"], return_tensors="np", padding=True)
+    tokens, mask = enc["input_ids"], enc["attention_mask"].astype(bool)
+    positions = np.maximum(np.cumsum(mask, 1) - 1, 0)
+    with torch.no_grad():
+        expected = hf(input_ids=torch.tensor(tokens, dtype=torch.long),
+                      attention_mask=torch.tensor(mask, dtype=torch.long),
+                      position_ids=torch.tensor(positions)).logits.numpy()
+    logits = lm.forward(params, tokens, positions, mask).logits_BxTxV
+    assert np.abs(np.asarray(logits) - expected)[mask].max() <= 1e-4
+
+    with pytest.raises(FileExistsError, match=f"{out} is not empty"):
+        export_policy(run_dir, "vbon-n4", out)
+    with pytest.raises(ValueError, match="trains no method 'vbon-n99'; its methods are "
+                                         "vbon-n4, bonbon-n4"):
+        trained_policy(run_dir, "vbon-n99")
 
 
 def test_a_directory_no_run_created_is_refused(tmp_path):

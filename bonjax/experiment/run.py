@@ -88,7 +88,8 @@ from bonjax.training import (
 )
 from bonjax.training.reference import reference_rewards_of_shard
 
-__all__ = ["ExperimentResult", "check_config", "run_experiment"]
+__all__ = ["ExperimentResult", "check_config", "method_checkpointer", "method_trainer",
+           "run_experiment"]
 
 logger = logging.getLogger(__name__)
 
@@ -269,6 +270,26 @@ def _finished_record(path: pathlib.Path, steps: int) -> dict | None:
     return distributed.broadcast_json(record)
 
 
+def method_trainer(config: Any, run: MethodRun, lm, params, reward=None, train_store=None,
+                   mesh=None) -> Trainer:
+    """The trainer of one method of the experiment (``reward`` None: only to build the state
+    its checkpoints restore into)."""
+    # With a mesh the rollout is one compiled program whatever the process count: its batch
+    # comes out laid out as the update takes it.
+    return Trainer(lm, params, run.method, reward, max_new_tokens=int(config.max_new_tokens),
+                   optimizer=_optimizer(config),
+                   ref_rewards=train_store if run.needs_reference_cdf else None, mesh=mesh,
+                   jit_collect=True if mesh is not None else None)
+
+
+def method_checkpointer(config: Any, run_dir: pathlib.Path, run_fingerprint: str,
+                        key: str) -> Checkpointer:
+    """The checkpoints of the method ``key`` in ``run_dir/key/checkpoints``."""
+    return Checkpointer(run_dir / key / "checkpoints", save_every=int(config.train.save_every),
+                        max_to_keep=int(config.train.keep_checkpoints),
+                        fingerprint=config_fingerprint({"run": run_fingerprint, "method": key}))
+
+
 def _train_and_evaluate(run: MethodRun, s: _Setup,
                         budget: int | None) -> tuple[dict | None, int]:
     """Trains one method (resuming its checkpoints) and evaluates it.
@@ -285,12 +306,7 @@ def _train_and_evaluate(run: MethodRun, s: _Setup,
         return record, 0
     if budget == 0:
         return None, 0
-    # With a mesh the rollout is one compiled program whatever the process count: its batch
-    # comes out laid out as the update takes it.
-    trainer = Trainer(s.lm, s.params, run.method, s.reward,
-                      max_new_tokens=int(config.max_new_tokens), optimizer=_optimizer(config),
-                      ref_rewards=s.train_store if run.needs_reference_cdf else None, mesh=s.mesh,
-                      jit_collect=True if s.mesh is not None else None)
+    trainer = method_trainer(config, run, s.lm, s.params, s.reward, s.train_store, s.mesh)
     state = trainer.init_state(_key(config.seed, f"train/{run.key}"))
     B, P = int(config.train.prompts_per_step), s.train_prompts.num_prompts
 
@@ -300,10 +316,8 @@ def _train_and_evaluate(run: MethodRun, s: _Setup,
     def step_fn(state, batch):
         return trainer.step(state, *batch)
 
-    fingerprint = config_fingerprint({"run": run_dir.fingerprint, "method": run.key})
-    with Checkpointer(method_dir / "checkpoints", save_every=int(config.train.save_every),
-                      max_to_keep=int(config.train.keep_checkpoints),
-                      fingerprint=fingerprint) as ckpt, MetricsWriter(method_dir) as metrics:
+    with method_checkpointer(config, run_dir.path, run_dir.fingerprint, run.key) as ckpt, \
+            MetricsWriter(method_dir) as metrics:
         start = ckpt.latest_step or 0
         target = steps if budget is None else min(steps, start + budget)
         logger.info("training %s %s: steps %d -> %d of %d", run.name, run.setting, start,

@@ -1,6 +1,7 @@
-"""Decoder language models behind one functional interface, and their weight import."""
+"""Decoder language models behind one functional interface, their weight import and export."""
 
 from bonjax.models.decoder import DecoderConfig, DecoderLM, positions_from_mask
+from bonjax.models.export import save_pretrained
 from bonjax.models.gemma2 import Gemma2, Gemma2Config
 from bonjax.models.gemma3 import Gemma3, Gemma3Config
 from bonjax.models.gpt2 import GPT2, GPT2Config
@@ -26,4 +27,5 @@ __all__ = [
     "LlamaConfig",
     "ModelOutput",
     "positions_from_mask",
+    "save_pretrained",
 ]

@@ -16,7 +16,12 @@ from typing import ClassVar
 
 from flax import nnx
 
-from bonjax.models.gemma3 import GemmaDecoder, sliding_window_pattern
+from bonjax.models.gemma3 import (
+    GemmaDecoder,
+    hf_layer_types,
+    hf_number,
+    sliding_window_pattern,
+)
 from bonjax.models.remat import check_remat
 
 __all__ = ["Gemma2Config", "Gemma2"]
@@ -87,6 +92,23 @@ class Gemma2Config:
             bos_id=hf.get("bos_token_id", 2), eos_id=eos[0] if isinstance(eos, list | tuple)
             else eos, pad_id=hf.get("pad_token_id", 0))
         return cls(**{**kw, **overrides})
+
+    def to_hf(self) -> dict:
+        """The Hugging Face ``config.json`` dict of this config (:meth:`from_hf` reads it back)."""
+        return dict(
+            model_type=self.hf_model_type, architectures=["Gemma2ForCausalLM"],
+            vocab_size=self.vocab_size, max_position_embeddings=self.max_positions,
+            num_hidden_layers=self.num_layers, num_attention_heads=self.num_heads,
+            num_key_value_heads=self.num_kv_heads, head_dim=self.head_dim,
+            hidden_size=self.d_model, intermediate_size=self.mlp_dim,
+            hidden_activation="gelu_pytorch_tanh", sliding_window=self.sliding_window,
+            layer_types=hf_layer_types(self),
+            rope_parameters={"rope_type": "default", "rope_theta": self.rope_base},
+            query_pre_attn_scalar=hf_number(self.query_pre_attn_scalar),
+            attn_logit_softcapping=self.attn_logit_softcap,
+            final_logit_softcapping=self.final_logit_softcap, rms_norm_eps=self.rms_norm_eps,
+            attention_bias=False, bos_token_id=self.bos_id, eos_token_id=self.eos_id,
+            pad_token_id=self.pad_id, tie_word_embeddings=True)
 
     def __post_init__(self):
         check_remat(self.remat)

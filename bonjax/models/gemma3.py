@@ -28,7 +28,7 @@ from bonjax.models.remat import check_remat
 from bonjax.models.stack import run_blocks, tied_logits
 
 __all__ = ["Gemma3Config", "Gemma3", "GemmaDecoder", "GemmaBlock", "RMSNorm",
-           "sliding_window_pattern"]
+           "hf_layer_types", "hf_number", "sliding_window_pattern"]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -96,6 +96,28 @@ class Gemma3Config:
             else eos, pad_id=hf.get("pad_token_id", 0))
         return cls(**{**kw, **overrides})
 
+    def to_hf(self) -> dict:
+        """The Hugging Face ``config.json`` dict of this config (:meth:`from_hf` reads it back)."""
+        full = {"rope_type": "default", "rope_theta": self.rope_global_base}
+        if self.rope_global_scale != 1.0:
+            full.update(rope_type="linear", factor=self.rope_global_scale)
+        return dict(
+            model_type=self.hf_model_type, architectures=["Gemma3ForCausalLM"],
+            vocab_size=self.vocab_size, max_position_embeddings=self.max_positions,
+            num_hidden_layers=self.num_layers, num_attention_heads=self.num_heads,
+            num_key_value_heads=self.num_kv_heads, head_dim=self.head_dim,
+            hidden_size=self.d_model, intermediate_size=self.mlp_dim,
+            hidden_activation="gelu_pytorch_tanh", sliding_window=self.sliding_window,
+            layer_types=hf_layer_types(self),
+            rope_parameters={"sliding_attention": {"rope_type": "default",
+                                                   "rope_theta": self.rope_local_base},
+                             "full_attention": full},
+            query_pre_attn_scalar=hf_number(self.query_pre_attn_scalar),
+            rms_norm_eps=self.rms_norm_eps,
+            attn_logit_softcapping=None, final_logit_softcapping=self.final_logit_softcap,
+            attention_bias=False, use_bidirectional_attention=False,
+            bos_token_id=self.bos_id, eos_token_id=self.eos_id, pad_token_id=self.pad_id,
+            tie_word_embeddings=True)
 
     def __post_init__(self):
         check_remat(self.remat)
@@ -143,6 +165,18 @@ class Gemma3Config:
                   head_dim=8, d_model=32, mlp_dim=64, sliding_window=4,
                   sliding_window_pattern=3, query_pre_attn_scalar=8.0)
         return cls(**{**kw, **overrides})
+
+
+def hf_layer_types(config) -> list[str]:
+    """A Gemma config's Hugging Face ``layer_types`` (what :func:`sliding_window_pattern` reads)."""
+    return ["full_attention" if config.is_global(i) else "sliding_attention"
+            for i in range(config.num_layers)]
+
+
+def hf_number(x: float) -> int | float:
+    """``x`` as transformers' typed config fields take it: an int when whole (its
+    ``query_pre_attn_scalar`` is declared ``int`` and a float is refused)."""
+    return int(x) if float(x).is_integer() else float(x)
 
 
 def sliding_window_pattern(layer_types, default: int, family: str) -> int:

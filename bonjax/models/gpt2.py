@@ -56,15 +56,25 @@ class GPT2Config:
     def from_hf(cls, hf: Mapping, **overrides) -> GPT2Config:
         """The config of a Hugging Face GPT-2 ``config.json`` dict; ``overrides`` replace any
         field read from it."""
+        eos, pad = hf.get("eos_token_id", 50256), hf.get("pad_token_id")
         kw = dict(
             vocab_size=hf["vocab_size"], max_positions=hf["n_positions"],
             num_layers=hf["n_layer"], num_heads=hf["n_head"], d_model=hf["n_embd"],
             mlp_dim=hf.get("n_inner") or 4 * hf["n_embd"],
             layer_norm_eps=hf.get("layer_norm_epsilon", 1e-5),
-            bos_id=hf.get("bos_token_id", 50256), eos_id=hf.get("eos_token_id", 50256),
-            pad_id=hf.get("pad_token_id") or hf.get("eos_token_id", 50256))
+            bos_id=hf.get("bos_token_id", 50256), eos_id=eos,
+            pad_id=eos if pad is None else pad)
         return cls(**{**kw, **overrides})
 
+    def to_hf(self) -> dict:
+        """The Hugging Face ``config.json`` dict of this config (:meth:`from_hf` reads it back)."""
+        return dict(
+            model_type=self.hf_model_type, architectures=["GPT2LMHeadModel"],
+            vocab_size=self.vocab_size, n_positions=self.max_positions, n_layer=self.num_layers,
+            n_head=self.num_heads, n_embd=self.d_model, n_inner=self.mlp_dim,
+            activation_function="gelu_new", layer_norm_epsilon=self.layer_norm_eps,
+            bos_token_id=self.bos_id, eos_token_id=self.eos_id, pad_token_id=self.pad_id,
+            tie_word_embeddings=True)
 
     @property
     def num_kv_heads(self) -> int:

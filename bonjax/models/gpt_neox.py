@@ -95,6 +95,21 @@ class GPTNeoXConfig:
             pad_id=eos if pad is None else pad)
         return cls(**{**kw, **overrides})
 
+    def to_hf(self) -> dict:
+        """The Hugging Face ``config.json`` dict of this config (:meth:`from_hf` reads it back)."""
+        return dict(
+            model_type=self.hf_model_type, architectures=["GPTNeoXForCausalLM"],
+            vocab_size=self.vocab_size, max_position_embeddings=self.max_positions,
+            num_hidden_layers=self.num_layers, num_attention_heads=self.num_heads,
+            hidden_size=self.d_model, intermediate_size=self.mlp_dim,
+            hidden_act="gelu_new" if self.gelu_approximate else "gelu",
+            rope_parameters={"rope_type": "default", "rope_theta": self.rope_base,
+                             "partial_rotary_factor": self.rotary_pct},
+            use_parallel_residual=self.use_parallel_residual,
+            layer_norm_eps=self.layer_norm_eps, attention_bias=True,
+            bos_token_id=self.bos_id, eos_token_id=self.eos_id, pad_token_id=self.pad_id,
+            tie_word_embeddings=False)
+
     @property
     def num_kv_heads(self) -> int:
         return self.num_heads

@@ -37,6 +37,7 @@ __all__ = [
     "hf_decoder_config",
     "gguf_decoder_config",
     "place_params",
+    "flat_params",
 ]
 
 
@@ -78,6 +79,14 @@ def place_params(config: DecoderConfig, tensors: Mapping[str, np.ndarray], sourc
     return lm, params
 
 
+def flat_params(params: nnx.State) -> dict[str, np.ndarray]:
+    """The inverse of :func:`place_params`: ``{"blocks.0.q": array}`` on the host."""
+    leaves = jax.tree_util.tree_flatten_with_path(
+        params, is_leaf=lambda x: isinstance(x, nnx.Variable))[0]
+    return {_path_name(path): np.asarray(jax.device_get(
+        leaf.value if isinstance(leaf, nnx.Variable) else leaf)) for path, leaf in leaves}
+
+
 # ----------------------------------------------------------------------------- HF directories
 
 def _read_safetensors(directory: Path) -> dict[str, np.ndarray]:
@@ -112,17 +121,23 @@ def _read_safetensors(directory: Path) -> dict[str, np.ndarray]:
 
 @dataclasses.dataclass(frozen=True)
 class HFFamily:
-    """How one architecture imports from a Hugging Face checkpoint directory.
+    """How one architecture imports from (and exports to) a Hugging Face checkpoint directory.
 
     Attributes:
       config: its config class; ``config.from_hf(config_json_dict, **overrides)`` reads
         ``config.json``.
       weights: ``(config, tensors) -> tensors``: the checkpoint's tensors, names and layouts,
         to bonjax's (``{"blocks.0.q": array}``); tensors it leaves are reported as unused.
+      to_hf_config: ``config -> config_json_dict``, the inverse of ``from_hf`` (None: the family
+        does not export; ``bonjax.save_pretrained`` says so).
+      to_hf_weights: ``(config, tensors) -> tensors``, the inverse of ``weights``: bonjax's
+        tensors to the names and layouts transformers saves (None: the family does not export).
     """
 
     config: type
     weights: Callable[[Any, dict[str, np.ndarray]], dict[str, np.ndarray]]
+    to_hf_config: Callable[[Any], dict[str, Any]] | None = None
+    to_hf_weights: Callable[[Any, dict[str, np.ndarray]], dict[str, np.ndarray]] | None = None
 
 
 def hf_decoder_config(hf: Mapping, **overrides) -> DecoderConfig:
@@ -338,6 +353,110 @@ def _getter(tensors: dict[str, np.ndarray], source: str) -> Callable[[str], np.n
     return get
 
 
+# ----------------------------------------------------------------------------- export maps
+# The inverses of the maps above: bonjax-layout tensors to the names and layouts transformers
+# saves (``save_pretrained`` of the family's ``*ForCausalLM``). Each reads every tensor once;
+# a tensor it does not read is an error (a parameter the export would silently drop).
+
+def _exporting(t: Mapping[str, np.ndarray], family: str) -> Callable[[str], np.ndarray]:
+    get = _getter(dict(t), f"{family} export")
+
+    def check_all_read() -> None:
+        left = sorted(set(t) - get.used)  # type: ignore[attr-defined]
+        if left:
+            raise CheckpointError(f"{family} export: parameters with no Hugging Face tensor: "
+                                  f"{left[:8]}")
+
+    get.check_all_read = check_all_read  # type: ignore[attr-defined]
+    return get
+
+
+def _gpt2_to_hf(cfg: GPT2Config, t: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+    get = _exporting(t, "GPT-2")
+    D = cfg.d_model
+    out = {"wte.weight": get("wte"), "wpe.weight": get("wpe"), "ln_f.weight": get("ln_f.scale"),
+           "ln_f.bias": get("ln_f.bias")}
+    for i in range(cfg.num_layers):
+        h, b = f"h.{i}.", f"blocks.{i}."
+        out[h + "ln_1.weight"] = get(b + "ln_1.scale")
+        out[h + "ln_1.bias"] = get(b + "ln_1.bias")
+        out[h + "attn.c_attn.weight"] = get(b + "qkv").reshape(D, 3 * D)
+        out[h + "attn.c_attn.bias"] = get(b + "qkv_bias").reshape(3 * D)
+        out[h + "attn.c_proj.weight"] = get(b + "out").reshape(D, D)
+        out[h + "attn.c_proj.bias"] = get(b + "out_bias")
+        out[h + "ln_2.weight"] = get(b + "ln_2.scale")
+        out[h + "ln_2.bias"] = get(b + "ln_2.bias")
+        out[h + "mlp.c_fc.weight"] = get(b + "fc")
+        out[h + "mlp.c_fc.bias"] = get(b + "fc_bias")
+        out[h + "mlp.c_proj.weight"] = get(b + "proj")
+        out[h + "mlp.c_proj.bias"] = get(b + "proj_bias")
+    get.check_all_read()  # type: ignore[attr-defined]
+    return {"transformer." + k: v for k, v in out.items()}  # lm_head: tied, not saved
+
+
+def _gemma_to_hf(cfg: Gemma2Config | Gemma3Config, t: Mapping[str, np.ndarray],
+                 names: Mapping[str, str], family: str) -> dict[str, np.ndarray]:
+    """The inverse of :func:`_gemma3_layout` (norm scales as bonjax keeps them, ``w`` of
+    ``x * (1 + w)``, which is what transformers stores too)."""
+    get = _exporting(t, family)
+    N, K, H, D = cfg.num_heads, cfg.num_kv_heads, cfg.head_dim, cfg.d_model
+    out = {names["embed"]: get("embed"), names["final_norm"]: get("final_norm.scale")}
+    for i in range(cfg.num_layers):
+        b = f"blocks.{i}."
+
+        def put(key: str, value: np.ndarray, i: int = i) -> None:
+            out[names[key].format(i=i)] = value
+
+        put("q", get(b + "q").reshape(D, N * H).T)
+        put("k", get(b + "k").reshape(D, K * H).T)
+        put("v", get(b + "v").reshape(D, K * H).T)
+        put("o", get(b + "o").reshape(N * H, D).T)
+        for mlp in ("gate", "up", "down"):
+            put(mlp, get(b + mlp).T)
+        for norm in ("q_norm", "k_norm", "pre_attn_norm", "post_attn_norm", "pre_mlp_norm",
+                     "post_mlp_norm"):
+            if norm in names:
+                put(norm, get(b + norm + ".scale"))
+    get.check_all_read()  # type: ignore[attr-defined]
+    return {"model." + k: v for k, v in out.items()}  # lm_head: tied, not saved
+
+
+def _gemma3_to_hf(cfg: Gemma3Config, t: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+    return _gemma_to_hf(cfg, t, _GEMMA3_HF, "Gemma 3")
+
+
+def _gemma2_to_hf(cfg: Gemma2Config, t: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+    return _gemma_to_hf(cfg, t, _GEMMA2_HF, "Gemma 2")
+
+
+def _gpt_neox_to_hf(cfg: GPTNeoXConfig, t: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """The inverse of :func:`_gpt_neox_from_hf`; the output embedding as ``embed_out`` (the name
+    transformers 5 saves and every version reads)."""
+    get = _exporting(t, "GPT-NeoX")
+    N, H, D = cfg.num_heads, cfg.head_dim, cfg.d_model
+    out = {"gpt_neox.embed_in.weight": get("embed_in"), "embed_out.weight": get("embed_out"),
+           "gpt_neox.final_layer_norm.weight": get("final_norm.scale"),
+           "gpt_neox.final_layer_norm.bias": get("final_norm.bias")}
+    for i in range(cfg.num_layers):
+        h, b = f"gpt_neox.layers.{i}.", f"blocks.{i}."
+        qkv = get(b + "qkv").transpose(0, 2, 1, 3)  # [D, 3, N, H] -> [D, N, 3, H]
+        out[h + "attention.query_key_value.weight"] = qkv.reshape(D, 3 * D).T
+        qkv_bias = get(b + "qkv_bias").transpose(1, 0, 2)  # [3, N, H] -> [N, 3, H]
+        out[h + "attention.query_key_value.bias"] = qkv_bias.reshape(3 * D)
+        out[h + "attention.dense.weight"] = get(b + "out").reshape(N * H, D).T
+        out[h + "attention.dense.bias"] = get(b + "out_bias")
+        for norm, dst in (("attn_norm", "input_layernorm"),
+                          ("mlp_norm", "post_attention_layernorm")):
+            out[h + dst + ".weight"] = get(b + norm + ".scale")
+            out[h + dst + ".bias"] = get(b + norm + ".bias")
+        out[h + "mlp.dense_h_to_4h.weight"] = get(b + "fc").T
+        out[h + "mlp.dense_h_to_4h.bias"] = get(b + "fc_bias")
+        out[h + "mlp.dense_4h_to_h.weight"] = get(b + "proj").T
+        out[h + "mlp.dense_4h_to_h.bias"] = get(b + "proj_bias")
+    get.check_all_read()  # type: ignore[attr-defined]
+    return out
+
+
 def load_hf_decoder(directory: str | os.PathLike, mesh: Mesh | None = None,
                     rules: shd.ShardingRules = shd.ShardingRules(),
                     **config_overrides) -> tuple[DecoderLM, nnx.State]:
@@ -360,13 +479,16 @@ def load_hf_decoder(directory: str | os.PathLike, mesh: Mesh | None = None,
 
 
 # The decoder families a Hugging Face checkpoint directory can hold, by ``model_type``. Adding a
-# family: its model file (config with ``from_hf`` and ``hf_model_type``) and one row here per
-# model_type it reads.
+# family: its model file (config with ``from_hf`` and ``hf_model_type``) and one row here; with
+# ``to_hf_config`` (the config's ``to_hf``) and ``to_hf_weights`` it also exports.
 HF_FAMILIES: dict[str, HFFamily] = {
-    GPT2Config.hf_model_type: HFFamily(GPT2Config, _gpt2_from_hf),
-    Gemma3Config.hf_model_type: HFFamily(Gemma3Config, _gemma3_from_hf),
-    GPTNeoXConfig.hf_model_type: HFFamily(GPTNeoXConfig, _gpt_neox_from_hf),
-    Gemma2Config.hf_model_type: HFFamily(Gemma2Config, _gemma2_from_hf),
+    GPT2Config.hf_model_type: HFFamily(GPT2Config, _gpt2_from_hf, GPT2Config.to_hf, _gpt2_to_hf),
+    Gemma3Config.hf_model_type: HFFamily(Gemma3Config, _gemma3_from_hf, Gemma3Config.to_hf,
+                                         _gemma3_to_hf),
+    GPTNeoXConfig.hf_model_type: HFFamily(GPTNeoXConfig, _gpt_neox_from_hf, GPTNeoXConfig.to_hf,
+                                          _gpt_neox_to_hf),
+    Gemma2Config.hf_model_type: HFFamily(Gemma2Config, _gemma2_from_hf, Gemma2Config.to_hf,
+                                         _gemma2_to_hf),
     # One config class and one weight map for the Llama-style families (bonjax.models.llama);
     # LlamaConfig.from_hf sets each one's options from its model_type.
     "llama": HFFamily(LlamaConfig, _llama_from_hf),
