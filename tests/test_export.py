@@ -24,9 +24,11 @@ from bonjax.models import (
     Gemma3Config,
     GPT2Config,
     GPTNeoXConfig,
+    LlamaConfig,
     positions_from_mask,
 )
 from bonjax.models import weights as weights_module
+from bonjax.models.llama import LLAMA_MODEL_TYPES
 from bonjax.models.weights import HFFamily, flat_params, load_hf_decoder
 
 torch = pytest.importorskip("torch")
@@ -39,6 +41,7 @@ CONFIGS = {
     "gemma3_text": Gemma3Config.tiny(rope_global_scale=2.0, final_logit_softcap=5.0),
     "gemma2": Gemma2Config.tiny(),
     "gpt_neox": GPTNeoXConfig.tiny(),
+    **{t: LlamaConfig.tiny(t) for t in LLAMA_MODEL_TYPES},
 }
 
 
@@ -71,7 +74,8 @@ def test_round_trip(tmp_path, family):
     bonjax.save_pretrained(lm, params, None, tmp_path)
     hf_config = json.loads((tmp_path / "config.json").read_text())
     assert hf_config["model_type"] == family and hf_config["dtype"] == "float32"
-    assert hf_config["tie_word_embeddings"] == (family != "gpt_neox")
+    assert hf_config["tie_word_embeddings"] == getattr(
+        CONFIGS[family], "tie_embeddings", family != "gpt_neox")
     assert (hf_config["bos_token_id"], hf_config["eos_token_id"], hf_config["pad_token_id"]) == (
         lm.config.bos_id, lm.config.eos_id, lm.config.pad_id)
 

@@ -152,6 +152,49 @@ class LlamaConfig:
             bos_id=eos if bos is None else bos, eos_id=eos, pad_id=eos if pad is None else pad,
             hf_model_type=model_type), **overrides})
 
+    def to_hf(self) -> dict:
+        """The Hugging Face ``config.json`` dict of this config (:meth:`from_hf` reads it back).
+
+        Raises:
+          ValueError: for options the family's transformers class cannot express (a Mistral
+            with q/k norms, a Llama with a sliding window, ...).
+        """
+        t = self.hf_model_type
+        expressible = {"llama": not (self.qk_norm or self.sliding_window or
+                                     self.qkv_bias != self.out_bias),
+                       "qwen2": self.qkv_bias and not (self.qk_norm or self.out_bias),
+                       "qwen3": self.qk_norm and self.qkv_bias == self.out_bias,
+                       "mistral": not (self.qk_norm or self.qkv_bias or self.out_bias)}[t]
+        if not expressible:
+            raise ValueError(f"a {t} config.json cannot express this LlamaConfig (qkv_bias "
+                             f"{self.qkv_bias}, out_bias {self.out_bias}, qk_norm {self.qk_norm}, "
+                             f"sliding_window {self.sliding_window})")
+        rope = {"rope_type": "default", "rope_theta": self.rope_base}
+        if self.rope_scaling is not None:
+            s = self.rope_scaling
+            rope = {"rope_type": "llama3", "rope_theta": self.rope_base, "factor": s.factor,
+                    "low_freq_factor": s.low_freq_factor, "high_freq_factor": s.high_freq_factor,
+                    "original_max_position_embeddings": s.original_max_positions}
+        architectures = {"llama": "LlamaForCausalLM", "qwen2": "Qwen2ForCausalLM",
+                         "qwen3": "Qwen3ForCausalLM", "mistral": "MistralForCausalLM"}
+        hf = dict(
+            model_type=t, architectures=[architectures[t]], vocab_size=self.vocab_size,
+            max_position_embeddings=self.max_positions, num_hidden_layers=self.num_layers,
+            num_attention_heads=self.num_heads, num_key_value_heads=self.num_kv_heads,
+            head_dim=self.head_dim, hidden_size=self.d_model, intermediate_size=self.mlp_dim,
+            hidden_act="silu", rope_parameters=rope, rms_norm_eps=self.rms_norm_eps,
+            tie_word_embeddings=self.tie_embeddings, bos_token_id=self.bos_id,
+            eos_token_id=self.eos_id, pad_token_id=self.pad_id, sliding_window=None)
+        if t in ("llama", "qwen3"):
+            hf["attention_bias"] = self.qkv_bias
+        if t == "mistral":
+            hf["sliding_window"] = self.sliding_window
+        elif t in ("qwen2", "qwen3") and self.sliding_window is not None:
+            hf.update(sliding_window=self.sliding_window, use_sliding_window=True, layer_types=[
+                "full_attention" if i in self.full_attention_layers else "sliding_attention"
+                for i in range(self.num_layers)])
+        return hf
+
     def __post_init__(self):
         check_remat(self.remat)
         if self.num_heads % self.num_kv_heads:

@@ -429,6 +429,33 @@ def _gemma2_to_hf(cfg: Gemma2Config, t: Mapping[str, np.ndarray]) -> dict[str, n
     return _gemma_to_hf(cfg, t, _GEMMA2_HF, "Gemma 2")
 
 
+def _llama_to_hf(cfg: LlamaConfig, t: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """The inverse of :func:`_llama_from_hf` (``lm_head`` only where the output is untied)."""
+    get = _exporting(t, cfg.hf_model_type)
+    N, K, H, D = cfg.num_heads, cfg.num_kv_heads, cfg.head_dim, cfg.d_model
+    out = {"model.embed_tokens.weight": get("embed"), "model.norm.weight": get("final_norm.scale")}
+    if not cfg.tie_embeddings:
+        out["lm_head.weight"] = get("lm_head")
+    for i in range(cfg.num_layers):
+        a, m, b = f"model.layers.{i}.self_attn.", f"model.layers.{i}.", f"blocks.{i}."
+        for name, heads in (("q", N), ("k", K), ("v", K)):
+            out[a + f"{name}_proj.weight"] = get(b + name).reshape(D, heads * H).T
+            if cfg.qkv_bias:
+                out[a + f"{name}_proj.bias"] = get(b + name + "_bias").reshape(heads * H)
+        out[a + "o_proj.weight"] = get(b + "o").reshape(N * H, D).T
+        if cfg.out_bias:
+            out[a + "o_proj.bias"] = get(b + "o_bias")
+        if cfg.qk_norm:
+            out[a + "q_norm.weight"] = get(b + "q_norm.scale")
+            out[a + "k_norm.weight"] = get(b + "k_norm.scale")
+        out[m + "input_layernorm.weight"] = get(b + "attn_norm.scale")
+        out[m + "post_attention_layernorm.weight"] = get(b + "mlp_norm.scale")
+        for name in ("gate", "up", "down"):
+            out[m + f"mlp.{name}_proj.weight"] = get(b + name).T
+    get.check_all_read()  # type: ignore[attr-defined]
+    return out
+
+
 def _gpt_neox_to_hf(cfg: GPTNeoXConfig, t: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
     """The inverse of :func:`_gpt_neox_from_hf`; the output embedding as ``embed_out`` (the name
     transformers 5 saves and every version reads)."""
@@ -491,10 +518,10 @@ HF_FAMILIES: dict[str, HFFamily] = {
                                          _gemma2_to_hf),
     # One config class and one weight map for the Llama-style families (bonjax.models.llama);
     # LlamaConfig.from_hf sets each one's options from its model_type.
-    "llama": HFFamily(LlamaConfig, _llama_from_hf),
-    "qwen2": HFFamily(LlamaConfig, _llama_from_hf),
-    "qwen3": HFFamily(LlamaConfig, _llama_from_hf),
-    "mistral": HFFamily(LlamaConfig, _llama_from_hf),
+    "llama": HFFamily(LlamaConfig, _llama_from_hf, LlamaConfig.to_hf, _llama_to_hf),
+    "qwen2": HFFamily(LlamaConfig, _llama_from_hf, LlamaConfig.to_hf, _llama_to_hf),
+    "qwen3": HFFamily(LlamaConfig, _llama_from_hf, LlamaConfig.to_hf, _llama_to_hf),
+    "mistral": HFFamily(LlamaConfig, _llama_from_hf, LlamaConfig.to_hf, _llama_to_hf),
 }
 
 
