@@ -115,3 +115,23 @@ def test_bad_k_raises_value_error_naming_the_value():
             obj.max_at_k_estimate(REWARDS, bad)
     with pytest.raises(ValueError, match="beta must be finite and > 0, got -0.1"):
         obj.max_at_k_optimal_policy(np.array([0.5, 0.5]), np.array([0.0, 1.0]), 2, -0.1)
+
+
+def test_max_at_k_method_moves_the_toy_policy_towards_its_optimum():
+    """max@2 - KL with beta = 1 from n = 8 samples per prompt. The leave-one-out weights are
+    unbiased but not centred (all >= 0), so with n = 4 the clipped, Adam-normalised steps first
+    sharpen the policy on sampled outcomes: measured KL(pi || pi*) 0.222 -> 0.386 after 30
+    steps (n = 4); with n = 8, 0.222 -> 0.192 after 30 steps and 0.144 after 60."""
+    from bonjax.toy import ToyProblem, train_toward_target
+    from bonjax.training.methods import method_for
+
+    toy = ToyProblem(seed=0)
+    config = obj.MaxAtKConfig(k=2, beta=1.0)
+    target = obj.max_at_k_optimal_policy(toy.probs(toy.ref_params), toy.reward_S, 2, 1.0)
+    result = train_toward_target(method_for(config, samples_per_prompt=8), target, steps=30,
+                                 problem=toy)
+    print(result)
+    assert result["kl_to_target_end"] < 0.92 * result["kl_to_target_start"], result
+    assert result["reward_end"] > result["reward_start"] + 0.1, result
+    with pytest.raises(ValueError, match="k must be <= n = 4.*got k = 5"):
+        method_for(obj.MaxAtKConfig(k=5, beta=1.0), samples_per_prompt=4)

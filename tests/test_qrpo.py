@@ -74,3 +74,18 @@ def test_bad_settings_raise_value_error_naming_the_value():
             obj.QRPOConfig(beta=bad)
     with pytest.raises(ValueError, match="QuantileTransform, got 'log'"):
         obj.QRPOConfig(transform="log")
+
+
+def test_qrpo_method_moves_the_toy_policy_towards_its_optimum(toy):
+    """Offline regression with f = log, beta = 1 (the BoN_2 target), M = 2048 reference
+    rewards for q_hat: measured in 30 steps KL(pi || target) 0.273 -> 0.16."""
+    from bonjax.toy import train_toward_target
+    from bonjax.training.methods import method_for
+
+    config = obj.QRPOConfig(beta=1.0, transform=obj.QuantileTransform.LOG)
+    _, target = obj.qrpo_optimal_policy(toy.probs(toy.ref_params), toy.reward_S, config)
+    result = train_toward_target(method_for(config, samples_per_prompt=4), target, steps=30,
+                                 num_refs=2048, problem=toy)
+    print(result)
+    assert result["kl_to_target_end"] < 0.85 * result["kl_to_target_start"], result
+    assert result["reward_end"] > result["reward_start"] + 0.1, result

@@ -56,6 +56,7 @@ from bonjax.objectives.kl_rl import (
     rloo_loss,
 )
 from bonjax.objectives.max_at_k import (
+    MaxAtKConfig,
     max_at_k_estimate,
     max_at_k_exact,
     max_at_k_optimal_policy,
@@ -86,6 +87,7 @@ __all__ = [
     "Exponential",
     "Identity",
     "Logarithm",
+    "MaxAtKConfig",
     "QRPOConfig",
     "QuantileTransform",
     "calibrated_reward",

@@ -39,6 +39,7 @@ binomials (``math.comb``), divided by ``C(n, k)`` before the cast to the rewards
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import math
 
@@ -49,6 +50,7 @@ import numpy as np
 from bonjax.checks import check_int, check_positive
 
 __all__ = [
+    "MaxAtKConfig",
     "check_k",
     "max_at_k_estimate",
     "max_at_k_exact",
@@ -64,6 +66,25 @@ def check_k(k, n) -> int:
     if k > n:
         raise ValueError(f"k must be <= n = {n} (max@k from n samples), got k = {k}")
     return k
+
+
+@dataclasses.dataclass(frozen=True)
+class MaxAtKConfig:
+    """Policy optimisation of ``maxg@k - beta KL(pi || pi_ref)`` from n samples per prompt.
+
+    Attributes:
+      k: the subset size of max@k (``1 <= k <= n``, n = the method's samples per prompt).
+      beta: the KL coefficient (>= 0).
+      leave_one_out: the leave-one-out weights ``s^loo`` (lower variance, same expectation).
+    """
+
+    k: int = 2
+    beta: float = 0.1
+    leave_one_out: bool = True
+
+    def __post_init__(self):
+        check_int("k", self.k)
+        check_positive("beta", self.beta, allow_zero=True)
 
 
 @functools.lru_cache(maxsize=64)

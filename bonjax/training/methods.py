@@ -326,4 +326,16 @@ def method_for(objective: Any, optimizer: str = "rloo", **kwargs) -> Method:
         return BOND(objective, **kwargs)
     if isinstance(objective, obj.JBONDConfig):
         return JBOND(objective, **kwargs)
+    if isinstance(objective, obj.CTRLConfig):
+        from bonjax.training.ctrl import InfAlignCTRL
+
+        return InfAlignCTRL(objective, **kwargs)
+    if isinstance(objective, obj.QRPOConfig):
+        from bonjax.training.qrpo import QRPO
+
+        return QRPO(objective, **kwargs)
+    if isinstance(objective, obj.MaxAtKConfig):
+        from bonjax.training.max_at_k import MaxAtK
+
+        return MaxAtK(objective, **kwargs)
     raise ValueError(f"no method optimises objective {objective!r}")
