@@ -32,6 +32,19 @@ They agree when no two outcomes share a reward. For continuous rewards (no ties)
 and with ties both are upper bounds (Beirami et al. 2024, arXiv 2401.01879).
 The exact-distribution and analytic functions are float64 numpy: they are reference oracles and
 plot curves, not training-time code.
+
+Soft Best-of-n (Verdun, Oesterling, Lakkaraju, Calmon 2025, arXiv 2505.03156v1, Sec. II) keeps
+draw i of the n with probability ``softmax(r / lambda)_i`` instead of the argmax
+(`select_soft`, `soft_best_of_n`). Its law on a discrete outcome space (derived here, checked by
+enumeration of n-tuples) is
+
+    pi_{n,lambda}(y) = n pi_ref(y) E_{y_2..y_n ~ pi_ref}[ w(y) / (w(y) + sum_{j>=2} w(y_j)) ],
+    w(y) = exp(r(y) / lambda),
+
+`soft_bon_distribution`: n = 1 (or lambda -> inf) gives pi_ref, lambda -> 0+ gives Best-of-N
+with ties shared uniformly (the law of the draw-index rule above), and n -> inf gives the tilted
+law `pi_ref exp(r / lambda) / Z` (`tilted_distribution`), the optimum of
+``E r - lambda KL(. || pi_ref)``.
 """
 
 from __future__ import annotations
@@ -40,19 +53,25 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 from flax import struct
+from scipy import integrate
 
-from bonjax.checks import check_int
+from bonjax.checks import check_int, check_positive
 from bonjax.ecdf import order_keys
 
 __all__ = [
     "BestOfN",
+    "SoftBestOfN",
     "best_of_n",
     "bon_distribution_draw_index",
     "bon_distribution_fixed_order",
     "bon_kl",
     "bon_win_rate",
     "select_best_and_worst",
+    "select_soft",
+    "soft_best_of_n",
+    "soft_bon_distribution",
     "take_selected",
+    "tilted_distribution",
 ]
 
 
@@ -247,3 +266,130 @@ def best_of_n(sampler, params, prompt_tokens_BxP, prompt_mask_BxP, key, n: int,
         worst_tokens_BxT=take_selected(samples.tokens_BxNxT, worst_B),
         worst_mask_BxT=take_selected(samples.mask_BxNxT, worst_B),
         best_B=best_B, worst_B=worst_B, rewards_BxN=rewards_BxN, samples=samples)
+
+
+# ---------------------------------------------------------------------------------------------
+# Soft Best-of-n (arXiv 2505.03156v1)
+
+
+def _check_lambda(lam) -> float:
+    check_positive("lambda", lam)
+    return float(lam)
+
+
+@jax.jit
+def _soft_choice(rewards_BxN: jax.Array, key: jax.Array, lam: jax.Array) -> jax.Array:
+    best_B, _ = _best_and_worst(rewards_BxN)
+    finite_BxN = jnp.isfinite(rewards_BxN)
+    # Shift by the largest finite reward before dividing: the best draw's logit is exactly 0,
+    # so a tiny lambda cannot overflow, only underflow the others to -inf (their limit).
+    top_B = jnp.max(jnp.where(finite_BxN, rewards_BxN, -jnp.inf), axis=1)
+    logits_BxN = jnp.where(finite_BxN, (rewards_BxN - top_B[:, None]) / lam, -jnp.inf)
+    # +inf rewards: the limit of equal, growing rewards shares the draw uniformly among them.
+    pos_inf_BxN = rewards_BxN == jnp.inf
+    logits_BxN = jnp.where(pos_inf_BxN.any(1, keepdims=True),
+                           jnp.where(pos_inf_BxN, 0.0, -jnp.inf), logits_BxN)
+    gumbel_BxN = jax.random.gumbel(key, rewards_BxN.shape, jnp.float32)
+    chosen_B = jnp.argmax(logits_BxN + gumbel_BxN, axis=1).astype(jnp.int32)
+    # NaN and -inf get weight 0; where every draw has weight 0, the hard rule decides.
+    no_weight_B = jnp.all(logits_BxN == -jnp.inf, axis=1)
+    return jnp.where(no_weight_B, best_B, chosen_B)
+
+
+def select_soft(rewards_BxN: jax.Array, key: jax.Array, lam: float) -> jax.Array:
+    """Soft Best-of-n choice (int32 [B]): draw i with probability ``softmax(r / lambda)_i``.
+
+    Gumbel-max over ``r / lambda`` (shifted by the row's largest finite reward, so that
+    ``lambda = 1e-3`` cannot overflow). Non-finite rewards follow the module's order as limits:
+    NaN and -inf get probability 0; +inf rewards share the probability uniformly; a row whose
+    draws all have probability 0 (only NaN and -inf) falls back to :func:`select_best_and_worst`.
+
+    Raises:
+      ValueError: on ``lambda`` that is not finite and > 0, and as `select_best_and_worst`.
+    """
+    lam = _check_lambda(lam)
+    rewards_BxN = _check_rewards_BxN(rewards_BxN)
+    return _soft_choice(rewards_BxN, key, jnp.asarray(lam, rewards_BxN.dtype))
+
+
+def tilted_distribution(pi_ref_Y, reward_Y, lam: float) -> np.ndarray:
+    """``pi_ref exp(r / lambda) / Z`` over a discrete outcome space (float64, finite rewards):
+    the maximiser of ``E_pi r - lambda KL(pi || pi_ref)`` and the n -> inf limit of soft BoN."""
+    lam = _check_lambda(lam)
+    pi_ref_Y, reward_Y = _check_finite_outcomes(pi_ref_Y, reward_Y)
+    logits_Y = np.where(pi_ref_Y > 0, reward_Y / lam, -np.inf)
+    weight_Y = pi_ref_Y * np.exp(logits_Y - logits_Y.max())
+    return weight_Y / weight_Y.sum()
+
+
+def _check_finite_outcomes(pi_ref_Y, reward_Y) -> tuple[np.ndarray, np.ndarray]:
+    pi_ref_Y, reward_Y = _check_outcomes(pi_ref_Y, reward_Y)
+    if not np.isfinite(reward_Y).all():
+        raise ValueError(f"rewards must be finite here, got {reward_Y}")
+    return pi_ref_Y, reward_Y
+
+
+def soft_bon_distribution(pi_ref_Y, reward_Y, n: int, lam: float) -> np.ndarray:
+    """Exact law of soft Best-of-n over a discrete outcome space (finite rewards), float64.
+
+    With ``1 / (a + S) = int_0^inf exp(-t (a + S)) dt`` and the n - 1 other draws i.i.d.,
+
+        pi_{n,lambda}(y) = n pi_ref(y) int_0^inf e^{-t} M_y(t)^(n-1) dt,
+        M_y(t) = sum_z pi_ref(z) exp(-t exp((r(z) - r(y)) / lambda)),
+
+    one adaptive quadrature (``scipy.integrate.quad_vec``, absolute error below 1e-13) for all
+    outcomes. Weights are relative to ``w(y)``, so a tiny ``lambda`` underflows only the
+    negligible terms.
+    """
+    n = _check_n(n)
+    lam = _check_lambda(lam)
+    pi_ref_Y, reward_Y = _check_finite_outcomes(pi_ref_Y, reward_Y)
+    if n == 1:
+        return pi_ref_Y.copy()
+    with np.errstate(over="ignore"):
+        relative_YxZ = np.exp((reward_Y[None, :] - reward_Y[:, None]) / lam)
+
+    def integrand(t):
+        with np.errstate(over="ignore"):
+            m_Y = np.exp(-t * relative_YxZ) @ pi_ref_Y
+        return np.exp(-t) * m_Y ** (n - 1)
+
+    integral_Y, _ = integrate.quad_vec(integrand, 0.0, np.inf, epsabs=1e-14, epsrel=1e-12)
+    return n * pi_ref_Y * integral_Y
+
+
+@struct.dataclass
+class SoftBestOfN:
+    """The outcome of soft Best-of-n sampling for B prompts.
+
+    Attributes:
+      tokens_BxT, mask_BxT: the chosen completion of each prompt and its completion mask.
+      chosen_B: its draw index in ``0..n-1``.
+      rewards_BxN: the rewards of all n completions.
+      samples: the sampler's full result (``tokens_BxNxT``, ``logp_BxNxT``, ``mask_BxNxT``).
+    """
+
+    tokens_BxT: jax.Array
+    mask_BxT: jax.Array
+    chosen_B: jax.Array
+    rewards_BxN: jax.Array
+    samples: object
+
+
+def soft_best_of_n(sampler, params, prompt_tokens_BxP, prompt_mask_BxP, key, n: int, reward,
+                   lam: float) -> SoftBestOfN:
+    """Samples ``n`` completions per prompt, scores them and keeps one by :func:`select_soft`.
+
+    As :func:`best_of_n`; ``lam`` is the temperature lambda of the choice (> 0; lambda -> 0 is
+    Best-of-N, lambda -> inf one plain sample).
+    """
+    _check_n(n)
+    _check_lambda(lam)
+    key_sample, key_choice = jax.random.split(key)
+    samples = sampler.sample(params, prompt_tokens_BxP, prompt_mask_BxP, key_sample, n)
+    rewards_BxN = jnp.asarray(reward(prompt_tokens_BxP, prompt_mask_BxP, samples.tokens_BxNxT,
+                                     samples.mask_BxNxT))
+    chosen_B = select_soft(rewards_BxN, key_choice, lam)
+    return SoftBestOfN(tokens_BxT=take_selected(samples.tokens_BxNxT, chosen_B),
+                       mask_BxT=take_selected(samples.mask_BxNxT, chosen_B),
+                       chosen_B=chosen_B, rewards_BxN=rewards_BxN, samples=samples)

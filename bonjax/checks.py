@@ -17,6 +17,7 @@ import numpy as np
 
 __all__ = [
     "check_int",
+    "check_nonzero",
     "check_positive",
     "check_temperature",
     "check_unit_interval",
@@ -71,6 +72,12 @@ def check_positive(name: str, value: float, *, allow_zero: bool = False) -> None
     if not np.isfinite(v) or v < 0.0 or (v == 0.0 and not allow_zero):
         bound = ">= 0" if allow_zero else "> 0"
         raise ValueError(f"{name} must be finite and {bound}, got {value}")
+
+
+def check_nonzero(name: str, value: float) -> None:
+    """Raise ``ValueError`` unless ``value`` is a finite real number other than 0 (not a bool)."""
+    if not (is_real(value) and math.isfinite(value) and value != 0):
+        raise ValueError(f"{name} must be a finite number other than 0, got {value!r}")
 
 
 def check_temperature(temperature) -> None:

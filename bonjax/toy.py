@@ -22,7 +22,7 @@ from bonjax.models.decoder import DecoderLM
 from bonjax.models.gpt2 import GPT2Config
 from bonjax.sampling.scorer import completion_logprobs
 
-__all__ = ["TOY_METHODS", "ToyProblem", "train_on_toy"]
+__all__ = ["TOY_METHODS", "ToyProblem", "train_on_toy", "train_toward_target"]
 
 
 @dataclasses.dataclass(frozen=True, eq=False)
@@ -177,3 +177,45 @@ def train_on_toy(method: str, *, n: int = 4, steps: int = 300, learning_rate: fl
             "reward_start": toy.expected_reward(p_start),
             "reward_end": toy.expected_reward(p_end), "bon_reward": toy.expected_reward(p_bon),
             "kl_to_ref_end": toy.kl(p_end, p_start)}
+
+
+def train_toward_target(method, target_S: np.ndarray, *, steps: int = 60,
+                        learning_rate: float = 1e-2, prompts: int = 16, num_refs: int = 0,
+                        epochs: int = 2, seed: int = 0,
+                        problem: ToyProblem | None = None) -> dict:
+    """Trains any :class:`~bonjax.training.protocol.Method` on the toy and reports the exact
+    ``KL(pi_theta || target)`` and expected rewards at the start and the end.
+
+    ``target_S`` is the method's own closed-form optimum over the ``V ** T`` completions (e.g.
+    :func:`bonjax.objectives.ctrl_optimal_policy`). With ``num_refs > 0`` the prompts get a
+    cached reference store of that many pi_ref rewards (``Context.ref_rewards``).
+    """
+    from bonjax.sampling.sampler import Sampler
+    from bonjax.sampling.strategies import Temperature
+    from bonjax.training.reference import reference_rewards, reference_store
+    from bonjax.training.trainer import OptimizerConfig, Trainer
+
+    toy = problem or ToyProblem(seed=seed)
+    prompt_tokens, prompt_mask = toy.prompts(prompts)
+    ref_rewards = None
+    if num_refs:
+        sampler = Sampler(toy.lm, Temperature(1.0), toy.length)
+        rewards_1xM = reference_rewards(sampler, toy.ref_params, toy.reward,
+                                        np.asarray(prompt_tokens[:1]),
+                                        np.asarray(prompt_mask[:1]), num_refs,
+                                        jax.random.key(seed + 1), progress=False)
+        ref_rewards = reference_store(np.repeat(rewards_1xM, prompts, axis=0))
+    trainer = Trainer(toy.lm, toy.ref_params, method, toy.reward, max_new_tokens=toy.length,
+                      optimizer=OptimizerConfig(learning_rate=learning_rate, epochs=epochs,
+                                                decay_steps=steps * epochs),
+                      ref_rewards=ref_rewards)
+    state = trainer.init_state(jax.random.key(seed + 2))
+    p_start = toy.probs(toy.ref_params)
+    for _ in range(steps):
+        state, _ = trainer.step(state, prompt_tokens, prompt_mask)
+    p_end = toy.probs(state.full_params())
+    return {"method": type(method).__name__, "steps": steps,
+            "kl_to_target_start": toy.kl(p_start, target_S),
+            "kl_to_target_end": toy.kl(p_end, target_S),
+            "reward_start": toy.expected_reward(p_start), "reward_end": toy.expected_reward(p_end),
+            "target_reward": toy.expected_reward(target_S), "kl_to_ref_end": toy.kl(p_end, p_start)}

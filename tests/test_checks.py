@@ -52,3 +52,12 @@ def test_shape_of_arrays_specs_and_lists():
     assert checks.shape_of(np.zeros((2, 3))) == (2, 3)
     assert checks.shape_of(jax.ShapeDtypeStruct((4,), jnp.int32)) == (4,)
     assert checks.shape_of([[1, 2, 3]]) == (1, 3)
+
+
+def test_nonzero_check_names_the_value():
+    checks.check_nonzero("t", -2.0)
+    checks.check_nonzero("t", np.float32(0.5))
+    for bad in (0, 0.0, -0.0, float("nan"), float("inf"), True, "1"):
+        with pytest.raises(ValueError, match=rf"t must be a finite number other than 0, got "
+                                             rf"{bad!r}"):
+            checks.check_nonzero("t", bad)

@@ -365,6 +365,22 @@ def test_prompt_shard_refuses_prompts_it_was_not_given():
         PromptShard.keep(tokens_PxL, mask_PxL[:5], None, None)
 
 
+def test_the_best_of_n_aware_methods_train_and_evaluate_in_the_experiment(tmp_path):
+    """InfAlign-CTRL, QRPO and max@k from their config sections: each a point of the
+    reward-KL plane and a family of the frontier statistics."""
+    config = configs.get("test_tiny")
+    config.methods = ("ctrl", "qrpo", "max_at_k")
+    result = run_experiment(config, tmp_path / "run", progress=False)
+    assert result.complete
+    trained = {p.method: p for p in result.points if p.method != "BoN"}
+    assert set(trained) == {"InfAlign-CTRL", "QRPO", "max@k"}
+    for key in ("ctrl-beta0.1", "qrpo-beta0.333333", "max_at_k-k2"):
+        losses = [r["loss"] for r in read_metrics(tmp_path / "run" / key)]
+        assert len(losses) == config.train.steps and all(np.isfinite(losses)), key
+    frontier = json.loads((tmp_path / "run" / "results.json").read_text())["frontier"]
+    assert {g["family"] for g in frontier["families"]} == set(trained)
+
+
 def test_a_lora_run_trains_adapters_and_evaluates(tmp_path):
     """config.train.lora_rank > 0: the method trains adapters on a frozen base and is
     evaluated like any other policy."""

@@ -63,7 +63,9 @@ def test_the_experiment_sweeps_every_registered_method_from_the_base_config():
     assert type(by_key["kl_rl-beta0.05"].method) is PPO
     assert by_key["dpo-beta0.1"].method.n == config.dpo.n
     assert by_key["jbond"].setting == f"eta={config.jbond.anchor_eta:g}"
-    assert [r.needs_reference_cdf for r in runs] == [r.key.startswith("vbon") for r in runs]
+    assert [r.needs_reference_cdf for r in runs] == [
+        METHODS[r.key.split("-")[0]].needs_reference_cdf for r in runs]
+    assert {r.key for r in runs if r.needs_reference_cdf} >= {"vbon-n4", "ctrl-beta0.1"}
 
 
 def test_a_config_without_the_section_of_a_method_is_refused():

@@ -11,6 +11,9 @@ configs (``VBoNConfig``, ``BoNBoNConfig``, ``BONDConfig``, ...).
 - :mod:`~bonjax.objectives.bond`: BOND and J-BOND (Sessa et al., arXiv 2407.14622).
 - :mod:`~bonjax.objectives.kl_rl`: KL-regularised RL, KL estimators, RLOO, PPO, GAE.
 - :mod:`~bonjax.objectives.preference`: DPO and IPO.
+- :mod:`~bonjax.objectives.infalign`: InfAlign-CTRL (Balashankar et al., arXiv 2412.19792).
+- :mod:`~bonjax.objectives.qrpo`: QRPO (Matrenok et al., arXiv 2507.08068).
+- :mod:`~bonjax.objectives.max_at_k`: max@k / PKPO (Walder & Karkhanis, arXiv 2505.15201).
 """
 
 from bonjax.objectives._logprob import masked_sum, sequence_logprob, sft_loss, token_logprobs
@@ -24,6 +27,17 @@ from bonjax.objectives.bond import (
     ema_update,
     jbond_loss,
     jbond_reward,
+)
+from bonjax.objectives.infalign import (
+    CTRLConfig,
+    Exponential,
+    Identity,
+    Logarithm,
+    calibrated_reward,
+    choose_exponent,
+    ctrl_curves,
+    ctrl_optimal_policy,
+    exact_calibrated_reward,
 )
 from bonjax.objectives.kl_rl import (
     GAEResult,
@@ -40,6 +54,13 @@ from bonjax.objectives.kl_rl import (
     rloo_advantages,
     rloo_loss,
 )
+from bonjax.objectives.max_at_k import (
+    MaxAtKConfig,
+    max_at_k_estimate,
+    max_at_k_exact,
+    max_at_k_optimal_policy,
+    max_at_k_weights,
+)
 from bonjax.objectives.preference import (
     DPOConfig,
     IPOConfig,
@@ -49,10 +70,38 @@ from bonjax.objectives.preference import (
     ipo_loss_from_margin,
     log_ratio_margin,
 )
+from bonjax.objectives.qrpo import (
+    QRPOConfig,
+    QuantileTransform,
+    qrpo_loss,
+    qrpo_optimal_policy,
+    qrpo_residual,
+    reference_quantiles,
+)
 from bonjax.objectives.vbon import VBoNConfig, vbon_exact_reward, vbon_reward
 
 __all__ = [
     "BONDConfig",
+    "CTRLConfig",
+    "Exponential",
+    "Identity",
+    "Logarithm",
+    "MaxAtKConfig",
+    "QRPOConfig",
+    "QuantileTransform",
+    "calibrated_reward",
+    "choose_exponent",
+    "ctrl_curves",
+    "ctrl_optimal_policy",
+    "exact_calibrated_reward",
+    "max_at_k_estimate",
+    "max_at_k_exact",
+    "max_at_k_optimal_policy",
+    "max_at_k_weights",
+    "qrpo_loss",
+    "qrpo_optimal_policy",
+    "qrpo_residual",
+    "reference_quantiles",
     "BoNBoNConfig",
     "DPOConfig",
     "GAEResult",

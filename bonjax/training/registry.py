@@ -18,8 +18,11 @@ from typing import Any
 
 from bonjax import objectives as obj
 from bonjax.training.algorithms import BOND, JBOND, PolicyGradient, PreferencePairs
+from bonjax.training.ctrl import InfAlignCTRL
+from bonjax.training.max_at_k import MaxAtK
 from bonjax.training.ppo import PPO
 from bonjax.training.protocol import Method
+from bonjax.training.qrpo import QRPO
 
 __all__ = ["METHODS", "OPTIMIZERS", "MethodSpec", "build_method", "method_for", "spec_of"]
 
@@ -99,6 +102,15 @@ METHODS: dict[str, MethodSpec] = {spec.name: spec for spec in (
                method_args=("samples_per_prompt",)),
     MethodSpec("jbond", "J-BOND", obj.JBONDConfig, "anchor_eta", "eta",
                lambda o, _, **kw: JBOND(o, **kw)),
+    # The Best-of-N-aware methods (docs/architecture.md): KL-regularised RL on InfAlign's
+    # calibrated and transformed reward, QRPO's regression on reference samples, max@k.
+    MethodSpec("ctrl", "InfAlign-CTRL", obj.CTRLConfig, "beta", "beta",
+               lambda o, _, **kw: InfAlignCTRL(o, **kw), needs_reference_cdf=True,
+               method_args=_POLICY_GRADIENT_ARGS),
+    MethodSpec("qrpo", "QRPO", obj.QRPOConfig, "beta", "beta", lambda o, _, **kw: QRPO(o, **kw),
+               needs_reference_cdf=True, method_args=("samples_per_prompt",)),
+    MethodSpec("max_at_k", "max@k", obj.MaxAtKConfig, "k", "k",
+               lambda o, _, **kw: MaxAtK(o, **kw), method_args=_POLICY_GRADIENT_ARGS),
 )}
 
 

@@ -62,8 +62,9 @@ def get_config() -> ml_collections.ConfigDict:
     config.bon.ns = (1, 2, 4, 8, 16, 32, 64)
 
     # Methods to train (names from bonjax.training.METHODS), each swept over its own settings
-    # below: "vbon", "bonbon", "bond", "jbond", "dpo", "ipo" and "kl_rl" (KL-regularised RL on
-    # the raw reward; config.train.optimizer says how it and vBoN are optimised).
+    # below: "vbon", "bonbon", "bond", "jbond", "dpo", "ipo", "ctrl", "qrpo", "max_at_k" and
+    # "kl_rl" (KL-regularised RL on the raw reward; config.train.optimizer says how it and vBoN
+    # are optimised).
     config.methods = ("vbon", "bonbon", "kl_rl")
 
     # vBoN (Amini et al. 2025): reward log F_hat(r), KL coefficient beta = 1/(N-1).
@@ -106,6 +107,24 @@ def get_config() -> ml_collections.ConfigDict:
     config.ipo.betas = (0.1,)
     # Reference samples per prompt the pair is drawn from.
     config.ipo.n = 8
+
+    # InfAlign-CTRL (Balashankar et al. 2025): KL-regularised RL on exp(t C), C the calibrated
+    # reward (the reference CDF at the sample's reward), t = 5.
+    config.ctrl = ml_collections.ConfigDict()
+    # One trained policy per KL coefficient beta.
+    config.ctrl.betas = (0.1,)
+    # QRPO (Matrenok et al. 2025): regression of beta log(pi/pi_ref) on log q_hat - beta log Z
+    # over reference samples (q_hat: the reference quantile of the reward).
+    config.qrpo = ml_collections.ConfigDict()
+    # One trained policy per beta (beta = 1/(N-1) targets Best-of-N).
+    config.qrpo.betas = (1.0 / 3.0,)
+    # max@k policy optimisation (Walder & Karkhanis 2025): the unbiased max@k reward of the K
+    # samples per prompt, leave-one-out, minus beta KL.
+    config.max_at_k = ml_collections.ConfigDict()
+    # One trained policy per k (<= config.train.samples_per_prompt).
+    config.max_at_k.ks = (2,)
+    # KL coefficient.
+    config.max_at_k.beta = 0.1
 
     # The KL-regularised RL baseline ("kl_rl"): maximise E[r] - beta KL(pi || pi_ref).
     config.kl_rl = ml_collections.ConfigDict()
