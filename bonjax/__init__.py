@@ -10,7 +10,7 @@ from bonjax.models import (
     KVCache,
     positions_from_mask,
 )
-from bonjax.models.registry import load_model
+from bonjax.models.registry import load_model, load_reward
 from bonjax.sharding import ShardingRules, make_mesh
 
 __version__ = "0.1.0"
@@ -24,6 +24,7 @@ __all__ = [
     "KVCache",
     "ShardingRules",
     "load_model",
+    "load_reward",
     "make_mesh",
     "positions_from_mask",
     "sharding",

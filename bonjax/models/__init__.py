@@ -1,6 +1,9 @@
-"""Decoder language models behind one functional interface, and their weight import."""
+"""Decoder language models behind one functional interface, reward classifiers (decoder and
+encoder), and their weight import."""
 
+from bonjax.models.deberta import DebertaV2, DebertaV2Config, load_hf_deberta
 from bonjax.models.decoder import DecoderConfig, DecoderLM, positions_from_mask
+from bonjax.models.decoder_classifier import DecoderClassifier, load_hf_decoder_classifier
 from bonjax.models.gemma2 import Gemma2, Gemma2Config
 from bonjax.models.gemma3 import Gemma3, Gemma3Config
 from bonjax.models.gpt2 import GPT2, GPT2Config
@@ -9,6 +12,9 @@ from bonjax.models.kv_cache import KVCache
 from bonjax.models.output import ModelOutput
 
 __all__ = [
+    "DebertaV2",
+    "DebertaV2Config",
+    "DecoderClassifier",
     "DecoderConfig",
     "DecoderLM",
     "GPT2",
@@ -21,5 +27,7 @@ __all__ = [
     "Gemma3Config",
     "KVCache",
     "ModelOutput",
+    "load_hf_deberta",
+    "load_hf_decoder_classifier",
     "positions_from_mask",
 ]
