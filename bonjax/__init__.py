@@ -12,7 +12,7 @@ from bonjax.models import (
     positions_from_mask,
     save_pretrained,
 )
-from bonjax.models.registry import load_model
+from bonjax.models.registry import load_model, load_reward
 from bonjax.sharding import ShardingRules, make_mesh
 
 __version__ = "0.1.0"
@@ -27,6 +27,7 @@ __all__ = [
     "LlamaConfig",
     "ShardingRules",
     "load_model",
+    "load_reward",
     "make_mesh",
     "positions_from_mask",
     "save_pretrained",

@@ -1,4 +1,7 @@
-"""Builders of small random-weight transformers (PyTorch) models saved as HF directories."""
+"""Builders of small random-weight transformers (PyTorch) models saved as HF directories.
+
+Each ``save_<family>`` builds the causal LM, or with ``head`` another class of the family on the
+same config (e.g. ``transformers.GPT2ForSequenceClassification``)."""
 
 from __future__ import annotations
 
@@ -29,7 +32,7 @@ def torch_logits(model, tokens, mask):
     return out.logits.float().numpy()
 
 
-def save_gpt2(path, seed=0, dtype="float32", **config):
+def save_gpt2(path, seed=0, dtype="float32", head=None, **config):
     import torch
     import transformers
 
@@ -38,12 +41,12 @@ def save_gpt2(path, seed=0, dtype="float32", **config):
                                             n_head=4, resid_pdrop=0.0, embd_pdrop=0.0,
                                             attn_pdrop=0.0, bos_token_id=0, eos_token_id=1,
                                             pad_token_id=0), **config})
-    model = transformers.GPT2LMHeadModel(cfg).eval()
+    model = (head or transformers.GPT2LMHeadModel)(cfg).eval()
     _randomize(model, seed)
     return _save_and_reload(model, path, dtype)
 
 
-def save_gemma3(path, seed=0, dtype="float32", **config):
+def save_gemma3(path, seed=0, dtype="float32", head=None, **config):
     import torch
     import transformers
 
@@ -55,12 +58,12 @@ def save_gemma3(path, seed=0, dtype="float32", **config):
                 bos_token_id=2, eos_token_id=1, pad_token_id=0)
     cfg = transformers.Gemma3TextConfig(**{**base, **config})
     cfg._attn_implementation = "eager"
-    model = transformers.Gemma3ForCausalLM(cfg).eval()
+    model = (head or transformers.Gemma3ForCausalLM)(cfg).eval()
     _randomize(model, seed)
     return _save_and_reload(model, path, dtype)
 
 
-def save_gpt_neox(path, seed=0, dtype="float32", **config):
+def save_gpt_neox(path, seed=0, dtype="float32", head=None, **config):
     import torch
     import transformers
 
@@ -71,12 +74,12 @@ def save_gpt_neox(path, seed=0, dtype="float32", **config):
                 pad_token_id=0)
     cfg = transformers.GPTNeoXConfig(**{**base, **config})
     cfg._attn_implementation = "eager"
-    model = transformers.GPTNeoXForCausalLM(cfg).eval()
+    model = (head or transformers.GPTNeoXForCausalLM)(cfg).eval()
     _randomize(model, seed)
     return _save_and_reload(model, path, dtype)
 
 
-def save_gemma2(path, seed=0, dtype="float32", **config):
+def save_gemma2(path, seed=0, dtype="float32", head=None, **config):
     import torch
     import transformers
 
@@ -88,7 +91,7 @@ def save_gemma2(path, seed=0, dtype="float32", **config):
                 bos_token_id=2, eos_token_id=1, pad_token_id=0)
     cfg = transformers.Gemma2Config(**{**base, **config})
     cfg._attn_implementation = "eager"
-    model = transformers.Gemma2ForCausalLM(cfg).eval()
+    model = (head or transformers.Gemma2ForCausalLM)(cfg).eval()
     _randomize(model, seed)
     return _save_and_reload(model, path, dtype)
 

@@ -1,6 +1,9 @@
-"""Decoder language models behind one functional interface, their weight import and export."""
+"""Decoder language models behind one functional interface, reward classifiers (decoder and
+encoder), their weight import and export."""
 
+from bonjax.models.deberta import DebertaV2, DebertaV2Config, load_hf_deberta
 from bonjax.models.decoder import DecoderConfig, DecoderLM, positions_from_mask
+from bonjax.models.decoder_classifier import DecoderClassifier, load_hf_decoder_classifier
 from bonjax.models.export import save_pretrained
 from bonjax.models.gemma2 import Gemma2, Gemma2Config
 from bonjax.models.gemma3 import Gemma3, Gemma3Config
@@ -11,6 +14,9 @@ from bonjax.models.llama import Llama, Llama3RopeScaling, LlamaConfig
 from bonjax.models.output import ModelOutput
 
 __all__ = [
+    "DebertaV2",
+    "DebertaV2Config",
+    "DecoderClassifier",
     "DecoderConfig",
     "DecoderLM",
     "GPT2",
@@ -26,6 +32,8 @@ __all__ = [
     "Llama3RopeScaling",
     "LlamaConfig",
     "ModelOutput",
+    "load_hf_deberta",
+    "load_hf_decoder_classifier",
     "positions_from_mask",
     "save_pretrained",
 ]

@@ -51,6 +51,7 @@ __all__ = [
     "Encoder",
     "EncoderClassifier",
     "EncoderOutput",
+    "LayerNorm",
     "Pooling",
     "config_from_hf",
     "load_hf_encoder",
@@ -84,6 +85,9 @@ class _Checks:
     @property
     def head_dim(self) -> int:
         return self.d_model // self.num_heads
+
+    def make(self, rngs: nnx.Rngs) -> Encoder:
+        return Encoder(self, rngs=rngs)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -169,7 +173,9 @@ def masked_mean(x_BxTxD: jax.Array, mask_BxT: jax.Array) -> jax.Array:
     return total_BxD / jnp.maximum(m_BxT.sum(-1, keepdims=True), 1e-9)
 
 
-class _LayerNorm(nnx.Module):
+class LayerNorm(nnx.Module):
+    """LayerNorm computed in float32, returned in the input's dtype."""
+
     def __init__(self, dim: int, eps: float, dtype, rngs: nnx.Rngs):
         self.scale = param(rngs, (dim,), ("embed",), dtype, "ones")
         self.bias = param(rngs, (dim,), ("embed",), dtype, "zeros")
@@ -194,12 +200,12 @@ class _Layer(nnx.Module):
         self.qkv_bias = param(rngs, (3, N, H), (None, "heads", "head_dim"), pd, "zeros")
         self.out = param(rngs, (N, H, D), ("heads", "head_dim", "embed"), pd)
         self.out_bias = param(rngs, (D,), ("embed",), pd, "zeros")
-        self.attn_ln = _LayerNorm(D, cfg.layer_norm_eps, pd, rngs)
+        self.attn_ln = LayerNorm(D, cfg.layer_norm_eps, pd, rngs)
         self.fc = param(rngs, (D, F), ("embed", "mlp"), pd)
         self.fc_bias = param(rngs, (F,), ("mlp",), pd, "zeros")
         self.proj = param(rngs, (F, D), ("mlp", "embed"), pd)
         self.proj_bias = param(rngs, (D,), ("embed",), pd, "zeros")
-        self.mlp_ln = _LayerNorm(D, cfg.layer_norm_eps, pd, rngs)
+        self.mlp_ln = LayerNorm(D, cfg.layer_norm_eps, pd, rngs)
         self.scale = H ** -0.5
         self.dtype = jnp.dtype(cfg.dtype)
 
@@ -237,7 +243,7 @@ class Encoder(nnx.Module):
         self.position = param(rngs, (cfg.max_positions, D), ("position", "embed"), pd)
         if cfg.type_vocab_size:
             self.token_type = param(rngs, (cfg.type_vocab_size, D), (None, "embed"), pd)
-        self.embed_ln = _LayerNorm(D, cfg.layer_norm_eps, pd, rngs)
+        self.embed_ln = LayerNorm(D, cfg.layer_norm_eps, pd, rngs)
         self.layers = nnx.List([_Layer(cfg, rngs) for _ in range(cfg.num_layers)])
         if cfg.pooling is Pooling.CLS:
             self.pooler = param(rngs, (D, D), (None, "embed"), pd)
@@ -292,15 +298,23 @@ class EncoderOutput:
 
 @dataclasses.dataclass(frozen=True)
 class EncoderClassifier:
-    """An encoder classifier: static config + graph definition, functional forward."""
+    """An encoder classifier: static config + graph definition, functional forward.
+
+    The config builds the module (``config.make(rngs)``): :class:`Encoder` for BERT and
+    DistilBERT, :class:`bonjax.models.deberta.DebertaV2` for DeBERTa-v2/v3.
+    """
 
     config: EncoderConfig
     graphdef: Any
 
+    @property
+    def num_classes(self) -> int:
+        return self.config.num_classes
+
     @classmethod
     def abstract(cls, config: EncoderConfig) -> tuple[EncoderClassifier, nnx.State]:
         """The model and the shapes/dtypes/logical axes of its parameters (nothing allocated)."""
-        module = nnx.eval_shape(lambda: Encoder(config, rngs=nnx.Rngs(0)))
+        module = nnx.eval_shape(lambda: config.make(nnx.Rngs(0)))
         graphdef, params = nnx.split(module)
         return cls(config, graphdef), params
 
@@ -313,14 +327,14 @@ class EncoderClassifier:
         rules = rules or shd.ShardingRules()
 
         def make(k):
-            return nnx.split(Encoder(config, rngs=nnx.Rngs(params=k)))[1]
+            return nnx.split(config.make(nnx.Rngs(params=k)))[1]
 
         if mesh is None:
             return model, jax.jit(make)(key)
         out_shardings = shd.param_shardings(abstract_params, mesh, rules)
         return model, jax.jit(make, out_shardings=out_shardings)(key)
 
-    def module(self, params: nnx.State) -> Encoder:
+    def module(self, params: nnx.State) -> nnx.Module:
         """The stateful module view of ``params`` (for the staged methods of :class:`Encoder`)."""
         return nnx.merge(self.graphdef, params)
 

@@ -1,7 +1,11 @@
-"""WordPiece tokenization for the encoder classifiers: texts -> fixed-shape id and mask arrays.
+"""Tokenization for the reward classifiers: texts -> fixed-shape id and mask arrays.
 
     tokenizer = minilm_tokenizer(max_length=128, keep_tail=64)
     ids_BxL, mask_BxL = tokenizer(["A fine film.", "Dull."])
+
+:class:`EncoderTokenizer` reads a ``tokenizer.json`` (WordPiece for MiniLM);
+:class:`TransformersTokenizer` wraps any transformers tokenizer (DeBERTa-v3's Unigram, a decoder
+reward model's BPE).
 """
 
 from __future__ import annotations
@@ -13,7 +17,7 @@ import numpy as np
 
 from bonjax.models.encoder import minilm_dir
 
-__all__ = ["EncoderTokenizer", "minilm_tokenizer"]
+__all__ = ["EncoderTokenizer", "TransformersTokenizer", "minilm_tokenizer"]
 
 
 class EncoderTokenizer:
@@ -64,6 +68,31 @@ class EncoderTokenizer:
             ids_BxL[b, : len(r)] = r
             mask_BxL[b, : len(r)] = 1
         return ids_BxL, mask_BxL
+
+
+class TransformersTokenizer:
+    """Texts -> ``(ids [B, L], mask [B, L])`` int32 arrays with a transformers tokenizer.
+
+    The tokenizer adds its own special tokens (DeBERTa's ``[CLS] ... [SEP]``, none for GPT-2)
+    and pads on its own ``padding_side``; rows longer than ``max_length`` keep their first
+    ``max_length`` tokens. Rows are padded to the batch's longest row (callers that need one
+    static shape, as :class:`~bonjax.rewards.interface.RetokenizedReward`, pad to ``max_length``).
+    """
+
+    def __init__(self, tokenizer, max_length: int):
+        if max_length < 1:
+            raise ValueError(f"max_length must be positive, got {max_length}")
+        if tokenizer.pad_token is None:
+            tokenizer.pad_token = tokenizer.eos_token
+        self.tokenizer, self.max_length = tokenizer, max_length
+
+    def __call__(self, texts: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
+        if isinstance(texts, str):
+            raise ValueError("texts must be a sequence of strings, got one string")
+        enc = self.tokenizer(list(texts), max_length=self.max_length, truncation=True,
+                             padding="longest", return_tensors="np")
+        return (np.asarray(enc["input_ids"], np.int32),
+                np.asarray(enc["attention_mask"], np.int32))
 
 
 def minilm_tokenizer(max_length: int = 128, pad_multiple: int | None = None,

@@ -10,10 +10,16 @@ Names:
   ``HF_HUB_OFFLINE=1``, only an already-downloaded copy is used).
 
 Tokenizers pad on the left, as the sampler expects.
+
+``load_reward`` does the same for reward models (sequence classifiers), choosing the class from
+``config.json``: decoder ``*ForSequenceClassification`` checkpoints of the families above
+(:class:`~bonjax.models.decoder_classifier.DecoderClassifier`), DeBERTa-v2/v3, BERT and
+DistilBERT (:class:`~bonjax.models.encoder.EncoderClassifier`).
 """
 
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 
@@ -21,11 +27,20 @@ from flax import nnx
 from jax.sharding import Mesh
 
 from bonjax import sharding as shd
+from bonjax.models.deberta import load_hf_deberta
 from bonjax.models.decoder import DecoderLM
-from bonjax.models.weights import CheckpointError, load_gguf_decoder, load_hf_decoder
+from bonjax.models.decoder_classifier import load_hf_decoder_classifier
+from bonjax.models.encoder import load_hf_encoder
+from bonjax.models.encoder_tokenizer import TransformersTokenizer
+from bonjax.models.weights import (
+    HF_FAMILIES,
+    CheckpointError,
+    load_gguf_decoder,
+    load_hf_decoder,
+)
 
-__all__ = ["KNOWN_MODELS", "load_model", "load_tokenizer", "gpt2_tokenizer", "cache_dir",
-           "gemma3_270m_path"]
+__all__ = ["KNOWN_MODELS", "load_model", "load_reward", "load_tokenizer", "gpt2_tokenizer",
+           "cache_dir", "gemma3_270m_path"]
 
 KNOWN_MODELS = ("gemma3-270m",)
 
@@ -130,3 +145,71 @@ def load_model(name_or_path: str | os.PathLike, mesh: Mesh | None = None,
     lm, params = load_hf_decoder(path, mesh, rules, **config_overrides)
     tok = load_tokenizer(path, lm.config.hf_model_type) if with_tokenizer else None
     return lm, params, tok
+
+
+_ENCODER_TYPES = ("bert", "distilbert", "deberta-v2")
+
+
+def _reward_path(name: str) -> Path:
+    path = Path(name).expanduser()
+    if path.is_dir():
+        return path
+    if path.is_absolute() or name.startswith((".", "~")) or name.count("/") != 1:
+        raise ValueError(f"unknown reward model {name!r}: no directory exists at that path")
+    return _hub_snapshot(name)
+
+
+def load_reward(name_or_path: str | os.PathLike, mesh: Mesh | None = None,
+                rules: shd.ShardingRules = shd.ShardingRules(), with_tokenizer: bool = True,
+                max_length: int = 512, **config_overrides):
+    """Returns ``(model, params, tokenizer)`` of a sequence-classifier reward model: a local
+    Hugging Face directory or a hub id (e.g. ``OpenAssistant/reward-model-deberta-v3-large-v2``
+    on machines with hub access).
+
+    The class follows ``config.json``: a ``*ForSequenceClassification`` decoder of a family of
+    ``HF_FAMILIES`` gives a :class:`~bonjax.models.decoder_classifier.DecoderClassifier`;
+    ``deberta-v2``, ``bert`` and ``distilbert`` an
+    :class:`~bonjax.models.encoder.EncoderClassifier`.
+    Both take ``forward(params, ids, mask).logits_BxC`` and feed
+    :class:`bonjax.rewards.ClassifierScorer`. The tokenizer is the checkpoint's own, through
+    transformers, as a :class:`~bonjax.models.encoder_tokenizer.TransformersTokenizer`
+    (``texts -> (ids, mask)``, at most ``max_length`` tokens; its ``.tokenizer`` is the
+    transformers object). Raises :class:`CheckpointError` for a checkpoint without a
+    classification head (a causal LM, a base encoder), naming what ``config.json`` declares.
+    """
+    path = _reward_path(str(name_or_path))
+    config_file = path / "config.json"
+    if not config_file.is_file():
+        raise CheckpointError(f"{path}: no config.json (not a Hugging Face checkpoint "
+                              "directory)")
+    hf = json.loads(config_file.read_text())
+    model_type = hf.get("model_type")
+    architectures = hf.get("architectures") or []
+    heads = [a for a in architectures if a.endswith("ForSequenceClassification")]
+    if architectures and not heads:
+        raise CheckpointError(
+            f"{path}: not a reward model: config.json declares architectures {architectures} "
+            f"(model_type {model_type!r}), none with a sequence-classification head; "
+            "load_reward reads *ForSequenceClassification checkpoints (load_model reads "
+            "language models)")
+    if model_type == "deberta-v2":
+        model, params = load_hf_deberta(path, mesh, rules, **config_overrides)
+    elif model_type in ("bert", "distilbert"):
+        if mesh is not None:
+            raise ValueError(f"{model_type} reward models load unsharded (mesh=None)")
+        model, params = load_hf_encoder(path, **config_overrides)
+    elif model_type in HF_FAMILIES or model_type == "gemma3":
+        model, params = load_hf_decoder_classifier(path, mesh, rules, **config_overrides)
+    else:
+        raise CheckpointError(f"{path}: model_type {model_type!r} is not a supported reward "
+                              f"model ({', '.join(sorted([*_ENCODER_TYPES, *HF_FAMILIES]))})")
+    tokenizer = None
+    if with_tokenizer:
+        if model_type in _ENCODER_TYPES:
+            from transformers import AutoTokenizer
+
+            tok = AutoTokenizer.from_pretrained(str(path))
+        else:
+            tok = load_tokenizer(path, model_type)
+        tokenizer = TransformersTokenizer(tok, max_length)
+    return model, params, tokenizer

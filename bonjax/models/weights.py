@@ -38,6 +38,8 @@ __all__ = [
     "gguf_decoder_config",
     "place_params",
     "flat_params",
+    "place_state",
+    "read_safetensors",
 ]
 
 
@@ -55,6 +57,15 @@ def place_params(config: DecoderConfig, tensors: Mapping[str, np.ndarray], sourc
                  rules: shd.ShardingRules = shd.ShardingRules()) -> tuple[DecoderLM, nnx.State]:
     """Builds a model from a flat dict of bonjax-layout tensors, checking names and shapes."""
     lm, abstract = DecoderLM.abstract(config)
+    return lm, place_state(abstract, tensors, source, mesh, rules)
+
+
+def place_state(abstract: nnx.State, tensors: Mapping[str, np.ndarray], source: str,
+                mesh: Mesh | None = None,
+                rules: shd.ShardingRules = shd.ShardingRules()) -> nnx.State:
+    """The parameters ``abstract`` describes (shapes, dtypes, logical axes), filled from a flat
+    dict of tensors named by their paths (``"blocks.0.q"``); every name and shape is checked,
+    and with a mesh each tensor goes straight onto its shards."""
     shardings = shd.param_shardings(abstract, mesh, rules) if mesh is not None else None
     expected: set[str] = set()
 
@@ -75,8 +86,7 @@ def place_params(config: DecoderConfig, tensors: Mapping[str, np.ndarray], sourc
     unused = sorted(set(tensors) - expected)
     if unused:
         raise CheckpointError(f"{source}: tensors not used by the model: {unused[:8]}")
-    params = jax.device_put(host, shardings) if shardings is not None else jax.device_put(host)
-    return lm, params
+    return jax.device_put(host, shardings) if shardings is not None else jax.device_put(host)
 
 
 def flat_params(params: nnx.State) -> dict[str, np.ndarray]:
@@ -89,7 +99,9 @@ def flat_params(params: nnx.State) -> dict[str, np.ndarray]:
 
 # ----------------------------------------------------------------------------- HF directories
 
-def _read_safetensors(directory: Path) -> dict[str, np.ndarray]:
+def read_safetensors(directory: Path) -> dict[str, np.ndarray]:
+    """Every tensor of a checkpoint directory's safetensors files (one file or an index of
+    shards), bfloat16 and float16 widened to float32."""
     from safetensors import safe_open
 
     index = directory / "model.safetensors.index.json"
@@ -497,7 +509,7 @@ def load_hf_decoder(directory: str | os.PathLike, mesh: Mesh | None = None,
         raise CheckpointError(f"{directory}: no config.json (not a Hugging Face checkpoint "
                               "directory)")
     cfg = hf_decoder_config(json.loads(config_path.read_text()), **config_overrides)
-    raw = _read_safetensors(directory)
+    raw = read_safetensors(directory)
     try:
         tensors = HF_FAMILIES[cfg.hf_model_type].weights(cfg, dict(raw))
     except CheckpointError as e:

@@ -1,6 +1,11 @@
 """Rewards over (prompt, completion) token arrays, and the IMDB sentiment reward model."""
 
-from bonjax.rewards.classifier import ClassifierOutput, ClassifierScorer
+from bonjax.rewards.classifier import (
+    ClassifierOutput,
+    ClassifierScorer,
+    SequenceClassifier,
+    token_reward,
+)
 from bonjax.rewards.interface import (
     RetokenizedReward,
     Reward,
@@ -29,6 +34,7 @@ __all__ = [
     "RetokenizedReward",
     "Reward",
     "SentimentTrainConfig",
+    "SequenceClassifier",
     "TextReward",
     "TokenReward",
     "accuracy",
@@ -37,6 +43,7 @@ __all__ = [
     "load_sentiment_classifier",
     "load_sentiment_reward",
     "save_sentiment_classifier",
+    "token_reward",
     "train_sentiment_classifier",
     "vader_compound",
     "vader_reward",
