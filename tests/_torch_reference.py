@@ -112,7 +112,7 @@ LLAMA_FAMILIES = {
 
 
 def save_llama(path, model_type="llama", seed=0, dtype="float32", max_shard_size="50GB",
-               **config):
+               head=None, **config):
     """A random Llama-style model of ``model_type`` (a key of LLAMA_FAMILIES), saved in
     ``dtype`` (in several files listed by ``model.safetensors.index.json`` when
     ``max_shard_size`` is small)."""
@@ -127,7 +127,7 @@ def save_llama(path, model_type="llama", seed=0, dtype="float32", max_shard_size
                 eos_token_id=1, pad_token_id=0)
     cfg = getattr(transformers, config_class)(**{**base, **family, **config})
     cfg._attn_implementation = "eager"
-    model = getattr(transformers, model_class)(cfg).eval()
+    model = (head or getattr(transformers, model_class))(cfg).eval()
     _randomize(model, seed)
     return _save_and_reload(model, path, dtype, max_shard_size)
 

@@ -1,13 +1,21 @@
 """Decoder reward models (``*ForSequenceClassification``) against transformers, as rewards on the
 policy's tokens and through re-tokenisation, and ``load_reward``'s choice of class."""
 
+import functools
 import json
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from _torch_reference import left_padded_batch, save_gemma2, save_gemma3, save_gpt2, save_gpt_neox
+from _torch_reference import (
+    left_padded_batch,
+    save_gemma2,
+    save_gemma3,
+    save_gpt2,
+    save_gpt_neox,
+    save_llama,
+)
 
 import bonjax
 from bonjax.models import DecoderClassifier, GPT2Config, load_hf_decoder_classifier
@@ -23,6 +31,8 @@ FAMILIES = {
     "gpt_neox": (save_gpt_neox, "GPTNeoXForSequenceClassification"),
     "gemma2": (save_gemma2, "Gemma2ForSequenceClassification"),
     "gemma3": (save_gemma3, "Gemma3TextForSequenceClassification"),
+    "llama": (functools.partial(save_llama, model_type="llama"), "LlamaForSequenceClassification"),
+    "qwen3": (functools.partial(save_llama, model_type="qwen3"), "Qwen3ForSequenceClassification"),
 }
 TOL = 1e-4
 
@@ -46,7 +56,9 @@ def test_decoder_classifier_matches_transformers(family, tmp_path):
     hf = _save(family, tmp_path)
     model, params, _ = bonjax.load_reward(tmp_path, with_tokenizer=False)
     assert isinstance(model, DecoderClassifier) and model.num_classes == 3
-    assert model.absent == (("embed_out",) if family == "gpt_neox" else ())
+    # an untied output embedding is not in a classification checkpoint
+    untied = {"gpt_neox": ("embed_out",), "llama": ("lm_head",), "qwen3": ("lm_head",)}
+    assert model.absent == untied.get(family, ())
     tokens, mask = left_padded_batch([5, 9, 2, 7], 90, pad_id=0, seed=1)
     got = np.asarray(model.forward(params, tokens, mask).logits_BxC)
     positions = np.maximum(np.cumsum(mask, axis=1) - 1, 0)
