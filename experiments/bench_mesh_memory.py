@@ -29,7 +29,7 @@ import optax
 
 from bonjax import objectives as obj
 from bonjax import sharding as shd
-from bonjax.models import DecoderLM, Gemma3Config, GPT2Config
+from bonjax.models import DecoderLM, Gemma3Config, GPT2Config, LlamaConfig
 from bonjax.models.lora import LoRAConfig, init_lora
 from bonjax.sampling.sampler import Sampler
 from bonjax.sampling.strategies import Temperature
@@ -37,9 +37,9 @@ from bonjax.training import OptimizerConfig, Trainer, method_for
 from bonjax.training.state import ADAPTERS, TrainState, split_trainable
 from experiments.bench_remat_memory import abstract_batch
 
-CONFIGS = {"gemma3-4b": Gemma3Config.gemma3_4b, "gemma3-1b": Gemma3Config.gemma3_1b,
-           "gemma3-270m": Gemma3Config.gemma3_270m, "gpt2-124m": GPT2Config.gpt2_124m,
-           "gemma3-tiny": Gemma3Config.tiny}
+CONFIGS = {"llama3-8b": LlamaConfig.llama3_8b, "gemma3-4b": Gemma3Config.gemma3_4b,
+           "gemma3-1b": Gemma3Config.gemma3_1b, "gemma3-270m": Gemma3Config.gemma3_270m,
+           "gpt2-124m": GPT2Config.gpt2_124m, "gemma3-tiny": Gemma3Config.tiny}
 
 
 def _unused_reward(*args):
@@ -133,6 +133,8 @@ def main():
             else:
                 config = CONFIGS[model](dtype="bfloat16", param_dtype="bfloat16", remat="block")
                 lora = LoRAConfig(rank=16, targets=("q", "v")) if case == "bf16-lora" else None
+                if lora is not None and model.startswith("gpt2"):
+                    lora = LoRAConfig(rank=16, targets=("qkv",))
             lm, params = sharded_params(config, mesh, rules)
             base = {"model": model, "case": case, "mesh": args.mesh, "devices": mesh.size,
                     "backend": jax.default_backend(), "prompts": B, "prompt_len": P,

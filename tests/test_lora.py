@@ -130,8 +130,8 @@ def test_adapters_checkpoint_and_restore(toy, tmp_path):
         ckpt.save(1, state, data_position=8)
         ckpt.wait()
     with Checkpointer(tmp_path / "ckpt", save_every=1) as ckpt:
-        restored, step, _ = ckpt.restore_latest(trainer.init_state(jax.random.key(6)))
-    assert step == 1
+        restored, position, _ = ckpt.restore_latest(trainer.init_state(jax.random.key(6)))
+    assert position == 8 and int(restored.step) == int(state.step) == 1
     for a, b in zip(jax.tree.leaves(state.extra), jax.tree.leaves(restored.extra), strict=True):
         np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
 

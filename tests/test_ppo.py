@@ -172,7 +172,7 @@ def test_bad_configuration_is_named():
         PPO(obj.BoNBoNConfig(n=4))
     with pytest.raises(ValueError, match="unknown optimizer 'adam'"):
         method_for(obj.VBoNConfig(n=4), "adam")
-    with pytest.raises(ValueError, match="vBoN and KL-RL only"):
+    with pytest.raises(ValueError, match="optimizer .ppo. does not apply to BoNBoN"):
         method_for(obj.BoNBoNConfig(n=4), "ppo")
     with pytest.raises(KeyError, match="value_head"):
         PPO(obj.KLRLConfig()).loss(CompletionScores(jnp.zeros((1, 1, 2)), jnp.zeros((1, 1, 2, 4))),

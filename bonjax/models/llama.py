@@ -212,6 +212,14 @@ class LlamaConfig:
         return Llama(self, rngs=rngs)
 
     @classmethod
+    def llama3_8b(cls, **overrides) -> LlamaConfig:
+        """Llama-3.1-8B (meta-llama/Llama-3.1-8B config.json)."""
+        kw = dict(num_layers=32, num_heads=32, num_kv_heads=8, head_dim=128, d_model=4096,
+                  mlp_dim=14336, rope_scaling=Llama3RopeScaling(factor=8.0),
+                  tie_embeddings=False, bos_id=128000, eos_id=128001, pad_id=128001)
+        return cls(**{**kw, **overrides})
+
+    @classmethod
     def tiny(cls, model_type: str = "llama", **overrides) -> LlamaConfig:
         """A small config for tests (random weights): 2 layers, GQA with 2 KV heads, with the
         options that set ``model_type``'s family apart (see ``_TINY_FAMILIES``)."""
