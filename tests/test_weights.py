@@ -89,16 +89,12 @@ def test_gpt2_tokenizer_round_trip():
 
 
 @pytest.mark.slow
-def test_gemma3_270m_gguf_matches_transformers():
+def test_gemma3_270m_gguf_matches_transformers(gemma3_270m):
     """The real Gemma-3-270M weights: same next-token argmax as transformers on real text."""
-    import time
-
     import torch
     import transformers
 
-    start = time.perf_counter()
-    lm, params, tok = load_model("gemma3-270m")
-    load_s = time.perf_counter() - start
+    lm, params, tok = gemma3_270m
     sentences = ["This movie was absolutely wonderful, and the acting",
                  "I hated every minute of", "The plot of the film"]
     enc = tok(sentences, return_tensors="np", padding=True)
@@ -106,7 +102,6 @@ def test_gemma3_270m_gguf_matches_transformers():
     logits = lm.forward(params, jnp.asarray(tokens), positions_from_mask(jnp.asarray(mask)),
                         jnp.asarray(mask)).logits_BxTxV
     logits = np.asarray(logits)
-    del params
 
     from bonjax.models.registry import gemma3_270m_path
 
@@ -120,6 +115,6 @@ def test_gemma3_270m_gguf_matches_transformers():
                              attention_mask=torch.tensor(mask.astype(np.int64)),
                              position_ids=torch.tensor(positions)).logits.numpy()
     err = np.abs(logits - expected)[mask].max()
-    print(f"gemma3-270m: load {load_s:.1f} s, max abs logit error {err:.3g}")
+    print(f"gemma3-270m: max abs logit error {err:.3g}")
     np.testing.assert_array_equal(logits.argmax(-1)[mask], expected.argmax(-1)[mask])
     assert err < 1e-3, f"max abs logit error {err:.3g}"
