@@ -243,7 +243,7 @@ def test_mixed_precision_einsum_gradients(spec):
 
     got = jax.jit(jax.grad(ours, argnums=(0, 1)))(x, y)
     want = jax.grad(jax_own, argnums=(0, 1))(x, y)
-    for o, w in zip(got, want):
+    for o, w in zip(got, want, strict=True):
         err = float(jnp.linalg.norm(o.astype(jnp.float32) - w) / jnp.linalg.norm(w))
         assert err <= 1e-2, (spec, err)
     np.testing.assert_allclose(jax.jit(ours)(x, y), jax_own(x, y), rtol=1e-5)
