@@ -75,7 +75,7 @@ class SentimentTrainConfig:
 
     max_length: int = 128  # WordPiece tokens per review, [CLS] and [SEP] included
     keep_tail: int = 64  # tokens kept from the end of longer reviews (head+tail truncation)
-    frozen_layers: int = 2  # bottom encoder layers kept frozen (the embeddings always are)
+    frozen_layers: int = 4  # bottom encoder layers kept frozen (the embeddings always are)
     batch_size: int = 32
     epochs: int = 1
     learning_rate: float = 1e-4  # peak AdamW learning rate
