@@ -252,8 +252,8 @@ def load_sentiment_classifier(
     path = default_reward_dir() if path is None else pathlib.Path(path).expanduser()
     if not (path / "reward.json").is_file() or not (path / "params").is_dir():
         raise FileNotFoundError(f"no trained sentiment reward at {path}; create it with "
-                                f"`{TRAIN_COMMAND} --output_dir {path}` (about half an hour on "
-                                "2 CPU cores)")
+                                f"`{TRAIN_COMMAND} --output_dir {path}` (about 16 minutes "
+                                "of CPU time on 2 cores)")
     record = json.loads((path / "reward.json").read_text())
     if record.get("format") != _FORMAT:
         raise ValueError(f"{path / 'reward.json'} has format {record.get('format')!r}, "
