@@ -1,6 +1,8 @@
-"""Throughput of the MiniLM sentiment reward against transformers PyTorch on the same weights.
+"""Throughput of the MiniLM sentiment reward against transformers PyTorch on the same weights,
+and where the time of one step of its fine-tuning goes.
 
     python experiments/bench_reward.py [--length 64] [--batch 256] [--texts 2048] [--repeats 5]
+    python experiments/bench_reward.py --train [--steps 16] [--repeats 5] [--frozen_layers 4]
 
 Prints one JSON line per case; ``ratio`` is bonjax's sequences/s over the named anchor's, both
 measured in this run (best of ``--repeats`` interleaved timings):
@@ -16,9 +18,22 @@ measured in this run (best of ``--repeats`` interleaved timings):
 
 Uses the trained reward when its artifact exists, else all-MiniLM-L6-v2 with a random head (the
 compute is the same).
+
+``--train`` prints one ``train_step`` line per compute dtype of the default
+``SentimentTrainConfig`` (batch of IMDB train reviews): device time of the forward pass through
+the frozen layers (embeddings included), of the forward pass through the trainable layers + head
++ loss, and of their backward pass (each a separately jitted stage, best of ``--repeats``); then
+``seconds_per_step`` of the real training loop over ``--steps`` steps (compile excluded), whose
+remainder over the stages is the optimiser update and the host (batch gather, transfer,
+metric fetch; on a loaded machine the stages' best times and the loop's mean can make it
+negative). ``matmul_tflop_per_step`` counts the model's matmul FLOPs: per token and layer
+``2 (4 D^2 + 2 D F) + 4 L D`` forward, twice that backward for the trainable layers;
+``fraction_of_matmul_peak`` divides its rate by the best ``2048^3`` matmul rate in the same dtype
+(float32 accumulation) measured in this run, before and after the cases.
 """
 
 import argparse
+import dataclasses
 import importlib.resources
 import json
 import os
@@ -30,18 +45,22 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 import jax  # noqa: E402
+import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
 
 from bonjax.data import load_reviews  # noqa: E402
-from bonjax.models.encoder import load_minilm, minilm_dir  # noqa: E402
+from bonjax.models.encoder import EncoderClassifier, load_minilm, minilm_dir  # noqa: E402
 from bonjax.models.encoder_tokenizer import EncoderTokenizer  # noqa: E402
 from bonjax.rewards import (  # noqa: E402
     ClassifierOutput,
     ClassifierScorer,
     RetokenizedReward,
+    SentimentTrainConfig,
     default_reward_dir,
     load_sentiment_classifier,
+    train_sentiment_classifier,
 )
+from experiments.bench_sampling import matmul_peak_gflops  # noqa: E402
 
 
 def _best_of(fns: dict, repeats: int) -> dict:
@@ -99,6 +118,82 @@ def _torch_bert(params):
     return hf
 
 
+def train_matmul_flops(config: SentimentTrainConfig, num_layers: int = 6, d: int = 384,
+                       f: int = 1536) -> float:
+    """Matmul FLOPs of one training step: every layer forward, the trainable ones backward
+    (twice the forward); the head's are negligible."""
+    L = config.max_length
+    per_token_layer = 2 * (4 * d * d + 2 * d * f) + 4 * L * d
+    layers = num_layers + 2 * (num_layers - config.frozen_layers)
+    return config.batch_size * L * layers * per_token_layer
+
+
+def train_step_profile(train, dtype: str, frozen_layers: int, steps: int, repeats: int) -> dict:
+    """Staged device times of one fine-tuning step, and the real loop's time per step."""
+    import optax
+    from flax import nnx
+
+    config = SentimentTrainConfig(compute_dtype=dtype, frozen_layers=frozen_layers,
+                                  train_examples=None)
+    base, params = load_minilm(num_classes=2, key=jax.random.key(0))
+    model, _ = EncoderClassifier.abstract(dataclasses.replace(base.config, dtype=dtype))
+    graphdef, trainable, frozen = nnx.split(model.module(params), config.is_trainable, ...)
+    B, L, f = config.batch_size, config.max_length, config.frozen_layers
+    ids_BxL, mask_BxL = config.tokenizer()(train.texts[:B])
+    mask_BxL = mask_BxL.astype(bool)
+    y_B = train.labels[:B]
+    positions_BxL = np.broadcast_to(np.arange(L, dtype=np.int32), (B, L))
+
+    @jax.jit
+    def frozen_forward(trainable, frozen, ids_BxL, mask_BxL):
+        m = nnx.merge(graphdef, trainable, frozen)
+        return m.encode(m.embed(ids_BxL, positions_BxL), mask_BxL, 0, f)
+
+    def top_loss(trainable, frozen, x_BxLxD, mask_BxL, y_B):
+        m = nnx.merge(graphdef, trainable, frozen)
+        logits_BxC = m.classify(m.pool(m.encode(x_BxLxD, mask_BxL, f), mask_BxL))
+        return optax.softmax_cross_entropy_with_integer_labels(logits_BxC, y_B).mean()
+
+    x_BxLxD = frozen_forward(trainable, frozen, ids_BxL, mask_BxL)
+    stages = {"frozen_forward": lambda: frozen_forward(trainable, frozen, ids_BxL, mask_BxL),
+              "top_forward": lambda: jax.jit(top_loss)(trainable, frozen, x_BxLxD, mask_BxL,
+                                                       y_B),
+              "top_forward_backward": lambda: jax.jit(jax.value_and_grad(top_loss))(
+                  trainable, frozen, x_BxLxD, mask_BxL, y_B)}
+    best = _best_of({k: lambda fn=fn: jax.block_until_ready(fn()) for k, fn in stages.items()},
+                    repeats)
+    loop_config = dataclasses.replace(config, train_examples=steps * B)
+    _, _, stats = train_sentiment_classifier(loop_config, train, progress=False)
+    step_s = stats["seconds_per_step"]
+    device_s = best["frozen_forward"] + best["top_forward_backward"]
+    flops = train_matmul_flops(config)
+    return {"case": "train_step", "compute_dtype": dtype, "batch": B, "length": L,
+            "frozen_layers": f, "frozen_forward_s": round(best["frozen_forward"], 4),
+            "top_forward_s": round(best["top_forward"], 4),
+            "top_backward_s": round(best["top_forward_backward"] - best["top_forward"], 4),
+            "optimizer_and_host_s": round(step_s - device_s, 4),
+            "seconds_per_step": round(step_s, 4), "loop_steps": steps,
+            "matmul_tflop_per_step": round(flops / 1e12, 4),
+            "achieved_gflops": round(flops / step_s / 1e9, 1)}
+
+
+def train_main(args) -> None:
+    train = load_reviews("train")
+    dtypes = {"float32": None, "bfloat16": jnp.float32}  # operands -> matmul accumulation
+    peaks = {d: [matmul_peak_gflops(dtype=d, accumulate=a)] for d, a in dtypes.items()}
+    rows = [train_step_profile(train, d, args.frozen_layers, args.steps, args.repeats)
+            for d in dtypes]
+    for d, a in dtypes.items():  # the best of before and after counts (a shared machine)
+        peaks[d].append(matmul_peak_gflops(dtype=d, accumulate=a))
+    load = os.getloadavg()[0]
+    for row in rows:
+        peak = max(peaks[row["compute_dtype"]])
+        row.update(matmul_peak_gflops=round(peak, 1),
+                   fraction_of_matmul_peak=round(row["achieved_gflops"] / peak, 3),
+                   device=jax.devices()[0].device_kind, load_average_1min=load)
+        print(json.dumps(row), flush=True)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -106,7 +201,14 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=256, help="sequences per device call")
     parser.add_argument("--texts", type=int, default=2048, help="texts in the text cases")
     parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--train", action="store_true",
+                        help="profile one fine-tuning step of the reward instead")
+    parser.add_argument("--steps", type=int, default=16, help="training-loop steps (--train)")
+    parser.add_argument("--frozen_layers", type=int,
+                        default=SentimentTrainConfig().frozen_layers, help="(--train)")
     args = parser.parse_args()
+    if args.train:
+        return train_main(args)
 
     import torch
     import transformers

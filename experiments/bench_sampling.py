@@ -52,10 +52,15 @@ from bonjax.sampling import Sampler, Temperature
 MODELS = ("gpt2", "gemma")
 
 
-def matmul_peak_gflops(size: int = 2048, repeats: int = 10, dtype=jnp.float32) -> float:
-    """The best rate of a ``size^3`` matmul in ``dtype`` (GFLOP/s), the anchor of MFU figures."""
+def matmul_peak_gflops(size: int = 2048, repeats: int = 10, dtype=jnp.float32,
+                       accumulate=None) -> float:
+    """The best rate of a ``size^3`` matmul in ``dtype`` (GFLOP/s), the anchor of MFU figures.
+
+    ``accumulate``: the result dtype (``preferred_element_type``; default ``dtype``). On CPUs
+    with bfloat16 matrix units a bfloat16 matmul runs on them only with a float32 result.
+    """
     a = jax.random.normal(jax.random.key(0), (size, size), dtype)
-    f = jax.jit(lambda x: x @ x)
+    f = jax.jit(lambda x: jnp.matmul(x, x, preferred_element_type=accumulate))
     jax.block_until_ready(f(a))
     best = min(timed(lambda: f(a)) for _ in range(repeats))
     return 2 * size**3 / best / 1e9

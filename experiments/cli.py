@@ -155,7 +155,7 @@ def check_reward(config: Any) -> None:
     if not (path / "reward.json").is_file() or not (path / "params").is_dir():
         fail(f"config.reward='sentiment' needs the trained sentiment reward, which is missing at "
              f"{path} ($BONJAX_SENTIMENT_REWARD); create it with `{TRAIN_COMMAND} --output_dir "
-             f"{path}` (about half an hour on 2 CPU cores), or pass --config.reward=vader or "
+             f"{path}` (about 16 minutes of CPU time on 2 cores), or pass --config.reward=vader or "
              "--config.reward_fallback=vader")
 
 

@@ -11,6 +11,7 @@ import argparse
 import dataclasses
 import json
 import os
+import shlex
 import subprocess
 import sys
 import time
@@ -59,8 +60,9 @@ def main() -> None:
     tokenizer = config.tokenizer()
     test_accuracy = accuracy(model, params, tokenizer, test)
     wall = time.perf_counter() - start
+    command = shlex.join(["python", *sys.argv])
     result = {"test_accuracy": test_accuracy, "test_reviews": len(test), "wall_seconds": wall,
-              **stats}
+              "command": command, **stats}
     metadata = {**result, "train_config": dataclasses.asdict(config),
                 "split": "bonjax.data.imdb held-out split (test: 1,250 reviews per label with "
                          "the smallest SHA-256 of their cleaned text)",

@@ -217,3 +217,67 @@ def test_tokenizer_truncation_and_padding():
     assert bucketed.shape == bucket_mask.shape == (2, 8)
     with pytest.raises(ValueError, match="keep_tail"):
         minilm_tokenizer(max_length=16, keep_tail=15)
+
+
+@pytest.mark.parametrize("spec", ["btd,dcnh->cbnth", "bnth,bnsh->bnts", "bnts,bnsh->bnth",
+                                  "bnth,nhd->btd", "btd,df->btf", "btf,fd->btd"])
+def test_mixed_precision_einsum_gradients(spec):
+    """The bfloat16 einsum's own backward (bfloat16 operands, float32 accumulation) against
+    JAX's transpose of the same forward (float32 upcasts); every form runs on this backend."""
+    from bonjax.models.encoder import _einsum
+
+    sizes = dict(b=2, t=5, s=5, d=16, c=3, n=2, h=4, f=24)
+    (a, b), out = spec.split("->")[0].split(","), spec.split("->")[1]
+    kx, ky, kg = jax.random.split(jax.random.key(0), 3)
+    x = jax.random.normal(kx, [sizes[i] for i in a])
+    y = jax.random.normal(ky, [sizes[i] for i in b])
+    g = jax.random.normal(kg, [sizes[i] for i in out])
+
+    def ours(x, y):
+        return jnp.sum(_einsum(spec, x, y, jnp.bfloat16) * g)
+
+    def jax_own(x, y):
+        z = jnp.einsum(spec, x.astype(jnp.bfloat16), y.astype(jnp.bfloat16),
+                       preferred_element_type=jnp.float32)
+        return jnp.sum(z * g)
+
+    got = jax.jit(jax.grad(ours, argnums=(0, 1)))(x, y)
+    want = jax.grad(jax_own, argnums=(0, 1))(x, y)
+    for o, w in zip(got, want, strict=True):
+        err = float(jnp.linalg.norm(o.astype(jnp.float32) - w) / jnp.linalg.norm(w))
+        assert err <= 1e-2, (spec, err)
+    np.testing.assert_allclose(jax.jit(ours)(x, y), jax_own(x, y), rtol=1e-5)
+
+
+def test_bfloat16_compute_loss_and_gradients_match_float32():
+    """MiniLM in bfloat16 compute (float32 parameters, accumulation and elementwise work) gives
+    the float32 loss and gradients to bfloat16 accuracy, through the jitted backward."""
+    import optax
+    from flax import nnx
+
+    model, params = load_minilm(num_classes=2, key=jax.random.key(0))
+    texts = ["A warm, funny and beautifully acted film.", "Dull, loud and far too long.",
+             "I expected little and was won over by the end.", "The worst script in years."]
+    ids, mask = minilm_tokenizer(max_length=32)(texts)
+    y = jnp.array([1, 0, 1, 0])
+
+    def loss_and_grads(dtype):
+        m, _ = EncoderClassifier.abstract(dataclasses.replace(model.config, dtype=dtype))
+
+        def loss(p):
+            logits = m.forward(p, ids, mask).logits_BxC
+            return optax.softmax_cross_entropy_with_integer_labels(logits, y).mean()
+
+        value, grads = jax.jit(jax.value_and_grad(loss))(params)
+        return float(value), nnx.to_pure_dict(grads)
+
+    loss32, g32 = loss_and_grads("float32")
+    loss16, g16 = loss_and_grads("bfloat16")
+    assert abs(loss16 - loss32) <= 1e-2 * abs(loss32)
+    leaves = {"classifier": lambda g: g["classifier"], "top fc": lambda g: g["layers"][5]["fc"],
+              "bottom qkv": lambda g: g["layers"][0]["qkv"]}
+    for name, leaf in leaves.items():
+        w = np.asarray(leaf(g32))
+        err = float(np.linalg.norm(np.asarray(leaf(g16)) - w) / np.linalg.norm(w))
+        print(f"bfloat16 compute, {name} gradient: relative error {err:.3g}")
+        assert err <= 5e-2, (name, err)

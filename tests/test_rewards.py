@@ -205,7 +205,9 @@ def test_sentiment_artifact_round_trip(tmp_path, gpt2):
     reviews = Reviews(texts=tuple(TEXTS + TEXTS[::-1]), labels=np.array([1, 0, 0, 1, 0, 1] * 2),
                       rows=np.arange(12))
     model, params, stats = train_sentiment_classifier(cfg, reviews, progress=False)
-    assert stats["train_steps"] == 2
+    assert stats["train_steps"] == 2 and stats["seconds_per_step"] > 0
+    with pytest.raises(ValueError, match="compute_dtype"):
+        SentimentTrainConfig(compute_dtype="float16")
     _, initial = load_minilm(key=jax.random.key(cfg.seed))
     changed = jax.tree.map(lambda a, b: bool(np.any(np.asarray(a) != np.asarray(b))),
                            nnx.to_pure_dict(params), nnx.to_pure_dict(initial))

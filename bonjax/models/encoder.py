@@ -173,6 +173,45 @@ def masked_mean(x_BxTxD: jax.Array, mask_BxT: jax.Array) -> jax.Array:
     return total_BxD / jnp.maximum(m_BxT.sum(-1, keepdims=True), 1e-9)
 
 
+def _einsum(spec: str, x: jax.Array, y: jax.Array, dtype) -> jax.Array:
+    """``einsum(spec, x, y)`` of the operands rounded to ``dtype``, accumulated in float32.
+
+    The float32 result lets XLA use a CPU's bfloat16 matrix units (AMX on 2 Sapphire Rapids
+    cores: ~1,200 GFLOP/s for a 4096x384 by 384x1536 matmul, against ~190 in float32 and ~190
+    with a bfloat16 result) and keeps the elementwise work in float32. For ``dtype`` float32
+    this is a plain einsum.
+    """
+    dtype = jnp.dtype(dtype)
+    if dtype == jnp.float32:
+        return jnp.einsum(spec, x.astype(dtype), y.astype(dtype))
+    return _mixed_einsum(spec, x.astype(dtype), y.astype(dtype))
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(0,))
+def _mixed_einsum(spec: str, x: jax.Array, y: jax.Array) -> jax.Array:
+    return jnp.einsum(spec, x, y, preferred_element_type=jnp.float32)
+
+
+def _mixed_einsum_fwd(spec, x, y):
+    return _mixed_einsum(spec, x, y), (x, y)
+
+
+def _mixed_einsum_bwd(spec, res, g):
+    """Both gradients as einsums of ``dtype`` operands with float32 accumulation (JAX's own
+    transpose would multiply the float32 cotangent by float32 upcasts of ``x`` and ``y``).
+    Valid for specs where each index of an operand also appears in the other or the output."""
+    x, y = res
+    ins, out = spec.split("->")
+    a, b = ins.split(",")
+    g = g.astype(x.dtype)
+    dx = jnp.einsum(f"{out},{b}->{a}", g, y, preferred_element_type=jnp.float32)
+    dy = jnp.einsum(f"{a},{out}->{b}", x, g, preferred_element_type=jnp.float32)
+    return dx.astype(x.dtype), dy.astype(y.dtype)
+
+
+_mixed_einsum.defvjp(_mixed_einsum_fwd, _mixed_einsum_bwd)
+
+
 class LayerNorm(nnx.Module):
     """LayerNorm computed in float32, returned in the input's dtype."""
 
@@ -181,13 +220,14 @@ class LayerNorm(nnx.Module):
         self.bias = param(rngs, (dim,), ("embed",), dtype, "zeros")
         self.eps = eps
 
-    def __call__(self, x_BxTxD: jax.Array) -> jax.Array:
+    def __call__(self, x_BxTxD: jax.Array, dtype=None) -> jax.Array:
+        """Normalised in float32; the result in ``dtype`` (default: the input's)."""
         x = x_BxTxD.astype(jnp.float32)
         mean = x.mean(-1, keepdims=True)
         var = jnp.square(x - mean).mean(-1, keepdims=True)
         y = (x - mean) * jax.lax.rsqrt(var + self.eps)
         y = y * self.scale[...].astype(jnp.float32) + self.bias[...].astype(jnp.float32)
-        return y.astype(x_BxTxD.dtype)
+        return y.astype(dtype or x_BxTxD.dtype)
 
 
 class _Layer(nnx.Module):
@@ -211,21 +251,24 @@ class _Layer(nnx.Module):
 
     def __call__(self, x_BxTxD: jax.Array, key_mask_BxT: jax.Array) -> jax.Array:
         dt = self.dtype
-        qkv = jnp.einsum("btd,dcnh->btcnh", x_BxTxD, self.qkv[...].astype(dt))
-        qkv_BxTx3xNxH = qkv + self.qkv_bias[...].astype(dt)
-        q_BxTxNxH, k_BxSxNxH, v_BxSxNxH = (qkv_BxTx3xNxH[:, :, i] for i in range(3))
-        s_BxNxTxS = jnp.einsum("btnh,bsnh->bnts", q_BxTxNxH, k_BxSxNxH,
-                               preferred_element_type=jnp.float32) * self.scale
+        mm = functools.partial(_einsum, dtype=dt)  # inputs in dt, float32 results
+        # head-major q, k, v: every attention einsum and its gradients are plain batched matmuls
+        qkv = mm("btd,dcnh->cbnth", x_BxTxD, self.qkv[...])
+        bias_3x1xNx1xH = self.qkv_bias[...].astype(jnp.float32)[:, None, :, None, :]
+        qkv_3xBxNxTxH = (qkv + bias_3x1xNx1xH).astype(dt)
+        q_BxNxTxH, k_BxNxSxH, v_BxNxSxH = qkv_3xBxNxTxH
+        s_BxNxTxS = mm("bnth,bnsh->bnts", q_BxNxTxH, k_BxNxSxH) * self.scale
         s_BxNxTxS = jnp.where(key_mask_BxT[:, None, None, :], s_BxNxTxS,
                               jnp.finfo(jnp.float32).min)
-        p_BxNxTxS = jax.nn.softmax(s_BxNxTxS, axis=-1).astype(dt)
-        a_BxTxNxH = jnp.einsum("bnts,bsnh->btnh", p_BxNxTxS, v_BxSxNxH)
-        attn_BxTxD = jnp.einsum("btnh,nhd->btd", a_BxTxNxH, self.out[...].astype(dt))
-        x_BxTxD = self.attn_ln(x_BxTxD + attn_BxTxD + self.out_bias[...].astype(dt))
-        h_BxTxF = jnp.einsum("btd,df->btf", x_BxTxD, self.fc[...].astype(dt))
-        h_BxTxF = jax.nn.gelu(h_BxTxF + self.fc_bias[...].astype(dt), approximate=False)
-        h_BxTxD = jnp.einsum("btf,fd->btd", h_BxTxF, self.proj[...].astype(dt))
-        return self.mlp_ln(x_BxTxD + h_BxTxD + self.proj_bias[...].astype(dt))
+        p_BxNxTxS = jax.nn.softmax(s_BxNxTxS, axis=-1)
+        a_BxNxTxH = mm("bnts,bnsh->bnth", p_BxNxTxS, v_BxNxSxH)
+        attn_BxTxD = mm("bnth,nhd->btd", a_BxNxTxH, self.out[...])
+        x_BxTxD = self.attn_ln(x_BxTxD + attn_BxTxD + self.out_bias[...].astype(jnp.float32),
+                               dt)
+        h_BxTxF = mm("btd,df->btf", x_BxTxD, self.fc[...])
+        h_BxTxF = jax.nn.gelu(h_BxTxF + self.fc_bias[...].astype(jnp.float32), approximate=False)
+        h_BxTxD = mm("btf,fd->btd", h_BxTxF, self.proj[...])
+        return self.mlp_ln(x_BxTxD + h_BxTxD + self.proj_bias[...].astype(jnp.float32), dt)
 
 
 class Encoder(nnx.Module):
