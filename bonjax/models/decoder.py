@@ -31,8 +31,9 @@ __all__ = ["DecoderConfig", "DecoderLM", "ModelOutput", "positions_from_mask"]
 
 
 class DecoderConfig(Protocol):
-    """What every architecture's config provides (a frozen dataclass: ``GPT2Config``,
-    ``Gemma3Config``, ``LlamaConfig``, ...). Nothing outside ``models/`` reads any other field."""
+    """What every architecture's config provides (a frozen dataclass derived from
+    ``models.policy.ComputePolicy``: ``GPT2Config``, ``Gemma3Config``, ``LlamaConfig``, ...).
+    Nothing outside ``models/`` reads any other field."""
 
     vocab_size: int
     max_positions: int

@@ -22,13 +22,13 @@ from bonjax.models.gemma3 import (
     hf_number,
     sliding_window_pattern,
 )
-from bonjax.models.remat import check_remat
+from bonjax.models.policy import ComputePolicy
 
 __all__ = ["Gemma2Config", "Gemma2"]
 
 
 @dataclasses.dataclass(frozen=True)
-class Gemma2Config:
+class Gemma2Config(ComputePolicy):
     """Static Gemma 2 hyperparameters; defaults are Gemma-2-2B's."""
 
     vocab_size: int = 256000
@@ -49,15 +49,6 @@ class Gemma2Config:
     bos_id: int = 2
     eos_id: int = 1
     pad_id: int = 0
-    # The dtype policy: matmul inputs, activations between blocks and the KV cache in ``dtype``
-    # (matmuls accumulate in float32); norms, softmax and logits in float32; parameters stored
-    # in ``param_dtype``. "bfloat16" / "float32" is the accelerator setting.
-    dtype: str = "float32"
-    param_dtype: str = "float32"
-    # What the backward pass keeps of each block (bonjax.models.remat): "none", "block", "dots".
-    remat: str = "none"
-    # The module attribute of the final norm (``top_blocks_filter`` trains it with the top blocks).
-    final_norm_name: ClassVar[str] = "final_norm"
     # The ``model_type`` of its Hugging Face ``config.json``.
     hf_model_type: ClassVar[str] = "gemma2"
 
@@ -111,7 +102,7 @@ class Gemma2Config:
             pad_token_id=self.pad_id, tie_word_embeddings=True)
 
     def __post_init__(self):
-        check_remat(self.remat)
+        super().__post_init__()
         if self.num_heads % self.num_kv_heads:
             raise ValueError(f"num_heads {self.num_heads} is not a multiple of num_kv_heads "
                              f"{self.num_kv_heads}")

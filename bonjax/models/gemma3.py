@@ -24,7 +24,7 @@ from bonjax.models import attention
 from bonjax.models.kv_cache import KVCache
 from bonjax.models.output import ModelOutput
 from bonjax.models.params import param
-from bonjax.models.remat import check_remat
+from bonjax.models.policy import ComputePolicy
 from bonjax.models.stack import run_blocks, tied_logits
 
 __all__ = ["Gemma3Config", "Gemma3", "GemmaDecoder", "GemmaBlock", "RMSNorm",
@@ -32,7 +32,7 @@ __all__ = ["Gemma3Config", "Gemma3", "GemmaDecoder", "GemmaBlock", "RMSNorm",
 
 
 @dataclasses.dataclass(frozen=True)
-class Gemma3Config:
+class Gemma3Config(ComputePolicy):
     """Static Gemma 3 hyperparameters; defaults are Gemma-3-270M's."""
 
     vocab_size: int = 262144
@@ -54,17 +54,6 @@ class Gemma3Config:
     bos_id: int = 2
     eos_id: int = 1
     pad_id: int = 0
-    # The dtype policy: matmul inputs, activations between blocks and the KV cache in ``dtype``
-    # (matmuls accumulate in float32); norms, softmax and logits in float32; parameters stored
-    # in ``param_dtype``. "bfloat16" / "float32" is the accelerator setting.
-    dtype: str = "float32"
-    param_dtype: str = "float32"
-    # What the backward pass keeps of each block (bonjax.models.remat): "none" (everything),
-    # "block" (only the block's input; the block is recomputed) or "dots" (also the outputs of
-    # the weight matmuls). Forward values are the same under every policy.
-    remat: str = "none"
-    # The module attribute of the final norm (``top_blocks_filter`` trains it with the top blocks).
-    final_norm_name: ClassVar[str] = "final_norm"
     # The ``model_type`` of its Hugging Face ``config.json``.
     hf_model_type: ClassVar[str] = "gemma3_text"
 
@@ -120,7 +109,7 @@ class Gemma3Config:
             tie_word_embeddings=True)
 
     def __post_init__(self):
-        check_remat(self.remat)
+        super().__post_init__()
         if self.num_heads % self.num_kv_heads:
             raise ValueError(f"num_heads {self.num_heads} is not a multiple of num_kv_heads "
                              f"{self.num_kv_heads}")

@@ -18,14 +18,14 @@ from bonjax.models import attention
 from bonjax.models.kv_cache import KVCache
 from bonjax.models.output import ModelOutput
 from bonjax.models.params import param
-from bonjax.models.remat import check_remat
+from bonjax.models.policy import ComputePolicy
 from bonjax.models.stack import run_blocks, tied_logits
 
 __all__ = ["GPT2Config", "GPT2"]
 
 
 @dataclasses.dataclass(frozen=True)
-class GPT2Config:
+class GPT2Config(ComputePolicy):
     """Static GPT-2 hyperparameters (names follow the paper's and Hugging Face's config)."""
 
     vocab_size: int = 50257
@@ -38,15 +38,6 @@ class GPT2Config:
     bos_id: int = 50256
     eos_id: int = 50256
     pad_id: int = 50256
-    # The dtype policy: matmul inputs, activations between blocks and the KV cache in ``dtype``
-    # (matmuls accumulate in float32); norms, softmax and logits in float32; parameters stored
-    # in ``param_dtype``. "bfloat16" / "float32" is the accelerator setting.
-    dtype: str = "float32"
-    param_dtype: str = "float32"
-    # What the backward pass keeps of each block (bonjax.models.remat): "none" (everything),
-    # "block" (only the block's input; the block is recomputed) or "dots" (also the outputs of
-    # the weight matmuls). Forward values are the same under every policy.
-    remat: str = "none"
     # The module attribute of the final norm (``top_blocks_filter`` trains it with the top blocks).
     final_norm_name: ClassVar[str] = "ln_f"
     # The ``model_type`` of its Hugging Face ``config.json``.
@@ -85,7 +76,7 @@ class GPT2Config:
         return self.d_model // self.num_heads
 
     def __post_init__(self):
-        check_remat(self.remat)
+        super().__post_init__()
         if self.d_model % self.num_heads:
             raise ValueError(f"d_model {self.d_model} is not divisible by num_heads "
                              f"{self.num_heads}")

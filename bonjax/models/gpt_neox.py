@@ -21,7 +21,7 @@ from bonjax.models.gpt2 import LayerNorm
 from bonjax.models.kv_cache import KVCache
 from bonjax.models.output import ModelOutput
 from bonjax.models.params import param
-from bonjax.models.remat import check_remat
+from bonjax.models.policy import ComputePolicy
 from bonjax.models.stack import run_blocks, tied_logits
 
 __all__ = ["GPTNeoXConfig", "GPTNeoX"]
@@ -32,7 +32,7 @@ _GELU_APPROXIMATE = {"gelu": False, "gelu_new": True, "gelu_fast": True,
 
 
 @dataclasses.dataclass(frozen=True)
-class GPTNeoXConfig:
+class GPTNeoXConfig(ComputePolicy):
     """Static GPT-NeoX hyperparameters; defaults are Pythia-70M's."""
 
     vocab_size: int = 50304
@@ -49,15 +49,6 @@ class GPTNeoXConfig:
     bos_id: int = 0
     eos_id: int = 0
     pad_id: int = 0
-    # The dtype policy: matmul inputs, activations between blocks and the KV cache in ``dtype``
-    # (matmuls accumulate in float32); norms, softmax and logits in float32; parameters stored
-    # in ``param_dtype``. "bfloat16" / "float32" is the accelerator setting.
-    dtype: str = "float32"
-    param_dtype: str = "float32"
-    # What the backward pass keeps of each block (bonjax.models.remat): "none", "block", "dots".
-    remat: str = "none"
-    # The module attribute of the final norm (``top_blocks_filter`` trains it with the top blocks).
-    final_norm_name: ClassVar[str] = "final_norm"
     # The ``model_type`` of its Hugging Face ``config.json``.
     hf_model_type: ClassVar[str] = "gpt_neox"
 
@@ -124,7 +115,7 @@ class GPTNeoXConfig:
         return int(self.head_dim * self.rotary_pct)
 
     def __post_init__(self):
-        check_remat(self.remat)
+        super().__post_init__()
         if self.d_model % self.num_heads:
             raise ValueError(f"d_model {self.d_model} is not divisible by num_heads "
                              f"{self.num_heads}")

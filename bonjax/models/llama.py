@@ -18,7 +18,6 @@ from __future__ import annotations
 import dataclasses
 import math
 from collections.abc import Mapping
-from typing import ClassVar
 
 import jax
 import jax.numpy as jnp
@@ -28,7 +27,7 @@ from bonjax.models import attention
 from bonjax.models.kv_cache import KVCache
 from bonjax.models.output import ModelOutput
 from bonjax.models.params import param
-from bonjax.models.remat import check_remat
+from bonjax.models.policy import ComputePolicy
 from bonjax.models.stack import run_blocks, tied_logits
 
 __all__ = ["LlamaConfig", "Llama", "Llama3RopeScaling", "LLAMA_MODEL_TYPES"]
@@ -63,7 +62,7 @@ class Llama3RopeScaling:
 
 
 @dataclasses.dataclass(frozen=True)
-class LlamaConfig:
+class LlamaConfig(ComputePolicy):
     """Static hyperparameters of a Llama-style decoder; defaults are Llama-3.2-1B's."""
 
     vocab_size: int = 128256
@@ -86,20 +85,9 @@ class LlamaConfig:
     bos_id: int = 128000
     eos_id: int = 128001
     pad_id: int = 128001
-    # The dtype policy: matmul inputs, activations between blocks and the KV cache in ``dtype``
-    # (matmuls accumulate in float32); norms, softmax and logits in float32; parameters stored
-    # in ``param_dtype``. "bfloat16" / "float32" is the accelerator setting.
-    dtype: str = "float32"
-    param_dtype: str = "float32"
-    # What the backward pass keeps of each block (bonjax.models.remat): "none" (everything),
-    # "block" (only the block's input; the block is recomputed) or "dots" (also the outputs of
-    # the weight matmuls). Forward values are the same under every policy.
-    remat: str = "none"
     # The ``model_type`` of its Hugging Face ``config.json``, one of LLAMA_MODEL_TYPES (a field,
     # not a class constant: one config class reads four families).
     hf_model_type: str = "llama"
-    # The module attribute of the final norm (``top_blocks_filter`` trains it with the top blocks).
-    final_norm_name: ClassVar[str] = "final_norm"
 
     @classmethod
     def from_hf(cls, hf: Mapping, **overrides) -> LlamaConfig:
@@ -196,7 +184,7 @@ class LlamaConfig:
         return hf
 
     def __post_init__(self):
-        check_remat(self.remat)
+        super().__post_init__()
         if self.num_heads % self.num_kv_heads:
             raise ValueError(f"num_heads {self.num_heads} is not a multiple of num_kv_heads "
                              f"{self.num_kv_heads}")
