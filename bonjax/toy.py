@@ -131,6 +131,37 @@ def _toy_method(name: str, n: int, samples_per_prompt: int, kl_beta: float, opti
     return objective, method
 
 
+def _train(toy: ToyProblem, method, *, steps: int, learning_rate: float, prompts: int,
+           num_refs: int, epochs: int, seed: int, lora=None,
+           train_top: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Trains ``method`` on the toy's prompts for ``steps`` steps (with a reference store of
+    ``num_refs`` pi_ref rewards per prompt when ``num_refs > 0``); returns the exact laws of the
+    policy at the start and the end, ``(p_start_S, p_end_S)``."""
+    from bonjax.sampling.sampler import Sampler
+    from bonjax.sampling.strategies import Temperature
+    from bonjax.training.reference import reference_rewards, reference_store
+    from bonjax.training.trainer import OptimizerConfig, Trainer
+
+    prompt_tokens, prompt_mask = toy.prompts(prompts)
+    ref_rewards = None
+    if num_refs:
+        sampler = Sampler(toy.lm, Temperature(1.0), toy.length)
+        rewards_1xM = reference_rewards(sampler, toy.ref_params, toy.reward,
+                                        np.asarray(prompt_tokens[:1]),
+                                        np.asarray(prompt_mask[:1]), num_refs,
+                                        jax.random.key(seed + 1), progress=False)
+        ref_rewards = reference_store(np.repeat(rewards_1xM, prompts, axis=0))
+    trainer = Trainer(toy.lm, toy.ref_params, method, toy.reward, max_new_tokens=toy.length,
+                      optimizer=OptimizerConfig(learning_rate=learning_rate, epochs=epochs,
+                                                decay_steps=steps * epochs, lora=lora,
+                                                train_top=train_top),
+                      ref_rewards=ref_rewards)
+    state = trainer.init_state(jax.random.key(seed + 2))
+    for _ in range(steps):
+        state, _ = trainer.step(state, prompt_tokens, prompt_mask)
+    return toy.probs(toy.ref_params), toy.probs(state.full_params())
+
+
 def train_on_toy(method: str, *, n: int = 4, steps: int = 300, learning_rate: float = 1e-2,
                  prompts: int = 64, samples_per_prompt: int = 4, num_refs: int = 512,
                  epochs: int = 2, kl_beta: float = 0.1, seed: int = 0,
@@ -143,34 +174,13 @@ def train_on_toy(method: str, *, n: int = 4, steps: int = 300, learning_rate: fl
     ``lora`` (a ``bonjax.models.lora.LoRAConfig``) trains adapters instead of every parameter;
     ``train_top`` trains the top blocks and the final norm only (no embeddings).
     """
-    from bonjax.sampling.sampler import Sampler
-    from bonjax.sampling.strategies import Temperature
-    from bonjax.training.reference import reference_rewards, reference_store
-    from bonjax.training.trainer import OptimizerConfig, Trainer
-
     toy = problem or ToyProblem(seed=seed)
     n = 2 if method == "jbond" else n
     _, chosen = _toy_method(method, n, samples_per_prompt, kl_beta, optimizer)
-    prompt_tokens, prompt_mask = toy.prompts(prompts)
-    ref_rewards = None
-    if method == "vbon":
-        sampler = Sampler(toy.lm, Temperature(1.0), toy.length)
-        rewards_1xM = reference_rewards(sampler, toy.ref_params, toy.reward,
-                                        np.asarray(prompt_tokens[:1]),
-                                        np.asarray(prompt_mask[:1]), num_refs,
-                                        jax.random.key(seed + 1), progress=False)
-        ref_rewards = reference_store(np.repeat(rewards_1xM, prompts, axis=0))
-    trainer = Trainer(toy.lm, toy.ref_params, chosen, toy.reward, max_new_tokens=toy.length,
-                      optimizer=OptimizerConfig(learning_rate=learning_rate, epochs=epochs,
-                                                decay_steps=steps * epochs, lora=lora,
-                                                train_top=train_top),
-                      ref_rewards=ref_rewards)
-    state = trainer.init_state(jax.random.key(seed + 2))
     p_bon = toy.bon_probs(n)
-    p_start = toy.probs(toy.ref_params)
-    for _ in range(steps):
-        state, _ = trainer.step(state, prompt_tokens, prompt_mask)
-    p_end = toy.probs(state.full_params())
+    p_start, p_end = _train(toy, chosen, steps=steps, learning_rate=learning_rate,
+                            prompts=prompts, num_refs=num_refs if method == "vbon" else 0,
+                            epochs=epochs, seed=seed, lora=lora, train_top=train_top)
     return {"method": method, "optimizer": optimizer if method in ("vbon", "kl_rl") else None,
             "n": n, "steps": steps,
             "kl_to_bon_start": toy.kl(p_start, p_bon), "kl_to_bon_end": toy.kl(p_end, p_bon),
@@ -190,30 +200,9 @@ def train_toward_target(method, target_S: np.ndarray, *, steps: int = 60,
     :func:`bonjax.objectives.ctrl_optimal_policy`). With ``num_refs > 0`` the prompts get a
     cached reference store of that many pi_ref rewards (``Context.ref_rewards``).
     """
-    from bonjax.sampling.sampler import Sampler
-    from bonjax.sampling.strategies import Temperature
-    from bonjax.training.reference import reference_rewards, reference_store
-    from bonjax.training.trainer import OptimizerConfig, Trainer
-
     toy = problem or ToyProblem(seed=seed)
-    prompt_tokens, prompt_mask = toy.prompts(prompts)
-    ref_rewards = None
-    if num_refs:
-        sampler = Sampler(toy.lm, Temperature(1.0), toy.length)
-        rewards_1xM = reference_rewards(sampler, toy.ref_params, toy.reward,
-                                        np.asarray(prompt_tokens[:1]),
-                                        np.asarray(prompt_mask[:1]), num_refs,
-                                        jax.random.key(seed + 1), progress=False)
-        ref_rewards = reference_store(np.repeat(rewards_1xM, prompts, axis=0))
-    trainer = Trainer(toy.lm, toy.ref_params, method, toy.reward, max_new_tokens=toy.length,
-                      optimizer=OptimizerConfig(learning_rate=learning_rate, epochs=epochs,
-                                                decay_steps=steps * epochs),
-                      ref_rewards=ref_rewards)
-    state = trainer.init_state(jax.random.key(seed + 2))
-    p_start = toy.probs(toy.ref_params)
-    for _ in range(steps):
-        state, _ = trainer.step(state, prompt_tokens, prompt_mask)
-    p_end = toy.probs(state.full_params())
+    p_start, p_end = _train(toy, method, steps=steps, learning_rate=learning_rate,
+                            prompts=prompts, num_refs=num_refs, epochs=epochs, seed=seed)
     return {"method": type(method).__name__, "steps": steps,
             "kl_to_target_start": toy.kl(p_start, target_S),
             "kl_to_target_end": toy.kl(p_end, target_S),
