@@ -67,7 +67,6 @@ class QRPO:
         return batch, {"reward": reward_BxS.mean(), "quantile": q_BxS.mean()}
 
     def loss(self, scores, batch, extras):
-        residual_BxS = obj.qrpo_residual(scores.logp_BxNxT,
-                                         jax.lax.stop_gradient(batch.logp_ref_BxSxT),
-                                         batch.mask_BxSxT, batch.q_BxS, self.objective)
-        return (residual_BxS**2).mean(-1), {"residual": residual_BxS.mean()}
+        loss_BxS = obj.qrpo_loss(scores.logp_BxNxT, batch.logp_ref_BxSxT, batch.mask_BxSxT,
+                                 batch.q_BxS, self.objective)
+        return loss_BxS.mean(-1), {}
