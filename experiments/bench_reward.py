@@ -49,8 +49,9 @@ import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
 
 from bonjax.data import load_reviews  # noqa: E402
-from bonjax.models.encoder import EncoderClassifier, load_minilm, minilm_dir  # noqa: E402
+from bonjax.models.encoder import EncoderClassifier
 from bonjax.models.encoder_tokenizer import EncoderTokenizer  # noqa: E402
+from bonjax.models.encoder_weights import load_minilm, minilm_dir
 from bonjax.rewards import (  # noqa: E402
     ClassifierOutput,
     ClassifierScorer,

@@ -9,16 +9,9 @@ import numpy as np
 import pytest
 
 from bonjax import sharding as shd
-from bonjax.models.encoder import (
-    BertConfig,
-    DistilBertConfig,
-    EncoderClassifier,
-    Pooling,
-    load_hf_encoder,
-    load_minilm,
-    minilm_dir,
-)
+from bonjax.models.encoder import BertConfig, DistilBertConfig, EncoderClassifier, Pooling
 from bonjax.models.encoder_tokenizer import minilm_tokenizer
+from bonjax.models.encoder_weights import load_hf_encoder, load_minilm, minilm_dir
 
 torch = pytest.importorskip("torch")
 transformers = pytest.importorskip("transformers")

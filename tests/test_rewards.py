@@ -10,13 +10,9 @@ import pytest
 from flax import nnx
 
 from bonjax.data.imdb import Reviews
-from bonjax.models.encoder import (
-    BertConfig,
-    EncoderClassifier,
-    load_minilm,
-    minilm_dir,
-)
+from bonjax.models.encoder import BertConfig, EncoderClassifier
 from bonjax.models.encoder_tokenizer import minilm_tokenizer
+from bonjax.models.encoder_weights import load_minilm, minilm_dir
 from bonjax.rewards import (
     TRAIN_COMMAND,
     ClassifierOutput,

@@ -9,8 +9,9 @@ import pytest
 from _torch_reference import save_gemma3, save_gpt2
 
 from bonjax.models import positions_from_mask
+from bonjax.models.gguf import load_gguf_decoder
 from bonjax.models.registry import gpt2_tokenizer, load_model
-from bonjax.models.weights import CheckpointError, load_gguf_decoder, load_hf_decoder
+from bonjax.models.weights import CheckpointError, load_hf_decoder
 
 
 def test_missing_directory_and_config(tmp_path):

@@ -15,7 +15,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from bonjax.models.encoder import minilm_dir
+from bonjax.models.encoder_weights import minilm_dir
 
 __all__ = ["EncoderTokenizer", "TransformersTokenizer", "minilm_tokenizer"]
 

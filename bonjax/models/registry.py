@@ -30,12 +30,12 @@ from bonjax import sharding as shd
 from bonjax.models.deberta import load_hf_deberta
 from bonjax.models.decoder import DecoderLM
 from bonjax.models.decoder_classifier import load_hf_decoder_classifier
-from bonjax.models.encoder import load_hf_encoder
 from bonjax.models.encoder_tokenizer import TransformersTokenizer
+from bonjax.models.encoder_weights import load_hf_encoder
+from bonjax.models.gguf import load_gguf_decoder
 from bonjax.models.weights import (
     HF_FAMILIES,
     CheckpointError,
-    load_gguf_decoder,
     load_hf_decoder,
 )
 

@@ -36,14 +36,9 @@ import optax
 from flax import nnx
 
 from bonjax.data.imdb import Reviews
-from bonjax.models.encoder import (
-    BertConfig,
-    EncoderClassifier,
-    Pooling,
-    load_minilm,
-    minilm_dir,
-)
+from bonjax.models.encoder import BertConfig, EncoderClassifier, Pooling
 from bonjax.models.encoder_tokenizer import EncoderTokenizer
+from bonjax.models.encoder_weights import load_minilm, minilm_dir
 from bonjax.rewards.classifier import ClassifierOutput, ClassifierScorer
 from bonjax.rewards.interface import RetokenizedReward
 

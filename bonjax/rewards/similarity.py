@@ -12,8 +12,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from bonjax.models.encoder import EncoderClassifier, Pooling, load_minilm
+from bonjax.models.encoder import EncoderClassifier, Pooling
 from bonjax.models.encoder_tokenizer import minilm_tokenizer
+from bonjax.models.encoder_weights import load_minilm
 from bonjax.rewards.interface import decode_texts
 
 __all__ = ["SentenceEmbedder", "load_minilm_embedder"]
