@@ -42,7 +42,7 @@ from jax.sharding import Mesh
 from bonjax import sharding as shd
 from bonjax.models.encoder import EncoderClassifier, EncoderOutput, LayerNorm
 from bonjax.models.params import param
-from bonjax.models.weights import CheckpointError, place_state, read_safetensors
+from bonjax.models.weights import CheckpointError, place_state, read_safetensors, tensor_getter
 
 __all__ = ["DebertaV2", "DebertaV2Config", "load_hf_deberta", "relative_positions"]
 
@@ -334,13 +334,7 @@ def _tensors(cfg: DebertaV2Config, raw: dict[str, np.ndarray],
              source: str) -> dict[str, np.ndarray]:
     """The checkpoint's tensors in bonjax's names and layouts."""
     N, H, D = cfg.num_heads, cfg.head_dim, cfg.d_model
-    used: set[str] = set()
-
-    def get(name: str) -> np.ndarray:
-        if name not in raw:
-            raise CheckpointError(f"{source}: tensor {name!r} is missing")
-        used.add(name)
-        return raw[name]
+    get = tensor_getter(raw, source)
 
     e, enc = "deberta.embeddings.", "deberta.encoder."
     out = {"word": get(e + "word_embeddings.weight"),
@@ -388,7 +382,7 @@ def _tensors(cfg: DebertaV2Config, raw: dict[str, np.ndarray],
     # v3 files may carry an absolute position table the model does not read (transformers
     # ignores it too); buffers are not parameters.
     ignored = ("deberta.embeddings.position_embeddings.weight", "deberta.embeddings.position_ids")
-    out.update({k: v for k, v in raw.items() if k not in used and k not in ignored})
+    out.update({k: v for k, v in raw.items() if k not in get.used and k not in ignored})
     return out
 
 

@@ -1,6 +1,6 @@
 """Gemma 3 from a GGUF file (the packaged Gemma-3-270M): its config from the file's metadata, its
 tensors dequantised with ``gguf`` and mapped through Gemma 3's weight layout
-(``weights._gemma3_layout``; GGUF stores the RMSNorm scales with the ``+1`` folded in)."""
+(``weights.gemma3_layout``; GGUF stores the RMSNorm scales with the ``+1`` folded in)."""
 
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ from jax.sharding import Mesh
 from bonjax import sharding as shd
 from bonjax.models.decoder import DecoderLM
 from bonjax.models.gemma3 import Gemma3Config
-from bonjax.models.weights import CheckpointError, _gemma3_layout, place_params
+from bonjax.models.weights import CheckpointError, gemma3_layout, place_params
 
 __all__ = ["gguf_decoder_config", "load_gguf_decoder"]
 
@@ -104,5 +104,5 @@ def load_gguf_decoder(path: str | os.PathLike, mesh: Mesh | None = None,
                 raise CheckpointError(f"{path}: cannot dequantise {name} ({e})") from e
         return cache.pop(name)
 
-    tensors = _gemma3_layout(cfg, get, _GEMMA3_GGUF, norm_offset=1.0)
+    tensors = gemma3_layout(cfg, get, _GEMMA3_GGUF, norm_offset=1.0)
     return place_params(cfg, tensors, str(path), mesh, rules)

@@ -37,6 +37,8 @@ __all__ = [
     "place_params",
     "flat_params",
     "place_state",
+    "tensor_getter",
+    "gemma3_layout",
     "read_safetensors",
 ]
 
@@ -209,7 +211,7 @@ def _reshape(array: np.ndarray, shape: tuple[int, ...], name: str) -> np.ndarray
     return array.reshape(shape)
 
 
-def _gemma3_layout(cfg: Gemma2Config | Gemma3Config, get: Callable[[str], np.ndarray],
+def gemma3_layout(cfg: Gemma2Config | Gemma3Config, get: Callable[[str], np.ndarray],
                    names: Mapping[str, str], norm_offset: float) -> dict[str, np.ndarray]:
     """Shared Gemma 2 / 3 mapping; ``names`` maps bonjax names to source names (``{i}`` =
     layer); a norm absent from ``names`` (Gemma 2's q/k norms) is not read."""
@@ -250,8 +252,8 @@ _GEMMA3_HF = {
 def _gemma3_from_hf(cfg: Gemma3Config, raw: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
     raw = _strip(raw, ("model.language_model.", "language_model.model.", "model."))
     raw.pop("lm_head.weight", None)  # tied to the embedding
-    get = _getter(raw, "Gemma 3 checkpoint")
-    tensors = _gemma3_layout(cfg, get, _GEMMA3_HF, norm_offset=0.0)
+    get = tensor_getter(raw, "Gemma 3 checkpoint")
+    tensors = gemma3_layout(cfg, get, _GEMMA3_HF, norm_offset=0.0)
     tensors.update({k: v for k, v in raw.items() if k not in get.used
                     and not k.startswith(("vision_tower.", "multi_modal_projector."))})
     return tensors
@@ -263,8 +265,8 @@ _GEMMA2_HF = {k: v for k, v in _GEMMA3_HF.items() if k not in ("q_norm", "k_norm
 def _gemma2_from_hf(cfg: Gemma2Config, raw: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
     raw = _strip(raw, ("model.",))
     raw.pop("lm_head.weight", None)  # tied to the embedding
-    get = _getter(raw, "Gemma 2 checkpoint")
-    tensors = _gemma3_layout(cfg, get, _GEMMA2_HF, norm_offset=0.0)
+    get = tensor_getter(raw, "Gemma 2 checkpoint")
+    tensors = gemma3_layout(cfg, get, _GEMMA2_HF, norm_offset=0.0)
     tensors.update({k: v for k, v in raw.items() if k not in get.used})
     return tensors
 
@@ -274,7 +276,7 @@ def _gpt_neox_from_hf(cfg: GPTNeoXConfig, raw: dict[str, np.ndarray]) -> dict[st
     for head ``n``; bonjax's ``qkv`` is ``[D, 3, N, H]`` (q, k, v blocks), as GPT-2's. The output
     embedding is ``embed_out`` in older files, ``lm_head`` in transformers 5's."""
     t = _strip(raw, ("gpt_neox.",))
-    get = _getter(t, "GPT-NeoX checkpoint")
+    get = tensor_getter(t, "GPT-NeoX checkpoint")
     N, H, D = cfg.num_heads, cfg.head_dim, cfg.d_model
     head = "lm_head.weight" if "lm_head.weight" in t else "embed_out.weight"
     out = {"embed_in": get("embed_in.weight"), "embed_out": get(head),
@@ -310,7 +312,7 @@ def _llama_from_hf(cfg: LlamaConfig, raw: dict[str, np.ndarray]) -> dict[str, np
            if not k.endswith("rotary_emb.inv_freq")}  # buffers some older files hold
     if cfg.tie_embeddings:
         raw.pop("lm_head.weight", None)  # a copy of the embedding where a file keeps it
-    get = _getter(raw, f"{cfg.hf_model_type} checkpoint")
+    get = tensor_getter(raw, f"{cfg.hf_model_type} checkpoint")
     N, K, H, D = cfg.num_heads, cfg.num_kv_heads, cfg.head_dim, cfg.d_model
     out = {"embed": get("embed_tokens.weight"), "final_norm.scale": get("norm.weight")}
     if not cfg.tie_embeddings:
@@ -338,7 +340,9 @@ def _llama_from_hf(cfg: LlamaConfig, raw: dict[str, np.ndarray]) -> dict[str, np
     return out
 
 
-def _getter(tensors: dict[str, np.ndarray], source: str) -> Callable[[str], np.ndarray]:
+def tensor_getter(tensors: dict[str, np.ndarray], source: str) -> Callable[[str], np.ndarray]:
+    """``get(name)``: the tensor, or a CheckpointError naming ``source`` and the missing name;
+    ``get.used`` holds the names read (the rest are reported as unused)."""
     used: set[str] = set()
 
     def get(name: str) -> np.ndarray:
@@ -357,7 +361,7 @@ def _getter(tensors: dict[str, np.ndarray], source: str) -> Callable[[str], np.n
 # a tensor it does not read is an error (a parameter the export would silently drop).
 
 def _exporting(t: Mapping[str, np.ndarray], family: str) -> Callable[[str], np.ndarray]:
-    get = _getter(dict(t), f"{family} export")
+    get = tensor_getter(dict(t), f"{family} export")
 
     def check_all_read() -> None:
         left = sorted(set(t) - get.used)  # type: ignore[attr-defined]
@@ -394,7 +398,7 @@ def _gpt2_to_hf(cfg: GPT2Config, t: Mapping[str, np.ndarray]) -> dict[str, np.nd
 
 def _gemma_to_hf(cfg: Gemma2Config | Gemma3Config, t: Mapping[str, np.ndarray],
                  names: Mapping[str, str], family: str) -> dict[str, np.ndarray]:
-    """The inverse of :func:`_gemma3_layout` (norm scales as bonjax keeps them, ``w`` of
+    """The inverse of :func:`gemma3_layout` (norm scales as bonjax keeps them, ``w`` of
     ``x * (1 + w)``, which is what transformers stores too)."""
     get = _exporting(t, family)
     N, K, H, D = cfg.num_heads, cfg.num_kv_heads, cfg.head_dim, cfg.d_model
