@@ -11,6 +11,7 @@ import dataclasses
 import jax
 import jax.numpy as jnp
 
+from bonjax.models import matmul
 from bonjax.models.kv_cache import KVCache
 
 __all__ = ["AttentionMasks", "build_masks", "apply_rope", "rope_inv_freq", "attend", "write_cache",
@@ -124,14 +125,14 @@ def project_in(x_BxTxD: jax.Array, w_DxM: jax.Array) -> jax.Array:
     """
     B, T, D = x_BxTxD.shape
     out_shape = w_DxM.shape[1:]
-    y = jnp.einsum("btd,dm->btm", x_BxTxD, w_DxM.reshape(D, -1))
+    y = matmul.einsum("btd,dm->btm", x_BxTxD, w_DxM.reshape(D, -1))
     return y.reshape(B, T, *out_shape)
 
 
 def project_out(a_BxTxNxH: jax.Array, w_NxHxD: jax.Array) -> jax.Array:
     """``sum_{n,h} a[b,t,n,h] w[n,h,d]`` as one ``[B*T, N*H] @ [N*H, D]`` matmul (see above)."""
     B, T, N, H = a_BxTxNxH.shape
-    return jnp.einsum("btm,md->btd", a_BxTxNxH.reshape(B, T, N * H),
+    return matmul.einsum("btm,md->btd", a_BxTxNxH.reshape(B, T, N * H),
                       w_NxHxD.reshape(N * H, w_NxHxD.shape[-1]))
 
 

@@ -36,6 +36,7 @@ from flax import nnx, struct
 from jax.sharding import Mesh
 
 from bonjax import sharding as shd
+from bonjax.models import matmul
 from bonjax.models.params import param
 
 __all__ = [
@@ -164,42 +165,10 @@ def masked_mean(x_BxTxD: jax.Array, mask_BxT: jax.Array) -> jax.Array:
 
 
 def _einsum(spec: str, x: jax.Array, y: jax.Array, dtype) -> jax.Array:
-    """``einsum(spec, x, y)`` of the operands rounded to ``dtype``, accumulated in float32.
-
-    The float32 result lets XLA use a CPU's bfloat16 matrix units (AMX on 2 Sapphire Rapids
-    cores: ~1,200 GFLOP/s for a 4096x384 by 384x1536 matmul, against ~190 in float32 and ~190
-    with a bfloat16 result) and keeps the elementwise work in float32. For ``dtype`` float32
-    this is a plain einsum.
-    """
-    dtype = jnp.dtype(dtype)
-    if dtype == jnp.float32:
-        return jnp.einsum(spec, x.astype(dtype), y.astype(dtype))
-    return _mixed_einsum(spec, x.astype(dtype), y.astype(dtype))
-
-
-@functools.partial(jax.custom_vjp, nondiff_argnums=(0,))
-def _mixed_einsum(spec: str, x: jax.Array, y: jax.Array) -> jax.Array:
-    return jnp.einsum(spec, x, y, preferred_element_type=jnp.float32)
-
-
-def _mixed_einsum_fwd(spec, x, y):
-    return _mixed_einsum(spec, x, y), (x, y)
-
-
-def _mixed_einsum_bwd(spec, res, g):
-    """Both gradients as einsums of ``dtype`` operands with float32 accumulation (JAX's own
-    transpose would multiply the float32 cotangent by float32 upcasts of ``x`` and ``y``).
-    Valid for specs where each index of an operand also appears in the other or the output."""
-    x, y = res
-    ins, out = spec.split("->")
-    a, b = ins.split(",")
-    g = g.astype(x.dtype)
-    dx = jnp.einsum(f"{out},{b}->{a}", g, y, preferred_element_type=jnp.float32)
-    dy = jnp.einsum(f"{a},{out}->{b}", x, g, preferred_element_type=jnp.float32)
-    return dx.astype(x.dtype), dy.astype(y.dtype)
-
-
-_mixed_einsum.defvjp(_mixed_einsum_fwd, _mixed_einsum_bwd)
+    """``einsum(spec, x, y)`` of the operands rounded to ``dtype``, accumulated and returned in
+    float32 (:func:`bonjax.models.matmul.einsum`: bfloat16 operands use a CPU's bfloat16 matrix
+    units and keep the elementwise work in float32)."""
+    return matmul.einsum(spec, x.astype(dtype), y.astype(dtype), out_dtype=jnp.float32)
 
 
 class LayerNorm(nnx.Module):

@@ -20,7 +20,7 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
-from bonjax.models import attention
+from bonjax.models import attention, matmul
 from bonjax.models.kv_cache import KVCache
 from bonjax.models.output import ModelOutput
 from bonjax.models.params import param
@@ -249,10 +249,10 @@ class GemmaBlock(nnx.Module):
         h = attention.project_out(a_BxTxNxH, self.o.value.astype(dt))
         x_BxTxD = x_BxTxD + self.post_attn_norm(h)
         h = self.pre_mlp_norm(x_BxTxD)
-        gate_BxTxF = jax.nn.gelu(jnp.einsum("btd,df->btf", h, self.gate.value.astype(dt)),
+        gate_BxTxF = jax.nn.gelu(matmul.einsum("btd,df->btf", h, self.gate.value.astype(dt)),
                                  approximate=True)
-        up_BxTxF = jnp.einsum("btd,df->btf", h, self.up.value.astype(dt))
-        h = jnp.einsum("btf,fd->btd", gate_BxTxF * up_BxTxF, self.down.value.astype(dt))
+        up_BxTxF = matmul.einsum("btd,df->btf", h, self.up.value.astype(dt))
+        h = matmul.einsum("btf,fd->btd", gate_BxTxF * up_BxTxF, self.down.value.astype(dt))
         x_BxTxD = x_BxTxD + self.post_mlp_norm(h)
         return x_BxTxD, k_BxTxKxH, v_BxTxKxH
 

@@ -14,7 +14,7 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
-from bonjax.models import attention
+from bonjax.models import attention, matmul
 from bonjax.models.kv_cache import KVCache
 from bonjax.models.output import ModelOutput
 from bonjax.models.params import param
@@ -148,9 +148,10 @@ class _Block(nnx.Module):
         x_BxTxD = x_BxTxD + (attention.project_out(a_BxTxNxH, self.out.value.astype(dt))
                              + self.out_bias.value.astype(dt))
         h = self.ln_2(x_BxTxD)
-        h = jnp.einsum("btd,df->btf", h, self.fc.value.astype(dt)) + self.fc_bias.value.astype(dt)
+        h = (matmul.einsum("btd,df->btf", h, self.fc.value.astype(dt))
+             + self.fc_bias.value.astype(dt))
         h = jax.nn.gelu(h, approximate=True)
-        h = jnp.einsum("btf,fd->btd", h, self.proj.value.astype(dt))
+        h = matmul.einsum("btf,fd->btd", h, self.proj.value.astype(dt))
         x_BxTxD = x_BxTxD + h + self.proj_bias.value.astype(dt)
         return x_BxTxD, k, v
 

@@ -16,7 +16,7 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
-from bonjax.models import attention
+from bonjax.models import attention, matmul
 from bonjax.models.gpt2 import LayerNorm
 from bonjax.models.kv_cache import KVCache
 from bonjax.models.output import ModelOutput
@@ -174,9 +174,10 @@ class _Block(nnx.Module):
     def _mlp(self, x_BxTxD):
         dt = self.dtype
         h = self.mlp_norm(x_BxTxD)
-        h = jnp.einsum("btd,df->btf", h, self.fc.value.astype(dt)) + self.fc_bias.value.astype(dt)
+        h = (matmul.einsum("btd,df->btf", h, self.fc.value.astype(dt))
+             + self.fc_bias.value.astype(dt))
         h = jax.nn.gelu(h, approximate=self.gelu_approximate)
-        h = jnp.einsum("btf,fd->btd", h, self.proj.value.astype(dt))
+        h = matmul.einsum("btf,fd->btd", h, self.proj.value.astype(dt))
         return h + self.proj_bias.value.astype(dt)
 
     def __call__(self, x_BxTxD, positions_BxT, masks, layer_k, layer_v, write_index, prefix_kv):

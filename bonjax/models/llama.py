@@ -23,7 +23,7 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
-from bonjax.models import attention
+from bonjax.models import attention, matmul
 from bonjax.models.kv_cache import KVCache
 from bonjax.models.output import ModelOutput
 from bonjax.models.params import param
@@ -320,10 +320,10 @@ class _Block(nnx.Module):
             h = h + self.o_bias.value.astype(dt)
         x_BxTxD = x_BxTxD + h
         h = self.mlp_norm(x_BxTxD)
-        gate_BxTxF = jax.nn.silu(jnp.einsum("btd,df->btf", h, self.gate.value.astype(dt)))
-        up_BxTxF = jnp.einsum("btd,df->btf", h, self.up.value.astype(dt))
-        x_BxTxD = x_BxTxD + jnp.einsum("btf,fd->btd", gate_BxTxF * up_BxTxF,
-                                       self.down.value.astype(dt))
+        gate_BxTxF = jax.nn.silu(matmul.einsum("btd,df->btf", h, self.gate.value.astype(dt)))
+        up_BxTxF = matmul.einsum("btd,df->btf", h, self.up.value.astype(dt))
+        x_BxTxD = x_BxTxD + matmul.einsum("btf,fd->btd", gate_BxTxF * up_BxTxF,
+                                          self.down.value.astype(dt))
         return x_BxTxD, k_BxTxKxH, v_BxTxKxH
 
 

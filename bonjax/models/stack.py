@@ -16,6 +16,7 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
+from bonjax.models import matmul
 from bonjax.models.kv_cache import KVCache
 from bonjax.models.remat import call_block
 
@@ -51,8 +52,8 @@ def tied_logits(x_BxTxD: jax.Array, unembed_VxD: jax.Array, dtype, *, last_only:
     set."""
     if last_only:
         x_BxTxD = x_BxTxD[:, -1:]
-    logits_BxTxV = jnp.einsum("btd,vd->btv", x_BxTxD, unembed_VxD.astype(dtype),
-                              preferred_element_type=jnp.float32)
+    logits_BxTxV = matmul.einsum("btd,vd->btv", x_BxTxD.astype(dtype), unembed_VxD.astype(dtype),
+                                 out_dtype=jnp.float32)
     if softcap is not None:
         logits_BxTxV = jnp.tanh(logits_BxTxV / softcap) * softcap
     return logits_BxTxV, x_BxTxD
