@@ -98,6 +98,14 @@ class OptimizerConfig:
         return optax.chain(optax.clip_by_global_norm(self.max_grad_norm), adamw)
 
 
+# Teacher-forced scoring as one compiled program per model and shape: a rollout run op by op
+# (``jit_collect`` False) would otherwise materialise every elementwise step over the
+# ``[rows, T, V]`` logits separately (on Gemma-3-270M, the reference scoring of a vBoN rollout
+# took 7.4 s op by op against 1.4 s compiled). Inside a compiled ``collect`` it is inlined.
+_compiled_score = jax.jit(completion_logprobs, static_argnums=0,
+                          static_argnames=("temperature", "num_chunks"))
+
+
 @dataclasses.dataclass(frozen=True, eq=False)
 class Trainer:
     """Runs any :class:`~bonjax.training.protocol.Method` on a decoder LM, never asking which.
@@ -139,7 +147,7 @@ class Trainer:
         object.__setattr__(self, "sampler", sampler)
         object.__setattr__(self, "tx", self.optimizer.make())
         object.__setattr__(self, "context", Context(
-            sampler=sampler, score=functools.partial(completion_logprobs, self.lm),
+            sampler=sampler, score=functools.partial(_compiled_score, self.lm),
             ref_params=self.ref_params, reward=self.reward, ref_rewards=self.ref_rewards))
         object.__setattr__(self, "_update_jit", None)
         object.__setattr__(self, "_collect_jit", jax.jit(self._collect))
