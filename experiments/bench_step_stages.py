@@ -3,18 +3,19 @@
     python -m experiments.bench_step_stages                       # Gemma-3-270M, cpu_demo shapes
     python -m experiments.bench_step_stages --model tiny-gpt2 --methods vbon
 
-For each method, a real policy and reward (the experiment's components) run two training steps
-(the first compiles) at the shapes of an experiment config. The rollout runs op by op with each
+For each method, a real policy and reward (the experiment's components) run three training steps at
+the shapes of an experiment config (the first compiles, the second is the first after an update,
+whose outputs are new argument layouts; the third is timed). The rollout runs op by op with each
 piece of its context timed as it is called (policy/anchor/reference sampling, teacher-forced
 scoring, the reward); what ``collect`` spends outside them (the ECDF, the advantages, Python) is
-``host_s``; each update epoch is timed on its own. Each stage's FLOPs are counted from the
-model's shapes (``forward_flops``): the weight matmuls ``2 x params`` per token, the
-unembedding ``2 D V`` per position whose logits are used, attention ``4 L H_q S`` per token
-for S attended keys; an update epoch is one forward and, over the trained blocks and the
-unembedding, a backward of twice the forward. The reward's own FLOPs (the MiniLM classifier)
-are not counted. One JSON line per method with each stage's seconds, GFLOP and fraction of the
-machine's f32 matmul peak measured in the same run (``bench_sampling.matmul_peak_gflops``), the
-compile time, and ``fraction_of_matmul_peak`` of the whole warm step.
+``host_s``; each update epoch is timed on its own. Each stage's FLOPs are counted from the model's
+shapes (``forward_flops``): the weight matmuls ``2 x params`` per token, the unembedding ``2 D V``
+per position whose logits are used, attention ``4 L H_q S`` per token for S attended keys; an update
+epoch is one forward and, over the trained blocks and the unembedding, a backward of twice the
+forward. The reward's own FLOPs (the MiniLM classifier) are not counted. One JSON line per method
+with each stage's seconds, GFLOP and fraction of the machine's f32 matmul peak measured in the same
+run (``bench_sampling.matmul_peak_gflops``), the compile time, and ``fraction_of_matmul_peak`` of
+the whole warm step.
 """
 
 from __future__ import annotations
@@ -107,7 +108,7 @@ def run_method(name: str, lm, params, reward, tokens_BxP, mask_BxP, ref_rewards,
     state = trainer.init_state(jax.random.key(0))
     index_B = jnp.arange(B)
     rows = []
-    for step in range(2):
+    for step in range(3):  # compiles; first step after an update (new argument layouts); warm
         stages.seconds.clear()
         start = time.perf_counter()
         batch, _ = trainer.collect(state, tokens_BxP, mask_BxP, index_B, jax.random.key(step))
@@ -119,7 +120,7 @@ def run_method(name: str, lm, params, reward, tokens_BxP, mask_BxP, ref_rewards,
             jax.block_until_ready(metrics)
             epochs_s.append(time.perf_counter() - start)
         rows.append((dict(stages.seconds), collect_s, epochs_s, batch))
-    (cold, cold_collect, cold_epochs, _), (warm, collect_s, epochs_s, batch) = rows
+    (cold, cold_collect, cold_epochs, _), _, (warm, collect_s, epochs_s, batch) = rows
     S = batch.tokens_BxSxT.shape[1]
     P = tokens_BxP.shape[1]
     keys = P + T / 2
@@ -138,7 +139,8 @@ def run_method(name: str, lm, params, reward, tokens_BxP, mask_BxP, ref_rewards,
         score_calls)
     gflop = {"sample": sample_flops / 1e9, "score": score_flops / 1e9,
              "update_epoch": epoch_flops / 1e9}
-    out = {"method": name, "model": config.model, "prompts": B, "prompt_len": P,
+    out = {"method": name, "model": config.model, "compute_dtype": config.compute_dtype,
+           "prompts": B, "prompt_len": P,
            "samples_per_prompt": K, "new_tokens": T, "epochs": int(t.epochs),
            "train_top": train_top, "completion_tokens": completions,
            "matmul_peak_gflops": round(peak_gflops, 1), "stages": {}}
@@ -168,11 +170,17 @@ def main() -> None:
     parser.add_argument("--config", default="cpu_demo", help="experiment config for the shapes")
     parser.add_argument("--model", default=None, help="override config.model")
     parser.add_argument("--methods", default="vbon,kl_rl,bonbon,bond")
+    parser.add_argument("--compute_dtype", default=None,
+                        help="override config.compute_dtype (float32, bfloat16)")
     args = parser.parse_args()
     config = configs.get(args.config)
     if args.model:
         config.model = args.model
     lm, params, tokenizer = load_policy(config.model)
+    if args.compute_dtype:
+        config.compute_dtype = args.compute_dtype
+    if config.compute_dtype != "float32":
+        lm, params = lm.with_dtypes(params, dtype=config.compute_dtype)
     reward, _ = load_reward(config.reward, tokenizer, fallback=config.reward_fallback)
     B = int(config.train.prompts_per_step)
     prompts = imdb_prompts(tokenizer, "train", B, min_tokens=int(config.data.min_tokens),

@@ -5,10 +5,13 @@ points, Pareto frontiers, plots and the results table.
   Best-of-N order-statistics estimators and Pareto frontier (float64 numpy).
 - :mod:`~bonjax.evaluation.plots`: reward-vs-KL and training-curve PNGs (matplotlib, Agg).
 - :mod:`~bonjax.evaluation.tables`: the Markdown results table.
+- :mod:`~bonjax.evaluation.convergence`: whether a training curve has settled (its relative
+  change over the last quarter of the steps).
 - :mod:`~bonjax.evaluation.frontier`: each method family's gap to the Best-of-N curve, paired
   bootstrap intervals over test prompts and a verdict per pair of families.
 """
 
+from bonjax.evaluation.convergence import curve_changes, last_quarter_change
 from bonjax.evaluation.frontier import (
     BoNPerPrompt,
     Comparison,
@@ -37,6 +40,8 @@ from bonjax.evaluation.plots import plot_reward_vs_kl, plot_training_curves, rea
 from bonjax.evaluation.tables import results_table, write_results_table
 
 __all__ = [
+    "curve_changes",
+    "last_quarter_change",
     "BoNPerPrompt",
     "Comparison",
     "FamilyGap",

@@ -56,6 +56,7 @@ from bonjax.evaluation import (
     bon_curve,
     bon_expected_max,
     bon_reference_points,
+    curve_changes,
     frontier_stats,
     plot_reward_vs_kl,
     plot_training_curves,
@@ -92,6 +93,9 @@ __all__ = ["ExperimentResult", "check_config", "method_checkpointer", "method_tr
            "run_experiment"]
 
 logger = logging.getLogger(__name__)
+
+COMPUTE_DTYPES = ("float32", "bfloat16")  # config.compute_dtype
+SETTLED = 0.05  # a training curve changing less than this over its last quarter has settled
 
 _CURVE_KEYS = ("reward", "kl_k1", "log_F", "loss", "log_ratio_margin")
 
@@ -154,6 +158,9 @@ def check_config(config: Any) -> list[MethodRun]:
     if _field(config, "data.source") not in sources:
         raise ValueError(f"unknown data source {config.data.source!r} in config.data.source; "
                          f"choose one of {', '.join(sources)}")
+    if _field(config, "compute_dtype") not in COMPUTE_DTYPES:
+        raise ValueError(f"config.compute_dtype must be one of {', '.join(COMPUTE_DTYPES)}, got "
+                         f"{config.compute_dtype!r}")
     mesh_shape = tuple(_field(config, "mesh_shape"))
     if mesh_shape and (len(mesh_shape) != len(shd.MESH_AXES)
                        or any(not isinstance(s, int) or s == 0 or s < -1 for s in mesh_shape)):
@@ -341,6 +348,9 @@ def _train_and_evaluate(run: MethodRun, s: _Setup,
         keys = [k for k in _CURVE_KEYS if any(k in r for r in records)]
         plot_training_curves(method_dir / "training_curves.png", records, keys=keys,
                              title=f"{run.name} {run.setting}: training")
+        changes = curve_changes(records, ("reward", "kl_k1"))
+    else:
+        changes = {}
     kl_PxK = np.where(samples.mask_PxKxT, samples.logp_PxKxT - samples.logp_ref_PxKxT,
                       0.0).sum(-1)
     record = {"method": run.name, "setting": run.setting, "key": run.key, "step": steps,
@@ -349,7 +359,9 @@ def _train_and_evaluate(run: MethodRun, s: _Setup,
               "eval_samples_per_prompt": int(config.eval.samples_per_prompt),
               # per test prompt, for the paired intervals of the frontier statistics
               "reward_per_prompt": samples.reward_PxK.mean(1).astype(float).tolist(),
-              "kl_per_prompt": kl_PxK.mean(1).astype(float).tolist()}
+              "kl_per_prompt": kl_PxK.mean(1).astype(float).tolist(),
+              # relative change of the training curves over the last quarter of the steps
+              "last_quarter_change": changes}
     run_dir.write_json(f"{run.key}/eval.json", record)
     return record, target - start
 
@@ -392,6 +404,15 @@ def _frontier_lines(stats: FrontierStats | None, why: str | None) -> list[str]:
     return lines
 
 
+def _changes_cell(changes: dict) -> str:
+    """``+3 %, -12 % (not settled)``: the curves' last-quarter changes against 5 %."""
+    if not changes:
+        return ""
+    cells = ", ".join(f"{100 * changes[k]:+.0f} %" for k in ("reward", "kl_k1") if k in changes)
+    settled = all(abs(v) < SETTLED for v in changes.values())
+    return cells + ("" if settled else " (not settled)")
+
+
 def _write_report(run_dir: RunDirectory, config: Any, bon_points: list[EvalPoint],
                   curve: BoNCurve, test_refs_PxM: np.ndarray, records: list[dict],
                   reward_name: str, complete: bool) -> tuple[tuple[EvalPoint, ...], dict, dict]:
@@ -416,7 +437,8 @@ def _write_report(run_dir: RunDirectory, config: Any, bon_points: list[EvalPoint
     stats, why = _frontier(records, curve, test_refs_PxM, int(config.seed))
     if records:
         lines += ["", "| Method | Setting | KL k3 (nats) | Reward - BoN curve at same KL | "
-                  "Reward 95 % CI | KL 95 % CI |", "| --- | --- | --- | --- | --- | --- |"]
+                  "Reward 95 % CI | KL 95 % CI | Change over last quarter: reward, KL |",
+                  "| --- | --- | --- | --- | --- | --- | --- |"]
         for r in records:
             gap = gaps[r["key"]]
             k3 = kl_k3[r["key"]]
@@ -424,7 +446,8 @@ def _write_report(run_dir: RunDirectory, config: Any, bon_points: list[EvalPoint
             cis = "| |" if ci is None else (f"| [{ci[0][0]:.3f}, {ci[0][1]:.3f}] | "
                                            f"[{ci[1][0]:.3f}, {ci[1][1]:.3f}] |")
             lines.append(f"| {r['method']} | {r['setting']} | {k3.mean:.3f} ± {k3.stderr:.3f} | "
-                         + ("beyond the curve" if gap is None else f"{gap:+.3f}") + f" {cis}")
+                         + ("beyond the curve" if gap is None else f"{gap:+.3f}") + f" {cis} "
+                         + _changes_cell(r.get("last_quarter_change") or {}) + " |")
         lines += _frontier_lines(stats, why)
     status = "complete" if complete else "INCOMPLETE (training budget reached; call again)"
     lines += ["", f"Status: {status}. Wall time: {run_dir.wall_seconds:.0f} s over "
@@ -498,6 +521,8 @@ def run_experiment(config: Any, run_dir: str | os.PathLike, *, step_budget: int 
     run_dir = RunDirectory(run_dir, config)
     logger.info("run %s in %s", run_dir.run_id, run_dir.path)
     lm, params, tokenizer = load_policy(config.model, seed=int(config.seed), mesh=mesh)
+    if config.compute_dtype != "float32":  # parameters stay float32
+        lm, params = lm.with_dtypes(params, dtype=config.compute_dtype)
     reward, reward_name = load_reward(config.reward, tokenizer, config.reward_fallback,
                                       int(config.reward_max_length))
     reward = CompiledReward(reward)
