@@ -28,7 +28,7 @@ def _leaves(config, prefix=""):
 
 
 def test_the_config_list_is_the_config_files():
-    assert set(configs.CONFIGS) == {"base", "cpu_demo", "full", "test_tiny"} | (
+    assert set(configs.CONFIGS) == {"base", "cpu_demo", "frontier", "full", "test_tiny"} | (
         {p.stem for p in CONFIG_DIR.glob("*.py")} - {"__init__"})
 
 
@@ -69,6 +69,18 @@ def test_full_is_paper_scale():
     assert (c.train.learning_rate, c.train.b1, c.train.b2) == (3e-5, 0.9, 0.95)
     assert (c.train.epochs, c.train.train_top, c.vbon.exact) == (4, 2, False)
     assert {"vbon", "bonbon", "kl_rl"} <= set(c.methods)
+
+
+def test_frontier_meets_the_frontier_study_minimums():
+    """Best-of-N to N = 64, >= 4 vBoN N in 2..32, >= 5 KL-RL betas, >= 3 BoNBoN n, >= 2 BOND N,
+    >= 128 test prompts x >= 8 samples, the real reward without a fallback."""
+    c = configs.get("frontier")
+    assert (c.model, c.reward, c.reward_fallback) == ("gemma3-270m", "sentiment", "")
+    assert max(c.bon.ns) == 64 and c.reference.samples >= 65
+    assert len(c.vbon.ns) >= 4 and all(2 <= n <= 32 for n in c.vbon.ns)
+    assert len(c.kl_rl.betas) >= 5 and len(c.bonbon.ns) >= 3 and len(c.bond.ns) >= 2
+    assert set(c.methods) == {"vbon", "kl_rl", "bonbon", "bond"}
+    assert c.data.test_prompts >= 128 and c.eval.samples_per_prompt >= 8
 
 
 def test_cpu_demo_is_the_real_setup():

@@ -401,3 +401,24 @@ def test_the_optimizer_option_picks_ppo_with_a_value_head_for_vbon_and_the_basel
         v == "PPO" for k, v in kinds.items() if k.startswith(("vbon", "kl_rl")))
     assert kinds["bonbon-n4"] == "PreferencePairs"
     assert configs.get("full").train.optimizer == "ppo"
+
+
+def test_publish_copies_a_complete_run_with_its_provenance(tiny_run, tmp_path):
+    from experiments.publish_results import publish
+
+    dest = tmp_path / "published"
+    written = publish(tiny_run["dir"], dest, "python experiments/train.py --config=test_tiny")
+    results = json.loads((dest / "results.json").read_text())
+    assert results == json.loads((tiny_run["dir"] / "results.json").read_text())
+    assert {p.name for p in (dest / "curves").iterdir()} == {
+        m["key"] + ".png" for m in results["methods"]}
+    readme = (dest / "README.md").read_text()
+    run = json.loads((tiny_run["dir"] / "run.json").read_text())
+    assert "--config=test_tiny" in readme and run["invocations"][-1]["commit"] in readme
+    assert "2 call(s)" in readme and all(p.exists() for p in written)
+    incomplete = tmp_path / "incomplete"
+    incomplete.mkdir()
+    (incomplete / "run.json").write_text(json.dumps({**run, "invocations": [
+        {**run["invocations"][0], "complete": False}]}))
+    with pytest.raises(ValueError, match="not complete"):
+        publish(incomplete, tmp_path / "nothing", "cmd")

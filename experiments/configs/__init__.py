@@ -2,6 +2,8 @@
 
 - ``base``: the real setup at a moderate size; every other config overrides it.
 - ``cpu_demo``: about 15 minutes on 2 CPU cores.
+- ``frontier``: the reward-KL frontier study (14 trained policies, Best-of-N to N = 64), sized
+  for one 2-core CPU machine (``experiments/frontier.sh``).
 - ``full``: the vBoN paper's scale, for accelerators.
 - ``test_tiny``: seconds, for tests and CI (random tiny GPT-2, VADER reward).
 
