@@ -422,3 +422,21 @@ def test_publish_copies_a_complete_run_with_its_provenance(tiny_run, tmp_path):
         {**run["invocations"][0], "complete": False}]}))
     with pytest.raises(ValueError, match="not complete"):
         publish(incomplete, tmp_path / "nothing", "cmd")
+
+
+def test_another_runs_results_are_drawn_behind_the_plot(tiny_run, tmp_path, caplog):
+    from bonjax.evaluation import plot_reward_vs_kl
+    from bonjax.experiment.run import _background
+
+    results_path = tiny_run["dir"] / "results.json"
+    background = _background(str(results_path), "VADER compound")
+    assert background == json.loads(results_path.read_text())
+    points = tiny_run["second"].points
+    plain = plot_reward_vs_kl(tmp_path / "plain.png", points)
+    behind = plot_reward_vs_kl(tmp_path / "behind.png", points, background=background)
+    assert pathlib.Path(plain).read_bytes() != pathlib.Path(behind).read_bytes()
+    with caplog.at_level("WARNING"):
+        assert _background(str(results_path), "minilm-imdb sentiment logit") is None
+        assert _background(str(tmp_path / "missing.json"), "VADER compound") is None
+    assert "another reward" not in caplog.text and "made with the reward" in caplog.text
+    assert "does not exist" in caplog.text

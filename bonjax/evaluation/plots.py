@@ -63,6 +63,7 @@ def plot_reward_vs_kl(
     reward_label: str = "reward",
     size_px: tuple[int, int] = (900, 600),
     dpi: int = 100,
+    background: Mapping[str, Any] | None = None,
 ) -> str:
     """Reward against ``KL(pi || pi_ref)`` for every method, saved as a PNG of ``size_px`` pixels.
 
@@ -72,7 +73,9 @@ def plot_reward_vs_kl(
     KL budget. Points of method ``"BoN"`` (:func:`~bonjax.evaluation.bon_reference_points`) are
     drawn in black squares; ``bon_curve`` (:func:`~bonjax.evaluation.bon_curve`) adds the BoN
     reward over a fine grid of N as a dashed line. ``annotate`` writes each point's setting next
-    to it.
+    to it. ``background`` (another run's ``results.json``, e.g. the committed frontier study)
+    is drawn first and faded: its BoN curve dotted, its trained policies as small open circles
+    in their methods' colours, so this run's points read against it.
 
     Returns:
       the path written.
@@ -82,6 +85,14 @@ def plot_reward_vs_kl(
     from matplotlib.lines import Line2D
 
     fig, (ax,) = _figure(size_px, dpi)
+    methods = list(dict.fromkeys(p.method for p in points))
+    if background is not None:
+        methods += [m for m in dict.fromkeys(r["method"] for r in background["methods"])
+                    if m not in methods]
+    colors = dict(zip([m for m in methods if m != _BON_METHOD], itertools.cycle(_PALETTE)))
+    colors[_BON_METHOD] = "black"
+    if background is not None:
+        _draw_background(ax, background, colors)
     if bon_curve is not None:
         ax.plot(
             bon_curve.kl,
@@ -91,12 +102,10 @@ def plot_reward_vs_kl(
             linewidth=1.2,
             label=f"BoN, N = {int(bon_curve.n[0])}..{int(bon_curve.n[-1])} (order statistics)",
         )
-    methods = list(dict.fromkeys(p.method for p in points))
-    others = itertools.cycle(_PALETTE)
-    for method in methods:
+    for method in dict.fromkeys(p.method for p in points):
         group = [p for p in points if p.method == method]
         is_bon = method == _BON_METHOD
-        color = "black" if is_bon else next(others)
+        color = colors[method]
         kl = np.array([p.kl.mean for p in group])
         reward = np.array([p.reward.mean for p in group])
         kl_err = np.array([p.kl.stderr for p in group])
@@ -179,6 +188,20 @@ def _series(records: Sequence[Mapping[str, Any]], key: str) -> tuple[np.ndarray,
         values.append(float(value) if math.isfinite(value) else np.nan)
     order = np.argsort(steps, kind="stable")
     return np.asarray(steps)[order], np.asarray(values)[order]
+
+
+def _draw_background(ax, results: Mapping[str, Any], colors: Mapping[str, str]) -> None:
+    """Another run's BoN curve and trained policies, faded (see ``plot_reward_vs_kl``)."""
+    run = results.get("run_id", "another run")
+    curve = results.get("bon_curve")
+    if curve:
+        ax.plot(curve["kl"], curve["reward"], color="0.6", linestyle=":", linewidth=1.2,
+                label=f"BoN curve of {run}", zorder=1)
+    for method in dict.fromkeys(r["method"] for r in results["methods"]):
+        rows = [r for r in results["methods"] if r["method"] == method]
+        ax.scatter([r["kl_k1"][0] for r in rows], [r["reward"][0] for r in rows], s=18,
+                   facecolors="none", edgecolors=colors[method], alpha=0.45, zorder=1,
+                   label=f"{method} in {run}")
 
 
 def plot_training_curves(

@@ -158,6 +158,9 @@ def check_config(config: Any) -> list[MethodRun]:
     if _field(config, "data.source") not in sources:
         raise ValueError(f"unknown data source {config.data.source!r} in config.data.source; "
                          f"choose one of {', '.join(sources)}")
+    if not isinstance(_field(config, "background_results"), str):
+        raise ValueError(f"config.background_results must be a path or '', got "
+                         f"{config.background_results!r}")
     if _field(config, "compute_dtype") not in COMPUTE_DTYPES:
         raise ValueError(f"config.compute_dtype must be one of {', '.join(COMPUTE_DTYPES)}, got "
                          f"{config.compute_dtype!r}")
@@ -404,6 +407,24 @@ def _frontier_lines(stats: FrontierStats | None, why: str | None) -> list[str]:
     return lines
 
 
+def _background(path: str, reward_name: str) -> dict | None:
+    """The results.json of ``config.background_results``, or None (with a warning when it is
+    missing or was made with another reward)."""
+    if not path:
+        return None
+    file = pathlib.Path(path).expanduser()
+    if not file.is_file():
+        logger.warning("config.background_results %s does not exist: the plot has no "
+                       "background", path)
+        return None
+    results = json.loads(file.read_text())
+    if results.get("reward") != reward_name:
+        logger.warning("config.background_results %s was made with the reward %r, this run uses "
+                       "%r: the plot has no background", path, results.get("reward"), reward_name)
+        return None
+    return results
+
+
 def _changes_cell(changes: dict) -> str:
     """``+3 %, -12 % (not settled)``: the curves' last-quarter changes against 5 %."""
     if not changes:
@@ -424,7 +445,8 @@ def _write_report(run_dir: RunDirectory, config: Any, bon_points: list[EvalPoint
         return points, kl_k3, gaps
     plot_reward_vs_kl(run_dir.path / "reward_vs_kl.png", points, bon_curve=curve,
                       reward_label=f"reward ({reward_name})",
-                      title=f"IMDB sentiment, {config.model}: reward vs KL to pi_ref")
+                      title=f"IMDB sentiment, {config.model}: reward vs KL to pi_ref",
+                      background=_background(str(config.background_results), reward_name))
     M, K = int(config.reference.samples), int(config.eval.samples_per_prompt)
     note = (f"{DEFAULT_NOTE} BoN rows: order statistics of M = {M} reference samples per test "
             f"prompt. Trained rows: {K} samples per test prompt; KL is the Monte-Carlo k1 "

@@ -14,6 +14,10 @@ import ml_collections
 
 def get_config() -> ml_collections.ConfigDict:
     config = ml_collections.ConfigDict()
+    # Another run's results.json (e.g. "docs/results/frontier/results.json", relative to the
+    # working directory) drawn faded behind this run's reward-KL plot; "" for none. A missing
+    # file or one made with another reward is skipped with a warning.
+    config.background_results = ""
     # Seeds the choice of prompts, the reference samples, training and evaluation draws.
     config.seed = 0
     # pi_ref and the policy's initialisation: a bonjax.load_model name ("gemma3-270m"), an HF

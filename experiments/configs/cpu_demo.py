@@ -14,6 +14,7 @@ from experiments.configs import base
 
 def get_config():
     config = base.get_config()
+    config.background_results = "docs/results/frontier/results.json"  # the committed frontier
     config.reward_fallback = "vader"  # a demo should run even before the reward is trained
     config.reward_max_length = 64  # prompt + 16 tokens fit: no scoring of 128-token padding
     config.max_new_tokens = 16  # shorter completions: sampling dominates the time on CPU
