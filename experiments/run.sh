@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The main job: sets up the environment (see setup.sh), trains the IMDB sentiment reward once if
-# its artifact is missing (~25-40 min on 2 CPU cores), then runs the `cpu_demo` alignment
+# its artifact is missing (~7 min on 2 quiet CPU cores), then runs the `cpu_demo` alignment
 # experiment (reference CDFs, Best-of-N, vBoN / BoNBoN / PPO training and evaluation, Pareto
 # plot and results table) with the shipped Gemma-3-270M into $BONJAX_RUN_DIR
 # (default ~/.cache/bonjax/runs/cpu_demo). A killed run continues where it stopped when the
