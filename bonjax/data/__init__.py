@@ -1,5 +1,19 @@
-"""Datasets: IMDB reviews with a fixed held-out split, and the vBoN sentiment prompts."""
+"""Datasets: IMDB reviews with a fixed held-out split and the vBoN sentiment prompts; Anthropic
+HH dialogues and Reddit TL;DR posts; prompt-response records as padded token arrays."""
 
+from bonjax.data.files import hub_dataset_file, read_jsonl
+from bonjax.data.hh import (
+    HH_REPO,
+    HH_SPLITS,
+    HH_SUBSETS,
+    HHRecord,
+    dialogue_messages,
+    hh_file,
+    load_hh,
+    parse_hh,
+    read_hh,
+    split_dialogue,
+)
 from bonjax.data.imdb import (
     LABELS,
     TEST_PER_LABEL,
@@ -14,18 +28,62 @@ from bonjax.data.imdb import (
     prompt_length,
     split_reviews,
 )
+from bonjax.data.prompt_response import (
+    PromptRecord,
+    PromptResponses,
+    adds_bos,
+    pad_left,
+    pad_right,
+    tokenize_records,
+    truncate_left,
+    uses_chat_template,
+)
+from bonjax.data.tldr import (
+    TLDR_FIELDS,
+    TLDR_PROMPT_FORMAT,
+    TLDRRecord,
+    parse_tldr,
+    read_tldr,
+    tldr_prompt,
+)
 
 __all__ = [
+    "HH_REPO",
+    "HH_SPLITS",
+    "HH_SUBSETS",
     "LABELS",
     "TEST_PER_LABEL",
+    "TLDR_FIELDS",
+    "TLDR_PROMPT_FORMAT",
     "BonjaxImdbReviews",
+    "HHRecord",
+    "PromptRecord",
+    "PromptResponses",
     "Prompts",
     "Reviews",
     "Source",
+    "TLDRRecord",
+    "adds_bos",
     "clean_review",
     "default_data_dir",
+    "dialogue_messages",
+    "hh_file",
+    "hub_dataset_file",
     "imdb_prompts",
+    "load_hh",
     "load_reviews",
+    "pad_left",
+    "pad_right",
+    "parse_hh",
+    "parse_tldr",
     "prompt_length",
+    "read_hh",
+    "read_jsonl",
+    "read_tldr",
+    "split_dialogue",
     "split_reviews",
+    "tldr_prompt",
+    "tokenize_records",
+    "truncate_left",
+    "uses_chat_template",
 ]

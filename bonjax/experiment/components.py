@@ -20,6 +20,7 @@ from jax.sharding import Mesh
 from bonjax import sharding as shd
 from bonjax.checks import check_int
 from bonjax.data.imdb import Prompts
+from bonjax.data.prompt_response import adds_bos
 from bonjax.models.decoder import DecoderLM
 from bonjax.models.gpt2 import GPT2Config
 from bonjax.models.registry import gpt2_tokenizer, load_model
@@ -108,12 +109,6 @@ class CompiledReward(struct.PyTreeNode):
 
     def __call__(self, prompt_BxP, prompt_mask_BxP, completion, completion_mask) -> jax.Array:
         return _apply(self.reward, prompt_BxP, prompt_mask_BxP, completion, completion_mask)
-
-
-def adds_bos(tokenizer) -> bool:
-    """Whether the tokenizer itself starts every text with its BOS token (Gemma does)."""
-    bos = getattr(tokenizer, "bos_token_id", None)
-    return bos is not None and tokenizer("x")["input_ids"][:1] == [bos]
 
 
 def prompt_batch(prompts: Prompts, tokenizer, pad_id: int,
