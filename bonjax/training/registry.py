@@ -89,6 +89,11 @@ class MethodSpec:
 
 _POLICY_GRADIENT_ARGS = ("samples_per_prompt", "clip_eps")
 
+
+def _length_normalised(objective) -> str | None:
+    return "length-normalised" if objective.length_normalised else None
+
+
 METHODS: dict[str, MethodSpec] = {spec.name: spec for spec in (
     MethodSpec("vbon", "vBoN", obj.VBoNConfig, "n", "N", _policy_gradient, OPTIMIZERS,
                needs_reference_cdf=True, method_args=_POLICY_GRADIENT_ARGS,
@@ -96,8 +101,10 @@ METHODS: dict[str, MethodSpec] = {spec.name: spec for spec in (
     MethodSpec("kl_rl", "KL-RL", obj.KLRLConfig, "beta", "beta", _policy_gradient, OPTIMIZERS,
                method_args=_POLICY_GRADIENT_ARGS),
     MethodSpec("bonbon", "BoNBoN", obj.BoNBoNConfig, "n", "n", _pairs),
-    MethodSpec("dpo", "DPO", obj.DPOConfig, "beta", "beta", _pairs, method_args=("n",)),
-    MethodSpec("ipo", "IPO", obj.IPOConfig, "beta", "beta", _pairs, method_args=("n",)),
+    MethodSpec("dpo", "DPO", obj.DPOConfig, "beta", "beta", _pairs, method_args=("n",),
+               variant=_length_normalised),
+    MethodSpec("ipo", "IPO", obj.IPOConfig, "beta", "beta", _pairs, method_args=("n",),
+               variant=_length_normalised),
     MethodSpec("bond", "BOND", obj.BONDConfig, "n", "N", lambda o, _, **kw: BOND(o, **kw),
                method_args=("samples_per_prompt",)),
     MethodSpec("jbond", "J-BOND", obj.JBONDConfig, "anchor_eta", "eta",
