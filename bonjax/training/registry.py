@@ -8,6 +8,13 @@ method means adding its objective config, its :class:`~bonjax.training.protocol.
 are optimised is a separate choice, the optimiser: ``"rloo"`` (clipped policy gradient with
 leave-one-out advantages, no critic) or ``"ppo"`` (a value head and GAE, the vBoN paper's
 optimiser). The other methods have one optimiser each.
+
+The fixed-data methods are not rows: :class:`~bonjax.training.fixed_pairs.FixedPairs` (BoNBoN,
+DPO, IPO on best-and-worst pairs drawn once) and
+:class:`~bonjax.training.sft.SupervisedFineTuning` train on a data set built beforehand and given
+to the trainer, which a row's method does not need and the experiment does not build; and an
+objective config names one row (``spec_of``), which for BoNBoN, DPO and IPO is the online method.
+They are built by their constructors.
 """
 
 from __future__ import annotations
