@@ -60,6 +60,7 @@ __all__ = [
     "is_main_process",
     "process_rows",
     "process_slice",
+    "replicate",
     "to_host",
 ]
 
@@ -291,6 +292,14 @@ def global_array(local_data, mesh: Mesh, sharding_or_spec: Sharding | PartitionS
                 f"batch of {array.shape[0]}, not process_slice's [{expected.start}, "
                 f"{expected.stop}): order the mesh's devices by process")
     return array
+
+
+def replicate(tree, mesh: Mesh):
+    """A pytree of host arrays as global arrays replicated over ``mesh`` (every process passes
+    the whole of each array): a table that a compiled program takes as an argument and indexes
+    by global prompt index (reference rewards, a fixed data set)."""
+    replicated = NamedSharding(mesh, PartitionSpec())
+    return jax.tree.map(lambda x: global_array(x, mesh, replicated), tree)
 
 
 def broadcast_json(value):

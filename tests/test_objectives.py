@@ -46,6 +46,9 @@ def _cases():
     vbon = obj.VBoNConfig(n=4)
     return {
         "sft": (lambda lp: obj.sft_loss(lp, mask_BxT), (logp_BxT,), (mask_BxT,)),
+        "sft_token_mean": (
+            lambda lp: obj.sft_token_mean_loss(lp, mask_BxT), (logp_BxT,), (mask_BxT,)
+        ),
         "kl_k1": (lambda lp: obj.kl_k1(lp, logp_ref_BxT, mask_BxT), (logp_BxT,), (mask_BxT,)),
         "kl_k3": (lambda lp: obj.kl_k3(lp, logp_ref_BxT, mask_BxT), (logp_BxT,), (mask_BxT,)),
         "kl_rl_return": (
@@ -96,6 +99,20 @@ def _cases():
         ),
         "ipo": (
             lambda lp: obj.ipo_loss(lp, logp_ref_Bx2xT, mask_Bx2xT, obj.IPOConfig(0.3)),
+            (logp_Bx2xT,),
+            (mask_Bx2xT,),
+        ),
+        "dpo_length_normalised": (
+            lambda lp: obj.dpo_loss(
+                lp, logp_ref_Bx2xT, mask_Bx2xT, obj.DPOConfig(0.3, length_normalised=True)
+            ),
+            (logp_Bx2xT,),
+            (mask_Bx2xT,),
+        ),
+        "ipo_length_normalised": (
+            lambda lp: obj.ipo_loss(
+                lp, logp_ref_Bx2xT, mask_Bx2xT, obj.IPOConfig(0.3, length_normalised=True)
+            ),
             (logp_Bx2xT,),
             (mask_Bx2xT,),
         ),
@@ -205,6 +222,21 @@ def test_token_logprobs_is_fp32_log_softmax_gather():
         obj.token_logprobs(logits, tokens[:, :3])
 
 
+def test_sft_token_mean_is_the_mean_over_every_response_token():
+    """``mean_b L_b`` is the batch's NLL per response token (not the mean of per-sequence
+    means), and with equal lengths L it is the sequence-sum SFT loss divided by L."""
+    rng = np.random.default_rng(4)
+    logp_BxT, mask_BxT = _logp(rng, (B, T)), _mask([5, 3, 1])
+    got_B = obj.sft_token_mean_loss(logp_BxT, mask_BxT)
+    want = -np.where(mask_BxT, logp_BxT.astype(np.float64), 0).sum() / mask_BxT.sum()
+    np.testing.assert_allclose(got_B.mean(), want, rtol=1e-6)
+    per_sequence_means = -np.where(mask_BxT, logp_BxT, 0).sum(-1) / mask_BxT.sum(-1)
+    assert abs(per_sequence_means.mean() - want) > 1e-3
+    full = np.ones_like(mask_BxT)
+    np.testing.assert_allclose(obj.sft_token_mean_loss(logp_BxT, full),
+                               obj.sft_loss(logp_BxT, full) / T, rtol=1e-6)
+
+
 def test_masked_sum_accepts_bool_and_01_masks():
     x = np.arange(6, dtype=np.float32).reshape(2, 3)
     for mask in (_mask([1, 3], 3), _mask([1, 3], 3).astype(np.int32)):
@@ -255,6 +287,11 @@ def test_configs_reject_bad_values():
         obj.DPOConfig(beta=0.0)
     with pytest.raises(ValueError, match="got inf"):
         obj.IPOConfig(beta=float("inf"))
+    with pytest.raises(ValueError, match="DPOConfig.length_normalised must be True or False, "
+                                         "got 'yes'"):
+        obj.DPOConfig(length_normalised="yes")
+    with pytest.raises(ValueError, match="IPOConfig.length_normalised .* got 1"):
+        obj.IPOConfig(length_normalised=1)
     with pytest.raises(ValueError, match="clip_eps.*got -0.2"):
         z = np.zeros((1, 2), np.float32)
         obj.ppo_clipped_surrogate(z, z, z, np.ones((1, 2)), clip_eps=-0.2)

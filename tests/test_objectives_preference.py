@@ -1,5 +1,6 @@
 """BoNBoN, DPO and IPO on best-vs-worst pairs."""
 
+import dataclasses
 import math
 
 import jax
@@ -115,6 +116,76 @@ def test_ipo_value_and_swap_symmetry():
     np.testing.assert_allclose(
         obj.ipo_loss_from_margin(np.array([2.0, 1.5, 2.5]), 0.25), [0.0, 0.25, 0.25]
     )
+
+
+def _lengths(mask):
+    return mask.sum(-1).astype(np.float64)
+
+
+@pytest.mark.parametrize("config_class", [obj.DPOConfig, obj.IPOConfig])
+def test_length_normalised_margin_divides_each_log_ratio_by_its_length(config_class):
+    """``h_norm = ratio(y_w)/|y_w| - ratio(y_l)/|y_l|``; the default stays the sequence sum."""
+    logp, logp_ref, mask = _pairs(6)
+    ratio = np.where(mask, logp.astype(np.float64) - logp_ref, 0).sum(-1) / _lengths(mask)
+    h_norm = ratio[:, 0] - ratio[:, 1]
+    np.testing.assert_allclose(obj.log_ratio_margin(logp, logp_ref, mask, True), h_norm,
+                               rtol=1e-5, atol=1e-6)
+    config = config_class(beta=0.25, length_normalised=True)
+    loss = {obj.DPOConfig: lambda h: np.log1p(np.exp(-0.25 * h)),
+            obj.IPOConfig: lambda h: (h - 2) ** 2}[config_class]
+    fn = obj.dpo_loss if config_class is obj.DPOConfig else obj.ipo_loss
+    np.testing.assert_allclose(fn(logp, logp_ref, mask, config), loss(h_norm), rtol=1e-5,
+                               atol=1e-6)
+    assert not config_class().length_normalised
+    np.testing.assert_allclose(fn(logp, logp_ref, mask, config_class(beta=0.25)),
+                               loss(_margin_numpy(logp, logp_ref, mask)), rtol=1e-5, atol=1e-6)
+
+
+def test_length_normalised_limits():
+    """Completions of one token: the two margins agree. Every completion of length L: the
+    normalised margin is h / L, so length-normalised DPO at beta equals sequence-sum DPO at
+    beta / L (and IPO's target margin 1/(2 beta) becomes L/(2 beta) in h). A pair of equal
+    completions has h_norm = 0 (DPO: log 2)."""
+    logp, logp_ref, mask = _pairs(7, num_steps=5)
+    one = np.zeros_like(mask)
+    one[..., 0] = True
+    np.testing.assert_allclose(obj.log_ratio_margin(logp, logp_ref, one, True),
+                               obj.log_ratio_margin(logp, logp_ref, one), rtol=1e-6)
+    full = np.ones_like(mask)
+    dpo_norm = obj.dpo_loss(logp, logp_ref, full, obj.DPOConfig(0.5, length_normalised=True))
+    np.testing.assert_allclose(dpo_norm, obj.dpo_loss(logp, logp_ref, full, obj.DPOConfig(0.1)),
+                               rtol=1e-5)
+    ipo_norm = obj.ipo_loss(logp, logp_ref, full, obj.IPOConfig(0.5, length_normalised=True))
+    h = _margin_numpy(logp, logp_ref, full)
+    np.testing.assert_allclose(ipo_norm, (h / 5 - 1) ** 2, rtol=1e-5, atol=1e-6)
+    same = lambda x: np.repeat(x[:, :1], 2, axis=1)
+    np.testing.assert_allclose(
+        obj.dpo_loss(same(logp), same(logp_ref), same(mask),
+                     obj.DPOConfig(0.3, length_normalised=True)), np.log(2.0), rtol=1e-6)
+
+
+def test_length_normalised_margin_is_invariant_to_repeating_a_completion():
+    """Repeating each token of a completion k times (log-ratio k times larger, length k times
+    longer) leaves the length-normalised margin unchanged; the sequence sum grows k-fold."""
+    logp, logp_ref, _ = _pairs(8, num_steps=3)
+    mask = np.ones_like(logp, bool)
+    twice = lambda x: np.repeat(x, 2, axis=-1)
+    mask2 = np.ones_like(twice(logp), bool)
+    np.testing.assert_allclose(obj.log_ratio_margin(twice(logp), twice(logp_ref), mask2, True),
+                               obj.log_ratio_margin(logp, logp_ref, mask, True), rtol=1e-5)
+    np.testing.assert_allclose(obj.log_ratio_margin(twice(logp), twice(logp_ref), mask2),
+                               2 * obj.log_ratio_margin(logp, logp_ref, mask), rtol=1e-5)
+
+
+def test_bonbon_keeps_the_sequence_sum():
+    """BoNBoN's beta*_n is derived for sequence sums: its loss at alpha = 0 is the sequence-sum
+    IPO, never the length-normalised one (BoNBoNConfig has no such field)."""
+    logp, logp_ref, mask = _pairs(9)
+    bonbon = obj.bonbon_loss(logp, logp_ref, mask, obj.BoNBoNConfig(n=4, alpha=0.0))
+    beta = obj.bonbon_beta(4)
+    np.testing.assert_allclose(bonbon, obj.ipo_loss(logp, logp_ref, mask, obj.IPOConfig(beta)),
+                               rtol=1e-6)
+    assert "length_normalised" not in {f.name for f in dataclasses.fields(obj.BoNBoNConfig)}
 
 
 def test_pair_shape_errors():

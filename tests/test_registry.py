@@ -47,6 +47,11 @@ def test_tables_name_the_setting_and_the_optimizer_where_there_is_a_choice():
     assert kl_rl.describe(obj.KLRLConfig(beta=0.05), "ppo") == "beta=0.05, PPO"
     assert bonbon.describe(obj.BoNBoNConfig(n=8), "rloo") == "n=8"
     assert METHODS["vbon"].title(obj.VBoNConfig(n=4, exact=True)) == "vBoN (exact)"
+    assert METHODS["dpo"].title(obj.DPOConfig(length_normalised=True)) == \
+        "DPO (length-normalised)"
+    assert METHODS["ipo"].title(obj.IPOConfig(length_normalised=True)) == \
+        "IPO (length-normalised)"
+    assert METHODS["ipo"].title(obj.IPOConfig()) == "IPO"
 
 
 def test_the_experiment_sweeps_every_registered_method_from_the_base_config():

@@ -10,13 +10,19 @@ configs (``VBoNConfig``, ``BoNBoNConfig``, ``BONDConfig``, ...).
 - :mod:`~bonjax.objectives.bonbon`: BoNBoN (Gui et al., arXiv 2406.00832).
 - :mod:`~bonjax.objectives.bond`: BOND and J-BOND (Sessa et al., arXiv 2407.14622).
 - :mod:`~bonjax.objectives.kl_rl`: KL-regularised RL, KL estimators, RLOO, PPO, GAE.
-- :mod:`~bonjax.objectives.preference`: DPO and IPO.
+- :mod:`~bonjax.objectives.preference`: DPO and IPO (sequence-sum or length-normalised).
 - :mod:`~bonjax.objectives.infalign`: InfAlign-CTRL (Balashankar et al., arXiv 2412.19792).
 - :mod:`~bonjax.objectives.qrpo`: QRPO (Matrenok et al., arXiv 2507.08068).
 - :mod:`~bonjax.objectives.max_at_k`: max@k / PKPO (Walder & Karkhanis, arXiv 2505.15201).
 """
 
-from bonjax.objectives._logprob import masked_sum, sequence_logprob, sft_loss, token_logprobs
+from bonjax.objectives._logprob import (
+    masked_sum,
+    sequence_logprob,
+    sft_loss,
+    sft_token_mean_loss,
+    token_logprobs,
+)
 from bonjax.objectives.bonbon import BoNBoNConfig, bonbon_beta, bonbon_loss
 from bonjax.objectives.bond import (
     JBOND_PENALTY,
@@ -136,6 +142,7 @@ __all__ = [
     "rloo_loss",
     "sequence_logprob",
     "sft_loss",
+    "sft_token_mean_loss",
     "token_logprobs",
     "vbon_exact_reward",
     "vbon_reward",

@@ -23,7 +23,8 @@ import numpy as np
 
 from bonjax.checks import is_concrete
 
-__all__ = ["token_logprobs", "masked_sum", "sequence_logprob", "sft_loss"]
+__all__ = [
+    "token_logprobs", "masked_sum", "sequence_logprob", "sft_loss", "sft_token_mean_loss"]
 
 
 def as_float(x: jax.Array) -> jax.Array:
@@ -134,3 +135,21 @@ def sft_loss(logp_BxT: jax.Array, mask_BxT: jax.Array) -> jax.Array:
     to Best-of-N samples. Returns shape ``[B]`` (all leading axes of the input).
     """
     return -sequence_logprob(logp_BxT, mask_BxT)
+
+
+def sft_token_mean_loss(logp_BxT: jax.Array, mask_BxT: jax.Array) -> jax.Array:
+    """Per-example shares ``[B]`` of the batch's mean negative log-likelihood per response token:
+
+        L_b = -sum_t m_bt log pi_theta(y_bt | x_b, y_b<t) / ( (1/B) sum_b' sum_t m_b't ),
+
+    so that ``mean_b L_b = -sum_bt m_bt log pi_theta(y_bt | ...) / sum_bt m_bt``, the mean over
+    every response token of the batch (supervised fine-tuning's token-level cross-entropy):
+    each token weighs the same whatever the length of its response, unlike :func:`sft_loss`'s
+    sequence sum. Only tokens inside the mask count; prompt tokens are the conditioning ``x``,
+    never predicted. Returns the leading axes of the input (``[B]``, or ``[B, S]`` for
+    ``[B, S, T]``, normalised by the mean over all of them).
+    """
+    check_inputs({"logp_BxT": logp_BxT, "mask_BxT": mask_BxT}, mask_name="mask_BxT")
+    nll_B = -masked_sum(logp_BxT, mask_BxT)
+    mean_tokens = jnp.maximum(as_mask(mask_BxT).sum(-1).mean(), 1.0).astype(nll_B.dtype)
+    return nll_B / mean_tokens

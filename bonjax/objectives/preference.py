@@ -8,6 +8,18 @@ completion ``y_w`` (in bonjax the best of n samples, ``y_(n)``), index 1 the oth
 
 DPO (Rafailov et al., arXiv 2305.18290):  L = -log sigmoid(beta h).
 IPO (Azar et al., arXiv 2310.12036):      L = (h - 1/(2 beta))^2.
+
+Length-normalised variants (``DPOConfig(length_normalised=True)``, the same for IPO) divide
+each completion's log-ratio by its length ``|y|``, the number of completion tokens (EOS
+included):
+
+    h_norm = log[pi_theta(y_w|x) / pi_ref(y_w|x)] / |y_w|
+           - log[pi_theta(y_l|x) / pi_ref(y_l|x)] / |y_l|,
+
+the per-token mean log-ratio, as in the length-normalised DPO of Tulu 3 (Lambert et al., arXiv
+2411.15124). With every completion of length L it is ``h / L``, so ``beta`` means ``beta / L``
+of the sequence-sum loss; the default is the sequence sum of the papers. BoNBoN keeps the
+sequence sum: ``beta*_n`` is derived for it (:mod:`bonjax.objectives.bonbon`).
 """
 
 from __future__ import annotations
@@ -19,7 +31,7 @@ import jax.numpy as jnp
 
 from bonjax.bon import select_best_and_worst
 from bonjax.checks import check_positive
-from bonjax.objectives._logprob import as_float, check_inputs, masked_sum
+from bonjax.objectives._logprob import as_float, as_mask, check_inputs, masked_sum
 
 __all__ = [
     "DPOConfig",
@@ -32,24 +44,45 @@ __all__ = [
 ]
 
 
+def _check_length_normalised(name: str, value) -> None:
+    if not isinstance(value, bool):
+        raise ValueError(f"{name} must be True or False, got {value!r}")
+
+
 @dataclasses.dataclass(frozen=True)
 class DPOConfig:
-    """DPO hyperparameters. ``beta``: inverse temperature of the implicit reward (> 0)."""
+    """DPO hyperparameters.
+
+    Attributes:
+      beta: inverse temperature of the implicit reward (> 0).
+      length_normalised: divide each completion's log-ratio by its length (the margin
+        ``h_norm`` of the module docstring); False (default): the sequence sum ``h``.
+    """
 
     beta: float = 0.1
+    length_normalised: bool = False
 
     def __post_init__(self):
         check_positive("DPOConfig.beta", self.beta)
+        _check_length_normalised("DPOConfig.length_normalised", self.length_normalised)
 
 
 @dataclasses.dataclass(frozen=True)
 class IPOConfig:
-    """IPO hyperparameters. ``beta``: the regularisation, target margin ``1/(2 beta)`` (> 0)."""
+    """IPO hyperparameters.
+
+    Attributes:
+      beta: the regularisation, target margin ``1/(2 beta)`` (> 0).
+      length_normalised: divide each completion's log-ratio by its length (the margin
+        ``h_norm`` of the module docstring); False (default): the sequence sum ``h``.
+    """
 
     beta: float = 0.1
+    length_normalised: bool = False
 
     def __post_init__(self):
         check_positive("IPOConfig.beta", self.beta)
+        _check_length_normalised("IPOConfig.length_normalised", self.length_normalised)
 
 
 def best_worst_pair(x_BxNx: jax.Array, reward_BxN: jax.Array) -> jax.Array:
@@ -84,11 +117,21 @@ def _check_pair(logp_Bx2xT, logp_ref_Bx2xT, mask_Bx2xT):
 
 
 def log_ratio_margin(
-    logp_Bx2xT: jax.Array, logp_ref_Bx2xT: jax.Array, mask_Bx2xT: jax.Array
+    logp_Bx2xT: jax.Array,
+    logp_ref_Bx2xT: jax.Array,
+    mask_Bx2xT: jax.Array,
+    length_normalised: bool = False,
 ) -> jax.Array:
-    """``h = log pi_theta/pi_ref (y_w) - log pi_theta/pi_ref (y_l)`` (sequence sums), ``[B]``."""
+    """``h = log pi_theta/pi_ref (y_w) - log pi_theta/pi_ref (y_l)`` (sequence sums), ``[B]``.
+
+    With ``length_normalised`` each log-ratio is divided by its completion's length first
+    (``h_norm``; an empty completion, possible only under ``jit``, counts as length 1).
+    """
     _check_pair(logp_Bx2xT, logp_ref_Bx2xT, mask_Bx2xT)
     log_ratio_Bx2 = masked_sum(logp_Bx2xT, mask_Bx2xT) - masked_sum(logp_ref_Bx2xT, mask_Bx2xT)
+    if length_normalised:
+        length_Bx2 = jnp.maximum(as_mask(mask_Bx2xT).sum(-1), 1).astype(log_ratio_Bx2.dtype)
+        log_ratio_Bx2 = log_ratio_Bx2 / length_Bx2
     return log_ratio_Bx2[:, 0] - log_ratio_Bx2[:, 1]
 
 
@@ -98,8 +141,9 @@ def dpo_loss(
     mask_Bx2xT: jax.Array,
     config: DPOConfig,
 ) -> jax.Array:
-    """Per-pair DPO loss ``-log sigmoid(beta h)`` (Rafailov et al., arXiv 2305.18290, Eq. 7)."""
-    h_B = log_ratio_margin(logp_Bx2xT, logp_ref_Bx2xT, mask_Bx2xT)
+    """Per-pair DPO loss ``-log sigmoid(beta h)`` (Rafailov et al., arXiv 2305.18290, Eq. 7);
+    ``h_norm`` in place of ``h`` when ``config.length_normalised``."""
+    h_B = log_ratio_margin(logp_Bx2xT, logp_ref_Bx2xT, mask_Bx2xT, config.length_normalised)
     return jax.nn.softplus(-config.beta * h_B)
 
 
@@ -115,6 +159,7 @@ def ipo_loss(
     mask_Bx2xT: jax.Array,
     config: IPOConfig,
 ) -> jax.Array:
-    """Per-pair IPO loss ``(h - 1/(2 beta))^2`` (Azar et al., arXiv 2310.12036)."""
-    h_B = log_ratio_margin(logp_Bx2xT, logp_ref_Bx2xT, mask_Bx2xT)
+    """Per-pair IPO loss ``(h - 1/(2 beta))^2`` (Azar et al., arXiv 2310.12036); ``h_norm`` in
+    place of ``h`` when ``config.length_normalised``."""
+    h_B = log_ratio_margin(logp_Bx2xT, logp_ref_Bx2xT, mask_Bx2xT, config.length_normalised)
     return ipo_loss_from_margin(h_B, config.beta)

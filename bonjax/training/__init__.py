@@ -8,13 +8,21 @@ from bonjax.training.algorithms import (
     PolicyGradient,
     PolicyGradientBatch,
     PreferencePairs,
+    preference_pair_loss,
 )
 from bonjax.training.checkpoint import Checkpointer, config_fingerprint
+from bonjax.training.fixed_pairs import FixedPairs, PairTable
 from bonjax.training.loop import train_loop
 from bonjax.training.metrics import MetricsWriter, read_metrics
 from bonjax.training.ppo import PPO, PPOBatch, ValueHead, init_value_head, value_head_apply
 from bonjax.training.protocol import Batch, Context, Method
 from bonjax.training.reference import reference_rewards, reference_store
+from bonjax.training.reference_pool import (
+    PoolFingerprint,
+    ReferencePool,
+    reference_pool,
+    reference_pool_of_shard,
+)
 from bonjax.training.registry import (
     METHODS,
     OPTIMIZERS,
@@ -23,6 +31,7 @@ from bonjax.training.registry import (
     method_for,
     spec_of,
 )
+from bonjax.training.sft import ResponseTable, SupervisedFineTuning
 from bonjax.training.state import TrainState, split_trainable
 from bonjax.training.trainer import OptimizerConfig, Trainer
 from bonjax.training.update import apply_updates
@@ -35,6 +44,7 @@ __all__ = [
     "Batch",
     "Checkpointer",
     "Context",
+    "FixedPairs",
     "METHODS",
     "Method",
     "MethodSpec",
@@ -43,9 +53,14 @@ __all__ = [
     "OptimizerConfig",
     "PPO",
     "PPOBatch",
+    "PairTable",
+    "PoolFingerprint",
     "PolicyGradient",
     "PolicyGradientBatch",
     "PreferencePairs",
+    "ReferencePool",
+    "ResponseTable",
+    "SupervisedFineTuning",
     "TrainState",
     "ValueHead",
     "Trainer",
@@ -54,7 +69,10 @@ __all__ = [
     "config_fingerprint",
     "init_value_head",
     "method_for",
+    "preference_pair_loss",
     "read_metrics",
+    "reference_pool",
+    "reference_pool_of_shard",
     "reference_rewards",
     "reference_store",
     "spec_of",

@@ -27,6 +27,10 @@ J-BOND         2 anchor samples + 1 policy sample       SFT on the better anchor
 
 The KL term of each return uses the log-probabilities at collection time (the behaviour policy);
 the clipped surrogate (Schulman et al. 2017) lets several epochs reuse one rollout.
+
+The fixed-data methods sample nothing: BoNBoN / DPO / IPO on best-and-worst pairs built once
+(:mod:`bonjax.training.fixed_pairs`, from :mod:`bonjax.training.reference_pool`) and supervised
+fine-tuning on fixed responses (:mod:`bonjax.training.sft`).
 """
 
 from __future__ import annotations
@@ -41,6 +45,7 @@ from flax import struct
 from bonjax import bon, ecdf
 from bonjax import objectives as obj
 from bonjax.checks import check_unit_interval
+from bonjax.sampling.scorer import CompletionScores
 from bonjax.training.protocol import Batch
 from bonjax.training.rollout import kl_metrics, policy_samples, rows
 
@@ -51,7 +56,9 @@ __all__ = [
     "JBONDBatch",
     "PolicyGradient",
     "PolicyGradientBatch",
+    "PairObjective",
     "PreferencePairs",
+    "preference_pair_loss",
 ]
 
 
@@ -122,6 +129,10 @@ class PolicyGradient(_NoExtras):
         return _clipped_pg_loss(scores.logp_BxNxT, batch, self.clip_eps), {}
 
 
+PairObjective = obj.BoNBoNConfig | obj.DPOConfig | obj.IPOConfig
+"""The objectives of a best-vs-worst pair."""
+
+
 @dataclasses.dataclass(frozen=True)
 class PreferencePairs(_NoExtras):
     """BoNBoN, DPO or IPO on the best and worst of n reference samples per prompt.
@@ -130,7 +141,7 @@ class PreferencePairs(_NoExtras):
     so no extra scoring pass is needed.
     """
 
-    objective: obj.BoNBoNConfig | obj.DPOConfig | obj.IPOConfig
+    objective: PairObjective
     n: int = 8
 
     def __post_init__(self):
@@ -159,16 +170,26 @@ class PreferencePairs(_NoExtras):
         return batch, metrics
 
     def loss(self, scores, batch, extras):
-        logp_Bx2xT = scores.logp_BxNxT
-        o = self.objective
-        if isinstance(o, obj.BoNBoNConfig):
-            loss_B = obj.bonbon_loss(logp_Bx2xT, batch.logp_ref_BxSxT, batch.mask_BxSxT, o)
-        elif isinstance(o, obj.DPOConfig):
-            loss_B = obj.dpo_loss(logp_Bx2xT, batch.logp_ref_BxSxT, batch.mask_BxSxT, o)
-        else:
-            loss_B = obj.ipo_loss(logp_Bx2xT, batch.logp_ref_BxSxT, batch.mask_BxSxT, o)
-        margin_B = obj.log_ratio_margin(logp_Bx2xT, batch.logp_ref_BxSxT, batch.mask_BxSxT)
-        return loss_B, {"log_ratio_margin": margin_B.mean()}
+        return preference_pair_loss(self.objective, scores, batch)
+
+
+def preference_pair_loss(objective: PairObjective, scores: CompletionScores,
+                         batch: Batch) -> tuple[jax.Array, dict]:
+    """Per-prompt BoNBoN, DPO or IPO loss ``[B]`` of a batch of pairs (``S = 2``: best, worst)
+    and the mean sequence-sum log-ratio margin ``h``: the loss of :class:`PreferencePairs` and
+    of the fixed-pair method (:class:`bonjax.training.fixed_pairs.FixedPairs`)."""
+    logp_Bx2xT = scores.logp_BxNxT
+    if isinstance(objective, obj.BoNBoNConfig):
+        loss_B = obj.bonbon_loss(logp_Bx2xT, batch.logp_ref_BxSxT, batch.mask_BxSxT, objective)
+    elif isinstance(objective, obj.DPOConfig):
+        loss_B = obj.dpo_loss(logp_Bx2xT, batch.logp_ref_BxSxT, batch.mask_BxSxT, objective)
+    elif isinstance(objective, obj.IPOConfig):
+        loss_B = obj.ipo_loss(logp_Bx2xT, batch.logp_ref_BxSxT, batch.mask_BxSxT, objective)
+    else:
+        raise ValueError(f"a pair loss takes BoNBoNConfig, DPOConfig or IPOConfig, got "
+                         f"{objective!r}")
+    margin_B = obj.log_ratio_margin(logp_Bx2xT, batch.logp_ref_BxSxT, batch.mask_BxSxT)
+    return loss_B, {"log_ratio_margin": margin_B.mean()}
 
 
 @struct.dataclass

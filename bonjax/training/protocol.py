@@ -22,7 +22,7 @@ from bonjax.models.decoder import DecoderLM
 from bonjax.sampling.sampler import Sampler
 from bonjax.sampling.scorer import CompletionScores
 
-__all__ = ["Batch", "Context", "Method", "RewardFn", "base_fields"]
+__all__ = ["Batch", "Context", "Method", "RewardFn", "base_fields", "fixed_data"]
 
 RewardFn = Callable[[jax.Array, jax.Array, jax.Array, jax.Array], jax.Array]
 """``reward(prompt_tokens_BxP, prompt_mask_BxP, tokens_BxSxT, mask_BxSxT) -> reward_BxS``."""
@@ -70,6 +70,9 @@ class Context:
       reward: the reward function (see :data:`RewardFn`).
       ref_rewards: ``ref_rewards(prompt_index_B) -> ReferenceRewards`` of the cached reference
         samples of those prompts (vBoN's ``F_hat``), or None.
+      data: ``data(prompt_index_B)`` -> those prompts' rows of a fixed data set that a method
+        trains on instead of sampling (best-and-worst pairs, SFT responses), or None. A pytree
+        of arrays, like ``ref_rewards``, so a compiled rollout takes it as an argument.
     """
 
     sampler: Sampler
@@ -77,6 +80,16 @@ class Context:
     ref_params: nnx.State
     reward: RewardFn
     ref_rewards: Callable[[jax.Array], ecdf.ReferenceRewards] | None = None
+    data: Callable[[jax.Array], Any] | None = None
+
+
+def fixed_data(ctx: Context, kind: type, method: str):
+    """``ctx.data``, the fixed data set a method trains on, or a ``ValueError`` naming what the
+    method needs when it is missing or of another kind."""
+    if not isinstance(ctx.data, kind):
+        raise ValueError(f"{method} trains on a fixed data set: pass a {kind.__name__} as "
+                         f"Trainer(data=...), got {type(ctx.data).__name__}")
+    return ctx.data
 
 
 class Method(Protocol):

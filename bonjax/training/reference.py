@@ -9,13 +9,16 @@ One pipeline draws them: :func:`reference_rewards_of_shard` for a prompt table s
 the processes of a job (a :class:`~bonjax.prompt_shard.PromptShard`: each process supplies its
 rows of every global batch), of which :func:`reference_rewards`, a whole table in one process,
 is the one-shard case. The chunks, keys and cache name do not depend on how the table is shared
-out, so any number of processes draws the same rewards and reads the same cache file.
+out, so any number of processes draws the same rewards and reads the same cache file. Its
+sampling loop, :func:`reference_chunks`, also draws the fixed best-and-worst data set
+(:mod:`bonjax.training.reference_pool`), whose rewards are these for the same key and chunks.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import jax
@@ -28,9 +31,78 @@ from tqdm.auto import tqdm
 from bonjax import distributed, ecdf
 from bonjax.fingerprint import fingerprint_of
 from bonjax.prompt_shard import PromptShard, chunk_indices
-from bonjax.sampling.sampler import Sampler
+from bonjax.sampling.sampler import Sampler, SampleResult
 
-__all__ = ["ReferenceStore", "reference_rewards", "reference_rewards_of_shard", "reference_store"]
+__all__ = [
+    "ReferenceChunk",
+    "ReferenceStore",
+    "check_chunk_sizes",
+    "reference_chunks",
+    "reference_rewards",
+    "reference_rewards_of_shard",
+    "reference_store",
+]
+
+
+def check_chunk_sizes(num_samples: int, prompts_per_call: int, samples_per_call: int) -> None:
+    """``ValueError`` unless M and both chunk sizes are >= 1."""
+    if num_samples < 1:
+        raise ValueError(f"num_samples (M) must be >= 1, got {num_samples}")
+    if prompts_per_call < 1 or samples_per_call < 1:
+        raise ValueError(f"prompts_per_call and samples_per_call must be >= 1, got "
+                         f"{prompts_per_call}, {samples_per_call}")
+
+
+@dataclasses.dataclass(frozen=True)
+class ReferenceChunk:
+    """One call of the pipeline: ``n`` reference samples of a chunk of ``prompts_per_call``
+    prompts (the last chunk filled up with the table's last prompt).
+
+    Attributes:
+      rows: the table rows (global prompt indices) the chunk's first ``num_rows`` rows are.
+      samples: the sample columns ``[s, s + n)`` it draws.
+      sample: the sampler's output, ``[prompts_per_call, n, T]`` arrays (global arrays on a
+        mesh; the filler rows after ``num_rows`` belong to no table row).
+      reward_BxN: the rewards of those samples, on the host (numpy).
+    """
+
+    rows: slice
+    samples: slice
+    sample: SampleResult
+    reward_BxN: np.ndarray
+
+    @property
+    def num_rows(self) -> int:
+        return self.rows.stop - self.rows.start
+
+
+def reference_chunks(sampler: Sampler, ref_params: nnx.State, reward: Callable,
+                     prompts: PromptShard, num_samples: int, key: jax.Array, *,
+                     prompts_per_call: int, samples_per_call: int,
+                     progress: bool = True) -> Iterator[ReferenceChunk]:
+    """The reference samples of a prompt table, chunk by chunk: the one sampling loop of the
+    reference tables (rewards here, whole samples in :mod:`bonjax.training.reference_pool`).
+
+    Prompt chunk ``c`` (:func:`~bonjax.prompt_shard.chunk_indices`) and sample chunk ``s`` draw
+    with ``fold_in(fold_in(key, c), s)``, whatever share of the table this process holds. A
+    collective: every process iterates it alike.
+    """
+    check_chunk_sizes(num_samples, prompts_per_call, samples_per_call)
+    P, M = prompts.num_prompts, num_samples
+    index_CxB = chunk_indices(P, prompts_per_call)
+    work = [(c, s) for c in range(len(index_CxB)) for s in range(0, M, samples_per_call)]
+    bar = tqdm(work, desc="reference samples", unit="chunk",
+               disable=not progress or not distributed.is_main_process())
+    for c, s in bar:
+        if s == 0:
+            tokens_BxL, mask_BxL, _ = prompts.batch(index_CxB[c])
+        n = min(samples_per_call, M - s)
+        chunk_key = jax.random.fold_in(jax.random.fold_in(key, c), s // samples_per_call)
+        out = sampler.sample(ref_params, tokens_BxL, mask_BxL, chunk_key, n)
+        r_BxN = distributed.to_host(reward(tokens_BxL, mask_BxL, out.tokens_BxNxT,
+                                           out.mask_BxNxT))
+        yield ReferenceChunk(slice(c * prompts_per_call, min((c + 1) * prompts_per_call, P)),
+                             slice(s, s + n), out, r_BxN)
 
 
 def reference_rewards(sampler: Sampler, ref_params: nnx.State, reward: Callable,
@@ -54,22 +126,18 @@ def reference_rewards_of_shard(sampler: Sampler, ref_params: nnx.State, reward: 
                                progress: bool = True) -> np.ndarray:
     """Rewards ``[P, M]`` of ``M = num_samples`` reference samples of each prompt of the table.
 
-    Prompt chunk ``c`` (:func:`~bonjax.prompt_shard.chunk_indices`: ``prompts_per_call``
-    prompts, the last chunk filled up with the table's last prompt) and sample chunk ``s`` draw
-    with ``fold_in(fold_in(key, c), s)``, so given chunk sizes always reproduce the same
-    rewards. With ``cache_dir`` the result is loaded from, or saved to (a temporary file renamed
-    into place), ``cache_dir/ref_rewards-<hash>.npz``, the hash of ``fingerprint`` (whatever
+    The samples of :func:`reference_chunks`: prompt chunk ``c`` (``prompts_per_call`` prompts,
+    the last chunk filled up with the table's last prompt) and sample chunk ``s`` draw with
+    ``fold_in(fold_in(key, c), s)``, so given chunk sizes always reproduce the same rewards.
+    With ``cache_dir`` the result is loaded from, or saved to (a temporary file renamed into
+    place), ``cache_dir/ref_rewards-<hash>.npz``, the hash of ``fingerprint`` (whatever
     identifies the reference model and reward), the whole table, M, T, the key and the chunk
     sizes. A collective: every process of the job calls it with its own share of the same
     table; only process 0 reads or writes the cache, and every process gets the whole result
     (the Best-of-N evaluation reads all of it, and vBoN's reference CDFs look rows up by global
     prompt index inside the compiled rollout).
     """
-    if num_samples < 1:
-        raise ValueError(f"num_samples (M) must be >= 1, got {num_samples}")
-    if prompts_per_call < 1 or samples_per_call < 1:
-        raise ValueError(f"prompts_per_call and samples_per_call must be >= 1, got "
-                         f"{prompts_per_call}, {samples_per_call}")
+    check_chunk_sizes(num_samples, prompts_per_call, samples_per_call)
     P, M = prompts.num_prompts, num_samples
     path = None
     if cache_dir is not None:
@@ -83,20 +151,10 @@ def reference_rewards_of_shard(sampler: Sampler, ref_params: nnx.State, reward: 
                           else np.zeros((P, M), np.float32))
             return np.asarray(multihost_utils.broadcast_one_to_all(cached_PxM))
     rewards_PxM = np.zeros((P, M), np.float32)
-    index_CxB = chunk_indices(P, prompts_per_call)
-    work = [(c, s) for c in range(len(index_CxB)) for s in range(0, M, samples_per_call)]
-    bar = tqdm(work, desc="reference samples", unit="chunk",
-               disable=not progress or not distributed.is_main_process())
-    for c, s in bar:
-        if s == 0:
-            tokens_BxL, mask_BxL, _ = prompts.batch(index_CxB[c])
-        rows = slice(c * prompts_per_call, min((c + 1) * prompts_per_call, P))
-        n = min(samples_per_call, M - s)
-        chunk_key = jax.random.fold_in(jax.random.fold_in(key, c), s // samples_per_call)
-        out = sampler.sample(ref_params, tokens_BxL, mask_BxL, chunk_key, n)
-        r_BxN = distributed.to_host(reward(tokens_BxL, mask_BxL, out.tokens_BxNxT,
-                                           out.mask_BxNxT))
-        rewards_PxM[rows, s:s + n] = r_BxN[: rows.stop - rows.start]
+    for chunk in reference_chunks(sampler, ref_params, reward, prompts, M, key,
+                                  prompts_per_call=prompts_per_call,
+                                  samples_per_call=samples_per_call, progress=progress):
+        rewards_PxM[chunk.rows, chunk.samples] = chunk.reward_BxN[: chunk.num_rows]
     if path is not None and distributed.is_main_process():
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_suffix(".tmp.npz")

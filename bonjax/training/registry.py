@@ -8,6 +8,13 @@ method means adding its objective config, its :class:`~bonjax.training.protocol.
 are optimised is a separate choice, the optimiser: ``"rloo"`` (clipped policy gradient with
 leave-one-out advantages, no critic) or ``"ppo"`` (a value head and GAE, the vBoN paper's
 optimiser). The other methods have one optimiser each.
+
+The fixed-data methods are not rows: :class:`~bonjax.training.fixed_pairs.FixedPairs` (BoNBoN,
+DPO, IPO on best-and-worst pairs drawn once) and
+:class:`~bonjax.training.sft.SupervisedFineTuning` train on a data set built beforehand and given
+to the trainer, which a row's method does not need and the experiment does not build; and an
+objective config names one row (``spec_of``), which for BoNBoN, DPO and IPO is the online method.
+They are built by their constructors.
 """
 
 from __future__ import annotations
@@ -89,6 +96,11 @@ class MethodSpec:
 
 _POLICY_GRADIENT_ARGS = ("samples_per_prompt", "clip_eps")
 
+
+def _length_normalised(objective) -> str | None:
+    return "length-normalised" if objective.length_normalised else None
+
+
 METHODS: dict[str, MethodSpec] = {spec.name: spec for spec in (
     MethodSpec("vbon", "vBoN", obj.VBoNConfig, "n", "N", _policy_gradient, OPTIMIZERS,
                needs_reference_cdf=True, method_args=_POLICY_GRADIENT_ARGS,
@@ -96,8 +108,10 @@ METHODS: dict[str, MethodSpec] = {spec.name: spec for spec in (
     MethodSpec("kl_rl", "KL-RL", obj.KLRLConfig, "beta", "beta", _policy_gradient, OPTIMIZERS,
                method_args=_POLICY_GRADIENT_ARGS),
     MethodSpec("bonbon", "BoNBoN", obj.BoNBoNConfig, "n", "n", _pairs),
-    MethodSpec("dpo", "DPO", obj.DPOConfig, "beta", "beta", _pairs, method_args=("n",)),
-    MethodSpec("ipo", "IPO", obj.IPOConfig, "beta", "beta", _pairs, method_args=("n",)),
+    MethodSpec("dpo", "DPO", obj.DPOConfig, "beta", "beta", _pairs, method_args=("n",),
+               variant=_length_normalised),
+    MethodSpec("ipo", "IPO", obj.IPOConfig, "beta", "beta", _pairs, method_args=("n",),
+               variant=_length_normalised),
     MethodSpec("bond", "BOND", obj.BONDConfig, "n", "N", lambda o, _, **kw: BOND(o, **kw),
                method_args=("samples_per_prompt",)),
     MethodSpec("jbond", "J-BOND", obj.JBONDConfig, "anchor_eta", "eta",

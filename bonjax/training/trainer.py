@@ -124,6 +124,9 @@ class Trainer:
         axes. None: only when the job has several JAX processes, where a rollout dispatched
         op by op would be hundreds of cross-process programs (and with several CPU devices per
         process, jaxlib 0.10 deadlocks once ~32 of them are queued ahead on a device).
+      data: ``prompt_index_B -> rows`` of the fixed data set a fixed-data method trains on
+        (``FixedPairs``' ``PairTable``, ``SupervisedFineTuning``'s ``ResponseTable``); None for
+        the methods that sample. On a mesh, its arrays replicated over it (``on_mesh``).
     """
 
     lm: DecoderLM
@@ -136,6 +139,7 @@ class Trainer:
     mesh: Mesh | None = None
     rules: shd.ShardingRules = shd.ShardingRules()
     jit_collect: bool | None = None
+    data: Callable | None = None
 
     def __post_init__(self):
         if self.optimizer.lora is not None and self.method.uses_anchor and \
@@ -148,7 +152,8 @@ class Trainer:
         object.__setattr__(self, "tx", self.optimizer.make())
         object.__setattr__(self, "context", Context(
             sampler=sampler, score=functools.partial(_compiled_score, self.lm),
-            ref_params=self.ref_params, reward=self.reward, ref_rewards=self.ref_rewards))
+            ref_params=self.ref_params, reward=self.reward, ref_rewards=self.ref_rewards,
+            data=self.data))
         object.__setattr__(self, "_update_jit", None)
         object.__setattr__(self, "_collect_jit", jax.jit(self._collect))
 
@@ -207,9 +212,10 @@ class Trainer:
 
     def _context_arrays(self) -> dict:
         """The context's pytrees of arrays (reference parameters, a reward model's parameters,
-        the reference store): arguments of the compiled ``collect``, never its constants."""
+        the reference store, a fixed data set): arguments of the compiled ``collect``, never its
+        constants."""
         fields = {"ref_params": self.ref_params, "reward": self.reward,
-                  "ref_rewards": self.ref_rewards}
+                  "ref_rewards": self.ref_rewards, "data": self.data}
         return {name: value for name, value in fields.items()
                 if jax.tree.leaves(value)
                 and all(isinstance(x, jax.Array | np.ndarray) for x in jax.tree.leaves(value))}
