@@ -45,7 +45,7 @@ from experiments import configs
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 BUDGET = 3  # training steps of the first call: vBoN's two, then one of BoNBoN's
-INFERENCE = ("BoN", "Soft BoN")  # the points drawn from the reference rewards, not trained
+INFERENCE = ("BoN", "Soft BoN", "RBoN")  # the points drawn from reference samples, not trained
 
 
 def _snapshot(run_dir: pathlib.Path) -> dict:
@@ -123,12 +123,14 @@ def test_the_run_directory_holds_every_output(tiny_run):
         data = (run_dir / png).read_bytes()
         assert data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) > 5000, png
     table = (run_dir / "results.md").read_text()
-    for row in ("| BoN | N=4 |", "| Soft BoN | n=4, lambda=0.5 |", "| vBoN | N=4, RLOO |",
-                "| BoNBoN | n=4 |", "| BOND | N=2 |", "| J-BOND |", "| KL-RL | beta=0.1, RLOO |"):
+    for row in ("| BoN | N=4 |", "| Soft BoN | n=4, lambda=0.5 |", "| RBoN | n=4, beta=0.1 |",
+                "| vBoN | N=4, RLOO |", "| BoNBoN | n=4 |", "| BOND | N=2 |", "| J-BOND |",
+                "| KL-RL | beta=0.1, RLOO |"):
         assert row in table
     # The frontier statistics: per-prompt results, a gap per family, a verdict per pair.
     results = json.loads((run_dir / "results.json").read_text())
-    assert [r["setting"] for r in results["selection"]] == ["n=2, lambda=0.5", "n=4, lambda=0.5"]
+    assert [r["setting"] for r in results["selection"]] == [
+        "n=2, lambda=0.5", "n=4, lambda=0.5", "n=2, beta=0.1", "n=4, beta=0.1"]
     P = int(config.data.test_prompts)
     for m in results["methods"]:
         assert len(m["reward_per_prompt"]) == len(m["kl_per_prompt"]) == P

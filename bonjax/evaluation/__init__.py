@@ -11,6 +11,8 @@ points, Pareto frontiers, plots and the results table.
   bootstrap intervals over test prompts and a verdict per pair of families.
 - :mod:`~bonjax.evaluation.soft_bon`: soft Best-of-n's reward and KL estimated from reference
   rewards alone (its density ratio to pi_ref is a function of the reward).
+- :mod:`~bonjax.evaluation.rbon`: regularised Best-of-N's reward and win rate from reference
+  samples and their log-probabilities (its KL is Best-of-N's).
 """
 
 from bonjax.evaluation.convergence import curve_changes, last_quarter_change
@@ -39,6 +41,7 @@ from bonjax.evaluation.metrics import (
     win_rate,
 )
 from bonjax.evaluation.plots import plot_reward_vs_kl, plot_training_curves, read_metrics_jsonl
+from bonjax.evaluation.rbon import RBON_METHOD, rbon_estimates, rbon_reference_points
 from bonjax.evaluation.soft_bon import (
     SOFT_BON_METHOD,
     soft_bon_estimates,
@@ -74,6 +77,9 @@ __all__ = [
     "plot_training_curves",
     "read_metrics_jsonl",
     "results_table",
+    "RBON_METHOD",
+    "rbon_estimates",
+    "rbon_reference_points",
     "SOFT_BON_METHOD",
     "soft_bon_estimates",
     "soft_bon_ratio",

@@ -20,6 +20,8 @@ def get_config():
     config.bon.ns = (1, 2, 4)
     config.soft_bon.ns = (2, 4)
     config.soft_bon.lambdas = (0.5,)
+    config.rbon.ns = (2, 4)
+    config.rbon.betas = (0.1,)
     config.methods = ("vbon", "bonbon", "bond", "jbond", "kl_rl")
     config.vbon.ns = (4,)
     config.bonbon.ns = (4,)
