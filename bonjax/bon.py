@@ -33,7 +33,7 @@ and with ties both are upper bounds (Beirami et al. 2024, arXiv 2401.01879).
 The exact-distribution and analytic functions are float64 numpy: they are reference oracles and
 plot curves, not training-time code.
 
-Soft Best-of-n (Verdun, Oesterling, Lakkaraju, Calmon 2025, arXiv 2505.03156v1, Sec. II) keeps
+Soft Best-of-n (Verdun, Oesterling, Lakkaraju, Calmon 2025, arXiv 2505.03156) keeps
 draw i of the n with probability ``softmax(r / lambda)_i`` instead of the argmax
 (`select_soft`, `soft_best_of_n`). Its law on a discrete outcome space (derived here, checked by
 enumeration of n-tuples) is
@@ -45,6 +45,13 @@ enumeration of n-tuples) is
 with ties shared uniformly (the law of the draw-index rule above), and n -> inf gives the tilted
 law `pi_ref exp(r / lambda) / Z` (`tilted_distribution`), the optimum of
 ``E r - lambda KL(. || pi_ref)``.
+
+Provenance of soft Best-of-n (checked with the search tool): the rule (n i.i.d. draws, one kept
+with probability proportional to ``exp(r / lambda)``, temperature lambda) and the claimed O(1/n)
+convergence to the tilted law in KL and relative reward are confirmed from the paper's abstract
+(arXiv 2505.03156; v1, 6 May 2025, is the only version the stored copies show). Unconfirmed:
+the paper's equation and section numbers (its body was not readable) and whether it writes the
+law above: here it is derived and checked by enumeration.
 """
 
 from __future__ import annotations
@@ -269,7 +276,7 @@ def best_of_n(sampler, params, prompt_tokens_BxP, prompt_mask_BxP, key, n: int,
 
 
 # ---------------------------------------------------------------------------------------------
-# Soft Best-of-n (arXiv 2505.03156v1)
+# Soft Best-of-n (arXiv 2505.03156; equation numbers unconfirmed, see the module docstring)
 
 
 def _check_lambda(lam) -> float:

@@ -1,4 +1,4 @@
-"""Regularised Best-of-N (Jinnai, Morimura, Ariu, Abe 2024, arXiv 2404.01054v3; the choice rules
+"""Regularised Best-of-N (Jinnai, Morimura, Ariu, Abe 2024, arXiv 2404.01054; the choice rules
 of its public code), sampler-level rules next to :func:`bonjax.bon.best_of_n`:
 
     RBoN_KL:        argmax_i  r(y_i) + beta log pi_ref(y_i | x)
@@ -11,6 +11,13 @@ all-MiniLM-L6-v2, mean-pooled). ``beta = 0`` is Best-of-N; a large beta picks th
 sample (KL) or the medoid of the n samples (MBR). The argmax follows
 :func:`bonjax.bon.select_best_and_worst` on the regularised score: ties go to the lowest draw
 index and a NaN score ranks lowest.
+
+Provenance (checked with the search tool): both rules are confirmed against the authors' code,
+CyberAgentAILab/regularized-bon, ``mbr/compute_rbon.py`` (commit 8f2211b): KL-BoN is the argmax
+of ``proxy + alpha * logprob``, WD-BoN the argmax of ``proxy + alpha * mean`` of the row of the
+sentence-similarity matrix (its diagonal included). The paper has versions v1 and v3 (both cited
+in stored copies). Unconfirmed: the equation numbers of the two objectives in either version
+(the paper's body was not readable), and which version first states them in this form.
 """
 
 from __future__ import annotations

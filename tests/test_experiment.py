@@ -45,6 +45,7 @@ from experiments import configs
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 BUDGET = 3  # training steps of the first call: vBoN's two, then one of BoNBoN's
+INFERENCE = ("BoN", "Soft BoN", "RBoN")  # the points drawn from reference samples, not trained
 
 
 def _snapshot(run_dir: pathlib.Path) -> dict:
@@ -76,7 +77,7 @@ def test_first_call_stops_at_the_step_budget(tiny_run):
     assert "vbon-n4/eval.json" in files and "vbon-n4/checkpoints/2" in files
     assert "bonbon-n4/checkpoints/1" in files and "bonbon-n4/eval.json" not in files
     assert not any(k.startswith(("bond-", "jbond", "kl_rl-")) for k in files)
-    assert [p.method for p in first.points if p.method != "BoN"] == ["vBoN"]
+    assert [p.method for p in first.points if p.method not in INFERENCE] == ["vBoN"]
     assert "INCOMPLETE" in files["results.md"]
 
 
@@ -122,11 +123,14 @@ def test_the_run_directory_holds_every_output(tiny_run):
         data = (run_dir / png).read_bytes()
         assert data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) > 5000, png
     table = (run_dir / "results.md").read_text()
-    for row in ("| BoN | N=4 |", "| vBoN | N=4, RLOO |", "| BoNBoN | n=4 |", "| BOND | N=2 |",
-                "| J-BOND |", "| KL-RL | beta=0.1, RLOO |"):
+    for row in ("| BoN | N=4 |", "| Soft BoN | n=4, lambda=0.5 |", "| RBoN | n=4, beta=0.1 |",
+                "| vBoN | N=4, RLOO |", "| BoNBoN | n=4 |", "| BOND | N=2 |", "| J-BOND |",
+                "| KL-RL | beta=0.1, RLOO |"):
         assert row in table
     # The frontier statistics: per-prompt results, a gap per family, a verdict per pair.
     results = json.loads((run_dir / "results.json").read_text())
+    assert [r["setting"] for r in results["selection"]] == [
+        "n=2, lambda=0.5", "n=4, lambda=0.5", "n=2, beta=0.1", "n=4, beta=0.1"]
     P = int(config.data.test_prompts)
     for m in results["methods"]:
         assert len(m["reward_per_prompt"]) == len(m["kl_per_prompt"]) == P
@@ -372,7 +376,7 @@ def test_the_best_of_n_aware_methods_train_and_evaluate_in_the_experiment(tmp_pa
     config.methods = ("ctrl", "qrpo", "max_at_k")
     result = run_experiment(config, tmp_path / "run", progress=False)
     assert result.complete
-    trained = {p.method: p for p in result.points if p.method != "BoN"}
+    trained = {p.method: p for p in result.points if p.method not in INFERENCE}
     assert set(trained) == {"InfAlign-CTRL", "QRPO", "max@k"}
     for key in ("ctrl-beta0.1", "qrpo-beta0.333333", "max_at_k-k2"):
         losses = [r["loss"] for r in read_metrics(tmp_path / "run" / key)]

@@ -2,7 +2,8 @@
 
 The rewards, and the cache file they are stored in, depend on the table, M, T, the key and the
 chunk sizes, not on how the prompts are shared out; the cache file keeps the name run
-directories written by earlier versions have, so those still resume without resampling.
+directories written by earlier versions have, so those still resume without resampling. The
+samples' sequence log-probabilities are kept next to the rewards.
 """
 
 import jax
@@ -14,7 +15,7 @@ from bonjax import training
 from bonjax.prompt_shard import PromptShard, chunk_indices
 from bonjax.sampling import Sampler, Temperature
 from bonjax.toy import ToyProblem
-from bonjax.training.reference import reference_rewards_of_shard
+from bonjax.training.reference import reference_rewards_of_shard, reference_samples_of_shard
 
 # The name the cache file of these inputs has always had (runs written before still find it).
 CACHE_NAME = "ref_rewards-f9ce262efaa5cbe8.npz"
@@ -72,3 +73,27 @@ def test_reference_rewards_refuse_bad_sizes():
     with pytest.raises(ValueError, match="non-empty table"):
         training.reference_rewards(sampler, toy.ref_params, toy.reward, tokens_PxL[:0],
                                    mask_PxL[:0], 4, key)
+
+
+def test_reference_samples_keep_the_exact_sequence_log_probabilities(tmp_path):
+    """A temperature-1 sampler of pi_ref: each sample's log_ref is log pi_ref of the completion
+    (the toy's reward table tells the completion); the cache file keeps both arrays, and one
+    written before log-probabilities were kept reads as log_ref None."""
+    toy = ToyProblem(seed=3)
+    sampler = Sampler(toy.lm, Temperature(1.0), toy.length)
+    tokens_1x1, mask_1x1 = toy.prompts(1)  # the prompt of toy.log_probs
+    prompts = PromptShard.keep(np.asarray(tokens_1x1), np.asarray(mask_1x1), None, None)
+    options = {**OPTIONS, "cache_dir": tmp_path}
+    samples = reference_samples_of_shard(sampler, toy.ref_params, toy.reward, prompts, 9,
+                                         jax.random.key(1), **options)
+    assert len(np.unique(toy.reward_S)) == toy.reward_S.size  # the reward names the completion
+    index_M = np.searchsorted(np.sort(toy.reward_S), samples.rewards_PxM[0])
+    completion_M = np.argsort(toy.reward_S)[index_M]
+    np.testing.assert_allclose(samples.log_ref_PxM[0], toy.log_probs(toy.ref_params)[completion_M],
+                               atol=2e-5)
+    (cache,) = tmp_path.iterdir()
+    np.savez(cache, rewards_PxM=samples.rewards_PxM)  # the file an earlier version wrote
+    old = reference_samples_of_shard(sampler, toy.ref_params, _no_sampling, prompts, 9,
+                                     jax.random.key(1), **options)
+    assert old.log_ref_PxM is None
+    np.testing.assert_array_equal(old.rewards_PxM, samples.rewards_PxM)

@@ -9,6 +9,10 @@ points, Pareto frontiers, plots and the results table.
   change over the last quarter of the steps).
 - :mod:`~bonjax.evaluation.frontier`: each method family's gap to the Best-of-N curve, paired
   bootstrap intervals over test prompts and a verdict per pair of families.
+- :mod:`~bonjax.evaluation.soft_bon`: soft Best-of-n's reward and KL estimated from reference
+  rewards alone (its density ratio to pi_ref is a function of the reward).
+- :mod:`~bonjax.evaluation.rbon`: regularised Best-of-N's reward and win rate from reference
+  samples and their log-probabilities (its KL is Best-of-N's).
 """
 
 from bonjax.evaluation.convergence import curve_changes, last_quarter_change
@@ -37,6 +41,14 @@ from bonjax.evaluation.metrics import (
     win_rate,
 )
 from bonjax.evaluation.plots import plot_reward_vs_kl, plot_training_curves, read_metrics_jsonl
+from bonjax.evaluation.rbon import RBON_METHOD, rbon_estimates, rbon_reference_points
+from bonjax.evaluation.soft_bon import (
+    SOFT_BON_METHOD,
+    soft_bon_estimates,
+    soft_bon_ratio,
+    soft_bon_ratio_without_replacement,
+    soft_bon_reference_points,
+)
 from bonjax.evaluation.tables import results_table, write_results_table
 
 __all__ = [
@@ -65,6 +77,14 @@ __all__ = [
     "plot_training_curves",
     "read_metrics_jsonl",
     "results_table",
+    "RBON_METHOD",
+    "rbon_estimates",
+    "rbon_reference_points",
+    "SOFT_BON_METHOD",
+    "soft_bon_estimates",
+    "soft_bon_ratio",
+    "soft_bon_ratio_without_replacement",
+    "soft_bon_reference_points",
     "win_rate",
     "write_results_table",
 ]

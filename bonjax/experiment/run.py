@@ -7,7 +7,9 @@
    the test prompts' give the Best-of-N points and curve and the win-rate opponents; the train
    prompts' give vBoN's empirical CDFs.
 4. Best-of-N at each N of ``config.bon.ns``: reward from the order statistics of the reference
-   rewards, the analytic KL ``log N - (N-1)/N``, the win rate against one pi_ref sample.
+   rewards, the analytic KL ``log N - (N-1)/N``, the win rate against one pi_ref sample; soft
+   Best-of-n at each (n, lambda) of ``config.soft_bon`` and regularised Best-of-N at each
+   (n, beta) of ``config.rbon`` from the same samples (:mod:`~bonjax.experiment.reference_points`).
 5. Train every method of the sweep (checkpoints, metrics JSONL and TensorBoard under
    ``run_dir/<method>``), evaluate it on the test prompts and save its samples as text.
 6. Plot reward against KL (the methods, the BoN points and curve, Pareto frontiers) and each
@@ -44,7 +46,7 @@ import numpy as np
 
 from bonjax import distributed
 from bonjax import sharding as shd
-from bonjax.checks import check_int, is_int
+from bonjax.checks import check_int
 from bonjax.data.imdb import Source, imdb_prompts
 from bonjax.evaluation import (
     BoNCurve,
@@ -55,7 +57,6 @@ from bonjax.evaluation import (
     PolicyPoint,
     bon_curve,
     bon_expected_max,
-    bon_reference_points,
     curve_changes,
     frontier_stats,
     plot_reward_vs_kl,
@@ -72,6 +73,12 @@ from bonjax.experiment.components import (
     prompt_batch,
 )
 from bonjax.experiment.evaluate import bon_gap, evaluate_samples, sample_policy, write_samples
+from bonjax.experiment.reference_points import FIELDS as REFERENCE_FIELDS
+from bonjax.experiment.reference_points import (
+    check_reference_settings,
+    reference_points,
+    selection_records,
+)
 from bonjax.experiment.rundir import RunDirectory
 from bonjax.experiment.sweeps import MethodRun, method_runs
 from bonjax.models.lora import LoRAConfig
@@ -87,7 +94,7 @@ from bonjax.training import (
     reference_store,
     train_loop,
 )
-from bonjax.training.reference import reference_rewards_of_shard
+from bonjax.training.reference import ReferenceSamples, reference_samples_of_shard
 
 __all__ = ["ExperimentResult", "check_config", "method_checkpointer", "method_trainer",
            "run_experiment"]
@@ -108,7 +115,8 @@ class ExperimentResult:
       run_dir: the run directory.
       run_id: the run's id (the same for every call on this directory).
       complete: False when ``step_budget`` stopped training early (call again to continue).
-      points: BoN points, then one point per evaluated method (the table's rows).
+      points: BoN points, soft BoN and RBoN points, then one point per evaluated method (the
+        table's rows).
       kl_k3: the k3 KL estimate of each evaluated method, by its key.
       bon_gaps: reward minus the BoN curve's reward at the same KL, by method key (None beyond
         the curve).
@@ -181,11 +189,7 @@ def check_config(config: Any) -> list[MethodRun]:
     M = _check_int(config, "reference.samples", 2)
     _check_int(config, "reference.prompts_per_call", 1)
     _check_int(config, "reference.samples_per_call", 1)
-    ns = tuple(_field(config, "bon.ns"))
-    if not ns or any(not is_int(n) or not 1 <= n <= M - 1
-                     for n in ns):
-        raise ValueError(f"config.bon.ns = {ns} must be integers in [1, M - 1 = {M - 1}] "
-                         f"(M = config.reference.samples; one sample plays the opponent)")
+    check_reference_settings({f: tuple(_field(config, f)) for f in REFERENCE_FIELDS}, M)
     _check_int(config, "train.steps", 1)
     per_step = _check_int(config, "train.prompts_per_step", 1)
     if per_step > train_prompts:
@@ -434,11 +438,13 @@ def _changes_cell(changes: dict) -> str:
     return cells + ("" if settled else " (not settled)")
 
 
-def _write_report(run_dir: RunDirectory, config: Any, bon_points: list[EvalPoint],
-                  curve: BoNCurve, test_refs_PxM: np.ndarray, records: list[dict],
-                  reward_name: str, complete: bool) -> tuple[tuple[EvalPoint, ...], dict, dict]:
+def _write_report(run_dir: RunDirectory, config: Any,
+                  inference: tuple[list[EvalPoint], list[EvalPoint]], curve: BoNCurve,
+                  test_refs_PxM: np.ndarray, records: list[dict], reward_name: str,
+                  complete: bool) -> tuple[tuple[EvalPoint, ...], dict, dict]:
+    bon_points, selection_points = inference
     trained = [_point(r) for r in records]
-    points = tuple(bon_points) + tuple(trained)
+    points = tuple(bon_points) + tuple(selection_points) + tuple(trained)
     gaps = {r["key"]: bon_gap(p, curve) for r, p in zip(records, trained, strict=True)}
     kl_k3 = {r["key"]: Estimate(*r["kl_k3"]) for r in records}
     if not run_dir.is_main:
@@ -449,8 +455,10 @@ def _write_report(run_dir: RunDirectory, config: Any, bon_points: list[EvalPoint
                       background=_background(str(config.background_results), reward_name))
     M, K = int(config.reference.samples), int(config.eval.samples_per_prompt)
     note = (f"{DEFAULT_NOTE} BoN rows: order statistics of M = {M} reference samples per test "
-            f"prompt. Trained rows: {K} samples per test prompt; KL is the Monte-Carlo k1 "
-            f"estimate; the win rate averages over all M reference samples as opponents.")
+            f"prompt; Soft BoN rows: their unbiased reward and plug-in KL from the same rewards; "
+            f"RBoN rows: reward and win rate with the samples ranked by r + beta log pi_ref. "
+            f"Trained rows: {K} samples per test prompt; KL is the Monte-Carlo k1 estimate; the "
+            f"win rate averages over all M reference samples as opponents.")
     lines = [f"# Results: {config.model}, reward {reward_name}", "",
              f"Run `{run_dir.run_id}`, {int(config.data.test_prompts)} test prompts, "
              f"{int(config.max_new_tokens)} new tokens, {int(config.train.steps)} training steps "
@@ -482,6 +490,7 @@ def _write_report(run_dir: RunDirectory, config: Any, bon_points: list[EvalPoint
                 for p in bon_points],
         "bon_curve": {"n": curve.n.tolist(), "kl": curve.kl.tolist(),
                       "reward": curve.reward.tolist()},
+        "selection": selection_records(selection_points, curve),
         "methods": [{**r, "bon_gap": gaps[r["key"]]} for r in records],
         "frontier": None if stats is None else {
             "kl_range": list(stats.kl_range), "level": stats.level,
@@ -554,8 +563,8 @@ def run_experiment(config: Any, run_dir: str | os.PathLike, *, step_budget: int 
                                                run_dir.is_main)
     sampler = Sampler(lm, Temperature(1.0), int(config.max_new_tokens), mesh)
 
-    def references(split: str, prompts: PromptShard) -> np.ndarray:
-        return reference_rewards_of_shard(
+    def references(split: str, prompts: PromptShard) -> ReferenceSamples:
+        return reference_samples_of_shard(
             sampler, params, reward, prompts, int(config.reference.samples),
             _key(config.seed, f"references/{split}"),
             prompts_per_call=int(config.reference.prompts_per_call),
@@ -564,13 +573,14 @@ def run_experiment(config: Any, run_dir: str | os.PathLike, *, step_budget: int 
             fingerprint={"model": config.model, "reward": reward_name, "split": split})
 
     logger.info("reference samples of the %d test prompts", test_shard.num_prompts)
-    test_refs = references("test", test_shard)
-    bon_points = bon_reference_points(test_refs, tuple(config.bon.ns))
+    test_samples = references("test", test_shard)
+    inference = reference_points(config, test_samples)
+    test_refs = test_samples.rewards_PxM
     curve = bon_curve(test_refs)
     train_store = None
     if any(r.needs_reference_cdf for r in runs):
         logger.info("reference samples of the %d training prompts", train_shard.num_prompts)
-        train_refs = references("train", train_shard)
+        train_refs = references("train", train_shard).rewards_PxM
         if mesh is not None:  # a global array: an argument of the multi-process rollout
             train_refs = distributed.global_array(train_refs, mesh, shd.replicated(mesh))
         train_store = reference_store(train_refs)
@@ -590,6 +600,6 @@ def run_experiment(config: Any, run_dir: str | os.PathLike, *, step_budget: int 
         records.append(record)
     wall = time.perf_counter() - started
     run_dir.finish(wall, complete)
-    points, kl_k3, gaps = _write_report(run_dir, config, bon_points, curve, test_refs, records,
+    points, kl_k3, gaps = _write_report(run_dir, config, inference, curve, test_refs, records,
                                         reward_name, complete)
     return ExperimentResult(run_dir.path, run_dir.run_id, complete, points, kl_k3, gaps, wall)

@@ -1,5 +1,5 @@
 """InfAlign-CTRL: calibrate-and-transform RL (Balashankar, Sun, et al.; ICML 2025,
-arXiv 2412.19792v5).
+arXiv 2412.19792v5, 21 Aug 2025).
 
 InfAlign maximises the win rate of an inference-time procedure applied to the aligned policy
 (Best-of-N, worst-of-N) against the same procedure on the reference, under a KL constraint; the
@@ -22,8 +22,17 @@ quadrature in `ctrl_curves`)
 
 from which `choose_exponent` picks ``t`` for (N, KL budget). Identity: ``Phi = log u`` with
 ``beta = 1/(N-1)`` gives ``q(u) = N u^(N-1)``: the optimum is exactly Best-of-N, vBoN's target.
-The calibration rule (ties half), the exponential family and the choice of t by these curves
-follow the paper's Sec. 4; the closed forms of q, KL and W_N are derived here.
+The closed forms of q, KL and W_N are derived here.
+
+Provenance (checked with the search tool, v5 of 21 Aug 2025, the ICML 2025 version): confirmed
+are the section titles (Sec. 3 "Reinforcement learning with reward transformation", Sec. 4
+"InfAlign-CTRL: Calibrate-and-transform reinforcement learning") and, from the abstract, that
+the optimal aligned policy solves KL-regularised RL on a transformed reward and that CTRL is a
+reward calibration step followed by KL-regularised maximisation of a transformed calibrated
+reward, with specific transformations for Best-of-N sampling and jailbreaking. Unconfirmed
+(the paper's body was not readable): the equation numbers, the calibration rule with ties
+counted half, the exponential transforms ``e^(t u)`` / ``-e^(-t u)`` and the choice of t by the
+1-D curves, all taken from ``shared/SCIENCE.md`` section 8.3 (marked [uncertain] there).
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""max@k policy optimisation, PKPO (Walder & Karkhanis, arXiv 2505.15201v4, Sec. 4, continuous
+"""max@k policy optimisation, PKPO (Walder & Karkhanis, arXiv 2505.15201, continuous
 rewards): unbiased estimates of ``maxg@k = E_{y_1..y_k ~ pi}[max_i g(y_i)]`` and of its
 gradient from n >= k i.i.d. samples, as a joint transformation of the n rewards.
 
@@ -35,6 +35,16 @@ solved by damped fixed-point iteration in :func:`max_at_k_optimal_policy` (k = 1
 
 The coefficient matrices depend only on (n, k) and are built once in float64 with exact
 binomials (``math.comb``), divided by ``C(n, k)`` before the cast to the rewards' dtype.
+
+Provenance (checked with the search tool): the paper has versions v1 (21 May 2025), v3 (30 Oct
+2025) and v4 (14 Dec 2025); the continuous-reward estimators and gradient weights are confirmed
+from the abstract and from third-party summaries. Two independent public implementations cite
+``s^(loo-1)`` as Eq. 33 (one as "Listing 1" too); one of them cites ``rho`` as Eq. 12, the
+stable form of ``m_ij`` as Eq. 14 and ``s^loo`` as Eq. 29, for "the NeurIPS 2025 version".
+Unconfirmed (the paper's body was not readable): those numbers in the paper itself, which arXiv
+version they belong to (``shared/SCIENCE.md`` notes corrections to Eqs. 14, 31, 32 in a later
+version), and the section number. The formulas are checked here by enumeration of subsets
+instead.
 """
 
 from __future__ import annotations

@@ -1,14 +1,14 @@
-"""QRPO: Quantile Reward Policy Optimization (Matrenok, Moalla, Gulcehre; arXiv 2507.08068v2).
+"""QRPO: Quantile Reward Policy Optimization (Matrenok, Moalla, Gulcehre; arXiv 2507.08068).
 
 KL-regularised RL, ``max E_pi[R] - beta KL(pi || pi_ref)``, has the optimum
-``pi*(y) = pi_ref(y) exp(R(y) / beta) / Z`` (Sec. 2). With the reward replaced by a transform
+``pi*(y) = pi_ref(y) exp(R(y) / beta) / Z``. With the reward replaced by a transform
 of its quantile under the reference, ``R = f(q)``, ``q(y) = P_{z ~ pi_ref}[r(z) <= r(y)]``, the
 quantile is Uniform(0, 1) under pi_ref (continuous rewards), so the partition function does not
-depend on the prompt (Sec. 3, Eq. 9):
+depend on the prompt:
 
     Z_f = E_{pi_ref}[exp(f(q) / beta)] = int_0^1 exp(f(q) / beta) dq,
 
-and ``pi*`` can be fitted offline by pointwise regression of the log-ratio (Eq. 10):
+and ``pi*`` can be fitted offline by pointwise regression of the log-ratio:
 
     loss(x, y) = ( f(q_hat) - beta log Z_f - beta log(pi_theta(y|x) / pi_ref(y|x)) )^2,
     q_hat = (1/M) sum_m 1{r_m <= r(y)}   (M reference rewards of the prompt, ``<=`` as their code).
@@ -21,8 +21,17 @@ Transforms (`QuantileTransform`):
   rewards (derived; on a discrete space ``sum_y pi_ref N F^(N-1) >= 1`` and the normalised
   target is ``pi_ref F^(N-1) / sum``, the vBoN optimum).
 - ``IDENTITY``, ``f(q) = q``: ``Z = beta (e^(1/beta) - 1)``, so
-  ``log Z = log beta + 1/beta + log(1 - e^(-1/beta))``. The paper's code (Eq. 11 there) drops the
-  last term, exact only as ``beta -> 0``; bonjax uses the exact value.
+  ``log Z = log beta + 1/beta + log(1 - e^(-1/beta))``. The authors' code drops the last term,
+  exact only as ``beta -> 0``; bonjax uses the exact value.
+
+Provenance (checked with the search tool): every formula above except the derived identities is
+confirmed against the authors' code, CLAIRE-Labo/quantile-reward-policy-optimization,
+``src/qrpo/trainers/qrpo.py`` (commit e93dcf1): ``q_hat`` = the mean of ``1{r_m <= r}``, clamped
+to ``>= 1/M`` for ``f = log``; ``Z = beta / (1 + beta)`` for ``log``; ``log Z = log beta +
+1/beta`` for ``identity`` (its comment: simplified from ``beta (e^(1/beta) - 1)``); the loss
+``(f(q_hat) - beta log Z - beta log(pi/pi_ref))^2`` (or its absolute value). The paper's v1 (10 Jul
+2025) is confirmed; a v2 is cited by others. Unconfirmed (the paper's body was not readable): its
+section and equation numbers in either version.
 """
 
 from __future__ import annotations
@@ -100,8 +109,9 @@ def qrpo_residual(logp_BxT, logp_ref_BxT, mask_BxT, q_B, config: QRPOConfig) -> 
 
 
 def qrpo_loss(logp_BxT, logp_ref_BxT, mask_BxT, q_B, config: QRPOConfig) -> jax.Array:
-    """The QRPO regression loss (arXiv 2507.08068v2, Eq. 10) per sequence: the squared
-    :func:`qrpo_residual`; ``logp_ref`` is not differentiated."""
+    """The QRPO regression loss per sequence (arXiv 2507.08068; its equation number is
+    unconfirmed, the form is its authors' code): the squared :func:`qrpo_residual`;
+    ``logp_ref`` is not differentiated."""
     residual_B = qrpo_residual(logp_BxT, jax.lax.stop_gradient(logp_ref_BxT), mask_BxT,
                                jax.lax.stop_gradient(q_B), config)
     return residual_B**2

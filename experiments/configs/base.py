@@ -69,6 +69,25 @@ def get_config() -> ml_collections.ConfigDict:
     # The N of the BoN points; each must be <= M - 1 (one sample plays the opponent).
     config.bon.ns = (1, 2, 4, 8, 16, 32, 64)
 
+    # Soft Best-of-n (Verdun et al. 2025: keep draw i of n with probability softmax(r/lambda)_i)
+    # evaluated from the same reference rewards (bonjax.evaluation.soft_bon): the unbiased
+    # reward and the plug-in KL, one "Soft BoN" point per (n, lambda).
+    config.soft_bon = ml_collections.ConfigDict()
+    # The n of the points, each <= M; () for no soft BoN points.
+    config.soft_bon.ns = (4, 16)
+    # The temperatures lambda, in reward units (lambda -> 0: BoN; large lambda: pi_ref).
+    config.soft_bon.lambdas = (0.1, 0.3, 1.0)
+
+    # Regularised Best-of-N, RBoN_KL (Jinnai et al. 2024: keep the sample of largest
+    # r + beta log pi_ref(y|x)), from the same reference samples and their cached sequence
+    # log-probabilities (bonjax.evaluation.rbon): its unbiased reward and win rate, and its KL,
+    # which is BoN's log n - (n-1)/n whatever beta: one "RBoN" point per (n, beta).
+    config.rbon = ml_collections.ConfigDict()
+    # The n of the points, each <= M; () for no RBoN points.
+    config.rbon.ns = (4, 16)
+    # The weights beta of log pi_ref(y|x) (0: BoN; large: the most likely of the n samples).
+    config.rbon.betas = (0.01, 0.1)
+
     # Methods to train (names from bonjax.training.METHODS), each swept over its own settings
     # below: "vbon", "bonbon", "bond", "jbond", "dpo", "ipo", "ctrl", "qrpo", "max_at_k" and
     # "kl_rl" (KL-regularised RL on the raw reward; config.train.optimizer says how it and vBoN

@@ -3,7 +3,8 @@
     python experiments/train.py --config=experiments/configs/cpu_demo.py --run_dir=/tmp/cpu_demo
 
 Gemma-3-270M, the MiniLM sentiment reward (VADER with a warning if its artifact is missing), 16
-new tokens, BoN up to N = 16 from 32 reference samples per prompt; vBoN (N = 4, 16), BoNBoN
+new tokens, BoN up to N = 16 and soft BoN (n = 4, 16; lambda = 0.1, 0.3, 1) from 32 reference
+samples per prompt; vBoN (N = 4, 16), BoNBoN
 (n = 8) and the KL-RL baseline (beta = 0.5, 0.05), each 8 steps of 8 prompts x 4 samples with 2
 epochs per rollout. At this budget a step's gradient is noisy: the step size is below the paper's
 3e-5 so that noise does not buy KL without reward.

@@ -18,6 +18,10 @@ def get_config():
     config.reference.prompts_per_call = 8
     config.reference.samples_per_call = 8
     config.bon.ns = (1, 2, 4)
+    config.soft_bon.ns = (2, 4)
+    config.soft_bon.lambdas = (0.5,)
+    config.rbon.ns = (2, 4)
+    config.rbon.betas = (0.1,)
     config.methods = ("vbon", "bonbon", "bond", "jbond", "kl_rl")
     config.vbon.ns = (4,)
     config.bonbon.ns = (4,)
