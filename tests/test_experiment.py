@@ -444,3 +444,26 @@ def test_another_runs_results_are_drawn_behind_the_plot(tiny_run, tmp_path, capl
         assert _background(str(tmp_path / "missing.json"), "VADER compound") is None
     assert "another reward" not in caplog.text and "made with the reward" in caplog.text
     assert "does not exist" in caplog.text
+
+
+def test_a_run_resumes_under_code_with_new_config_fields_only(tmp_path, caplog):
+    """Fields the stored config lacks (added to the code since) are accepted with a warning and
+    the run keeps its fingerprint; a changed or a removed field is still refused."""
+    config = configs.get("test_tiny")
+    first = RunDirectory(tmp_path / "run", config)
+    newer = configs.get("test_tiny")
+    newer.unlock()
+    newer.added_section = {"field": 3}
+    newer.train.added_field = "x"
+    with caplog.at_level("WARNING"):
+        resumed = RunDirectory(tmp_path / "run", newer)
+    assert resumed.fingerprint == first.fingerprint
+    assert "added_section.field, train.added_field" in caplog.text
+    changed = configs.get("test_tiny")
+    changed.train.steps += 1
+    with pytest.raises(ValueError, match="belongs to another config"):
+        RunDirectory(tmp_path / "run", changed)
+    removed = configs.get("test_tiny").to_dict()
+    del removed["train"]["steps"]
+    with pytest.raises(ValueError, match="belongs to another config"):
+        RunDirectory(tmp_path / "run", removed)

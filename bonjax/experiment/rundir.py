@@ -7,7 +7,9 @@
       run.json        run id, the reward actually used, one record per call (git commit, time)
 
 A directory whose ``config.json`` holds another fingerprint, or a non-empty directory without
-one, is refused before anything is written. Only JAX process 0 writes; every process checks, and
+one, is refused before anything is written, except where the two configs differ only by fields
+the stored one lacks (fields added to the code since the run began): the run resumes, keeps its
+fingerprint and stored config, and a warning names the fields. Only JAX process 0 writes; every process checks, and
 every process holds process 0's record (one run id).
 """
 
@@ -15,6 +17,7 @@ from __future__ import annotations
 
 import datetime
 import json
+import logging
 import os
 import pathlib
 import socket
@@ -30,6 +33,8 @@ from bonjax import distributed
 from bonjax.fingerprint import config_fingerprint
 
 __all__ = ["CONFIG_FILE", "RUN_FILE", "RunDirectory", "git_commit"]
+
+logger = logging.getLogger(__name__)
 
 CONFIG_FILE = "config.json"
 RUN_FILE = "run.json"
@@ -71,6 +76,28 @@ def _differences(stored: Mapping[str, Any], given: Mapping[str, Any], limit: int
     return "; ".join(shown) + more
 
 
+def _restrict(given: Any, stored: Any) -> Any:
+    """``given`` without the mapping keys that ``stored`` lacks (at every depth)."""
+    if isinstance(given, Mapping) and isinstance(stored, Mapping):
+        return {k: _restrict(v, stored[k]) for k, v in given.items() if k in stored}
+    return given
+
+
+def _resumable(stored: Mapping[str, Any], config: Mapping[str, Any], fingerprint: str,
+               path: pathlib.Path) -> str:
+    """The stored fingerprint when ``config`` differs from the stored config only by fields the
+    run's code did not have yet (they take their values here, with a warning naming them), so
+    a run resumes under newer code; otherwise ``fingerprint`` unchanged (the caller refuses)."""
+    stored_config = stored.get("config", {})
+    restricted = _restrict(json.loads(json.dumps(config)), stored_config)
+    if config_fingerprint(restricted) != stored.get("fingerprint"):
+        return fingerprint
+    added = sorted(set(_flatten(json.loads(json.dumps(config)))) - set(_flatten(restricted)))
+    logger.warning("run directory %s predates the config fields %s: resuming it with their "
+                   "values here", path, ", ".join(added))
+    return stored["fingerprint"]
+
+
 def _write_json(path: pathlib.Path, record: Mapping[str, Any]) -> None:
     tmp = path.with_name(path.name + ".tmp")
     tmp.write_text(json.dumps(record, indent=2, sort_keys=True) + "\n")
@@ -101,6 +128,8 @@ class RunDirectory:
         config_path = self.path / CONFIG_FILE
         if config_path.exists():
             stored = json.loads(config_path.read_text())
+            if stored.get("fingerprint") != self.fingerprint:
+                self.fingerprint = _resumable(stored, self.config, self.fingerprint, self.path)
             if stored.get("fingerprint") != self.fingerprint:
                 raise ValueError(
                     f"run directory {self.path} belongs to another config (fingerprint "
