@@ -9,6 +9,8 @@ points, Pareto frontiers, plots and the results table.
   change over the last quarter of the steps).
 - :mod:`~bonjax.evaluation.frontier`: each method family's gap to the Best-of-N curve, paired
   bootstrap intervals over test prompts and a verdict per pair of families.
+- :mod:`~bonjax.evaluation.off_target`: what alignment changes besides the reward (completion
+  length, a held-out scorer): weighted means and quantiles, Best-of-n's selection weights.
 """
 
 from bonjax.evaluation.convergence import curve_changes, last_quarter_change
@@ -36,6 +38,14 @@ from bonjax.evaluation.metrics import (
     pareto_frontier,
     win_rate,
 )
+from bonjax.evaluation.off_target import (
+    QUANTILES,
+    ValueSummary,
+    bon_selection_weights,
+    completion_lengths,
+    reaches_limit,
+    summarize,
+)
 from bonjax.evaluation.plots import plot_reward_vs_kl, plot_training_curves, read_metrics_jsonl
 from bonjax.evaluation.tables import results_table, write_results_table
 
@@ -61,6 +71,12 @@ __all__ = [
     "kl_summary",
     "mean_and_stderr",
     "pareto_frontier",
+    "QUANTILES",
+    "ValueSummary",
+    "bon_selection_weights",
+    "completion_lengths",
+    "reaches_limit",
+    "summarize",
     "plot_reward_vs_kl",
     "plot_training_curves",
     "read_metrics_jsonl",
