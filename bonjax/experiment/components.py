@@ -4,12 +4,16 @@
   tests) or anything :func:`bonjax.load_model` loads (``"gemma3-270m"``, HF directories, ...).
 - :func:`load_reward`: ``"sentiment"`` (the trained MiniLM IMDB classifier) or ``"vader"``.
 - :func:`prompt_batch`: left-padded prompt arrays with the BOS token the policy expects.
+- :func:`config_mesh`: the device mesh of a config's ``mesh_shape``.
+- :func:`stage_key`: the random key of one named stage of a run.
 """
 
 from __future__ import annotations
 
 import logging
 import warnings
+import zlib
+from collections.abc import Mapping
 from typing import Any
 
 import jax
@@ -26,8 +30,8 @@ from bonjax.models.gpt2 import GPT2Config
 from bonjax.models.registry import gpt2_tokenizer, load_model
 from bonjax.rewards import TRAIN_COMMAND, load_sentiment_reward, vader_reward
 
-__all__ = ["REWARDS", "TINY_GPT2", "CompiledReward", "adds_bos", "load_policy", "load_reward",
-           "prompt_batch"]
+__all__ = ["REWARDS", "TINY_GPT2", "CompiledReward", "adds_bos", "config_mesh", "load_policy",
+           "load_reward", "prompt_batch", "stage_key"]
 
 logger = logging.getLogger(__name__)
 
@@ -131,3 +135,45 @@ def prompt_batch(prompts: Prompts, tokenizer, pad_id: int,
         tokens_BxP[b, P - len(ids):] = ids
         mask_BxP[b, P - len(ids):] = True
     return tokens_BxP, mask_BxP
+
+
+def stage_key(seed: int, name: str) -> jax.Array:
+    """A key for one named stage (``"train/vbon-n4"``), stable across configs and Python
+    sessions: ``fold_in(key(seed), crc32(name))``."""
+    return jax.random.fold_in(jax.random.key(seed), zlib.crc32(name.encode()) & 0x7FFFFFFF)
+
+
+def config_mesh(mesh_shape: tuple, batch_sizes: Mapping[str, int]) -> Mesh | None:
+    """The mesh of a config's ``mesh_shape`` over every device of the job (() runs on one
+    device: None); one size may be -1, the devices left over.
+
+    Args:
+      mesh_shape: ``(data, fsdp, tensor)`` sizes, or ().
+      batch_sizes: the config's global batch sizes by field name
+        (``{"config.train.prompts_per_step": 16}``); each must be a multiple of the mesh's batch
+        devices (data x fsdp).
+
+    Raises:
+      ValueError: for a job of several processes without a mesh, a shape that does not fit the
+        devices, or a batch size that the batch devices do not divide (naming the field).
+    """
+    shape = tuple(mesh_shape)
+    if not shape:
+        if jax.process_count() > 1:
+            raise ValueError(f"config.mesh_shape is () but the job has {jax.process_count()} "
+                             "processes: give a mesh over every process's devices, e.g. "
+                             "(-1, 1, 1)")
+        return None
+    if -1 in shape:
+        known = int(np.prod([s for s in shape if s != -1]))
+        if shape.count(-1) > 1 or jax.device_count() % known:
+            raise ValueError(f"config.mesh_shape {shape} does not fit {jax.device_count()} "
+                             "devices")
+        shape = tuple(jax.device_count() // known if s == -1 else s for s in shape)
+    mesh = shd.make_mesh(shape)
+    batch_devices = mesh.shape["data"] * mesh.shape["fsdp"]
+    for field, size in batch_sizes.items():
+        if size % batch_devices:
+            raise ValueError(f"{field} {size} must be a multiple of the mesh's batch devices "
+                             f"(data x fsdp = {batch_devices})")
+    return mesh
