@@ -10,7 +10,8 @@ Run from the repository root, with as many (fake) devices as the mesh has:
 ``train.prompts_per_step`` best-and-worst pairs of ``max_new_tokens`` tokens after prompts of
 ``data.max_prompt_tokens``, every parameter trained unless ``train.train_top``, AdamW) and one
 sampling call of the pool (``pool.prompts_per_call`` prompts x ``pool.samples_per_call``
-samples), with the config's model shapes, compute dtype and mesh (``--mesh`` overrides it):
+samples), with the config's model shapes, compute dtype, remat policy and mesh (``--mesh``
+overrides it):
 
     XLA_FLAGS=--xla_force_host_platform_device_count=8 \\
         python -m experiments.bench_mesh_memory --system=bonbon_hh
@@ -145,10 +146,12 @@ def pair_batch(B: int, P: int, T: int) -> Batch:
                  logp_ref_BxSxT=s((B, 2, T), jnp.float32))
 
 
-def system_memory(config, mesh=None, rules: shd.ShardingRules = shd.ShardingRules()) -> list:
-    """Per-device memory of the BoNBoN system's FixedPairs training step and pool sampling call
-    at the shapes of ``config`` (a ``bonbon_*`` config), compiled for ``mesh`` (None: the
-    config's ``mesh_shape`` over the default backend's devices); one row per program."""
+def system_memory(config, mesh=None, rules: shd.ShardingRules = shd.ShardingRules(),
+                  what: tuple[str, ...] = ("update", "sample")) -> list:
+    """Per-device memory of the BoNBoN system's FixedPairs training step (``"update"``) and
+    pool sampling call (``"sample"``) at the shapes of ``config`` (a ``bonbon_*`` config),
+    compiled for ``mesh`` (None: the config's ``mesh_shape`` over the default backend's
+    devices); one row per program of ``what``."""
     check_bonbon_config(config)
     if config.model not in SYSTEM_MODELS:
         raise ValueError(f"no shapes for config.model {config.model!r}; known: "
@@ -157,7 +160,7 @@ def system_memory(config, mesh=None, rules: shd.ShardingRules = shd.ShardingRule
         mesh = config_mesh(tuple(config.mesh_shape), {
             "config.train.prompts_per_step": int(config.train.prompts_per_step)})
         mesh = mesh if mesh is not None else shd.make_mesh((1, 1, 1))
-    model_config = SYSTEM_MODELS[config.model](dtype=config.compute_dtype)
+    model_config = SYSTEM_MODELS[config.model](dtype=config.compute_dtype, remat=config.remat)
     lm, params = sharded_params(model_config, mesh, rules)
     P = (int(config.data.max_tokens) + 1 if config.data.source == "imdb"
          else int(config.data.max_prompt_tokens))
@@ -165,17 +168,20 @@ def system_memory(config, mesh=None, rules: shd.ShardingRules = shd.ShardingRule
     base = {"model": config.model, "mesh": ",".join(str(n) for n in mesh.devices.shape),
             "devices": mesh.size, "backend": jax.default_backend(), "prompt_len": P,
             "new_tokens": T, "dtype": model_config.dtype,
-            "param_dtype": model_config.param_dtype}
+            "param_dtype": model_config.param_dtype, "remat": model_config.remat}
     method = FixedPairs(obj.BoNBoNConfig(n=max(config.bonbon.ns), alpha=config.bonbon.alpha))
+    rows = []
     with jax.set_mesh(mesh):
-        update = update_memory(lm, params, mesh, rules, lora=None, B=B, P=P, K=2, T=T,
-                               method=method, batch=pair_batch(B, P, T),
-                               train_top=int(config.train.train_top) or None)
-        sample = sampling_memory(lm, params, mesh, rules, B=int(config.pool.prompts_per_call),
-                                 P=P, N=int(config.pool.samples_per_call), T=T)
-    return [{**base, "program": "fixed_pairs_update", "prompts": B, "samples": 2, **update},
-            {**base, "program": "pool_sample", "prompts": int(config.pool.prompts_per_call),
-             "samples": int(config.pool.samples_per_call), **sample}]
+        if "update" in what:
+            rows.append({**base, "program": "fixed_pairs_update", "prompts": B, "samples": 2,
+                         **update_memory(lm, params, mesh, rules, lora=None, B=B, P=P, K=2, T=T,
+                                         method=method, batch=pair_batch(B, P, T),
+                                         train_top=int(config.train.train_top) or None)})
+        if "sample" in what:
+            per_call, N = int(config.pool.prompts_per_call), int(config.pool.samples_per_call)
+            rows.append({**base, "program": "pool_sample", "prompts": per_call, "samples": N,
+                         **sampling_memory(lm, params, mesh, rules, B=per_call, P=P, N=N, T=T)})
+    return rows
 
 
 def main():
@@ -198,7 +204,8 @@ def main():
     if args.system:
         mesh = (shd.make_mesh(tuple(int(s) for s in args.mesh.split(",")))
                 if "--mesh" in given else None)
-        for row in system_memory(configs.get(args.system), mesh, rules):
+        for row in system_memory(configs.get(args.system), mesh, rules,
+                                 tuple(args.what.split(","))):
             print(json.dumps({"system": args.system, **row}), flush=True)
         return
     mesh = shd.make_mesh(tuple(int(s) for s in args.mesh.split(",")))

@@ -257,6 +257,11 @@ def test_bad_configs_are_named():
     config.bonbon.alpha = 1.5
     with pytest.raises(ValueError, match=r"config.bonbon: BoNBoNConfig.alpha"):
         check_bonbon_config(config)
+    config = configs.get("bonbon_tiny")
+    config.remat = "all"
+    with pytest.raises(ValueError, match="config.remat must be one of none, block, dots, got "
+                                         "'all'"):
+        check_bonbon_config(config)
     config = configs.get("bonbon_tldr")
     config.data.test_files = ()
     with pytest.raises(ValueError, match="config.data.test_files is empty: TL;DR records"):

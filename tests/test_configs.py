@@ -81,6 +81,7 @@ def test_bonbon_paper_configs_are_the_paper_system():
         assert c.reward == "OpenAssistant/reward-model-deberta-v3-large-v2"
         assert tuple(c.bonbon.ns) == (2, 4, 8, 16, 32) and c.pool.samples == 32
         assert c.bonbon.alpha == 0.005 and tuple(c.mesh_shape) == (1, -1, 1)
+        assert (c.compute_dtype, c.remat) == ("bfloat16", "block")
         assert set(c.methods) == set(SYSTEM_METHODS)
         assert set(c.dpo.length_normalised) == set(c.ipo.length_normalised) == {False, True}
 

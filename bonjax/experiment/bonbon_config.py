@@ -30,6 +30,7 @@ from bonjax.checks import config_field, config_int, is_int
 from bonjax.data.hh import HH_SUBSETS
 from bonjax.data.imdb import Source
 from bonjax.experiment.bonbon_data import SOURCES
+from bonjax.models.remat import REMAT_POLICIES
 from bonjax.training.fixed_pairs import FixedPairs, PairTable
 from bonjax.training.reference_pool import ReferencePool
 from bonjax.training.registry import METHODS
@@ -221,6 +222,9 @@ def check_bonbon_config(config: Any) -> list[SystemRun]:
     if config_field(config, "compute_dtype") not in COMPUTE_DTYPES:
         raise ValueError(f"config.compute_dtype must be one of {', '.join(COMPUTE_DTYPES)}, got "
                          f"{config.compute_dtype!r}")
+    if config_field(config, "remat") not in REMAT_POLICIES:
+        raise ValueError(f"config.remat must be one of {', '.join(REMAT_POLICIES)}, got "
+                         f"{config.remat!r}")
     mesh_shape = tuple(config_field(config, "mesh_shape"))
     if mesh_shape and (len(mesh_shape) != len(shd.MESH_AXES)
                        or any(not is_int(s) or s == 0 or s < -1 for s in mesh_shape)):

@@ -63,6 +63,7 @@ from bonjax.experiment.evaluate import sample_policy, score_completions, write_s
 from bonjax.experiment.run import method_checkpointer
 from bonjax.experiment.rundir import RunDirectory
 from bonjax.fingerprint import config_fingerprint
+from bonjax.models.decoder import DecoderLM
 from bonjax.prompt_shard import PromptShard, chunk_indices, step_indices
 from bonjax.sampling.sampler import Sampler
 from bonjax.sampling.strategies import Temperature
@@ -154,6 +155,8 @@ def _load_policy(config: Any, mesh):
     lm, params, tokenizer = load_policy(config.model, seed=int(config.seed), mesh=mesh)
     if config.compute_dtype != "float32":  # parameters stay float32
         lm, params = lm.with_dtypes(params, dtype=config.compute_dtype)
+    if config.remat != lm.config.remat:  # the same parameters; only the backward pass changes
+        lm, _ = DecoderLM.abstract(dataclasses.replace(lm.config, remat=config.remat))
     return lm, params, tokenizer
 
 
@@ -344,7 +347,8 @@ def _facts(config: Any, s: _System, ref_name: str, holdout_name: str | None) -> 
             f"Pool: N = {int(config.pool.samples)} samples of pi_ref per training prompt, "
             f"{int(config.max_new_tokens)} new tokens; each method trains "
             f"{_train_steps(config)} steps of {int(config.train.prompts_per_step)} prompts "
-            f"({int(config.train.epochs)} passes over the pairs). Evaluation: "
+            f"({int(config.train.epochs)} pass{'' if config.train.epochs == 1 else 'es'} over "
+            "the pairs). Evaluation: "
             f"{int(config.eval.samples_per_prompt)} samples per held-out prompt against "
             f"M = {int(config.eval.reference_samples)} pi_ref samples."]
 

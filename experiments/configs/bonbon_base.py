@@ -31,6 +31,9 @@ def get_config() -> ml_collections.ConfigDict:
     # Matmul operands of every policy ("float32" or "bfloat16"); parameters, accumulation,
     # norms, softmax, log-probabilities and losses stay float32.
     config.compute_dtype = "bfloat16"
+    # What the backward pass keeps of each block (bonjax.models.remat): "none" (everything,
+    # fastest), "block" (only each block's input; the block is recomputed) or "dots".
+    config.remat = "none"
     # Device mesh (data, fsdp, tensor); -1 takes the devices left over; () runs on one device.
     # (1, -1, 1) shards parameters and optimiser state over every device (FSDP).
     config.mesh_shape = (1, -1, 1)

@@ -17,6 +17,7 @@ from experiments.configs import bonbon_base
 
 def get_config():
     config = bonbon_base.get_config()
+    config.remat = "block"  # a step's activations do not fit 80 GB per device otherwise
     config.data.train_prompts = 16384
     config.data.test_prompts = 512
     config.sft.epochs = 1

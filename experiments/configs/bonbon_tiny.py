@@ -14,6 +14,7 @@ def get_config():
     config = bonbon_base.get_config()
     config.model = "tiny-gpt2"
     config.compute_dtype = "float32"
+    config.remat = "block"  # the paper configs' backward pass, on the tiny model
     config.mesh_shape = ()
     config.reward = "vader"
     config.holdout_reward = "vader"  # the plumbing of a second scorer

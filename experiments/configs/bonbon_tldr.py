@@ -18,6 +18,7 @@ TLDR_DIR = "~/.cache/bonjax/data/tldr_3_filtered"
 
 def get_config():
     config = bonbon_base.get_config()
+    config.remat = "block"  # a step's activations do not fit 80 GB per device otherwise
     config.max_new_tokens = 64
     config.data.source = "tldr"
     config.data.train_files = (f"{TLDR_DIR}/train.jsonl",)
