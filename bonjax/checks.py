@@ -17,6 +17,8 @@ import numpy as np
 
 __all__ = [
     "check_int",
+    "config_field",
+    "config_int",
     "check_nonzero",
     "check_positive",
     "check_temperature",
@@ -43,6 +45,24 @@ def check_int(name: str, value, *, minimum: int = 1) -> int:
     if not is_int(value) or value < minimum:
         raise ValueError(f"{name} must be an integer >= {minimum}, got {value!r}")
     return int(value)
+
+
+def config_field(config, dotted: str):
+    """The field ``dotted`` (``"train.steps"``) of a nested config (``ml_collections`` or
+    mappings); a ``ValueError`` naming it if the config has no such field."""
+    node = config
+    for part in dotted.split("."):
+        try:
+            node = node[part]
+        except (KeyError, AttributeError, TypeError):
+            raise ValueError(f"the config has no field {dotted!r}") from None
+    return node
+
+
+def config_int(config, dotted: str, minimum: int) -> int:
+    """The integer field ``dotted`` of a config, checked ``>= minimum``; the ``ValueError``
+    names ``config.<dotted>`` and the value."""
+    return check_int(f"config.{dotted}", config_field(config, dotted), minimum=minimum)
 
 
 def is_concrete(x) -> bool:

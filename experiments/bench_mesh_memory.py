@@ -5,6 +5,17 @@ Run from the repository root, with as many (fake) devices as the mesh has:
     XLA_FLAGS=--xla_force_host_platform_device_count=8 \\
         python -m experiments.bench_mesh_memory --models gemma3-4b --mesh 1,8,1
 
+``--system=<config>`` compiles the BoNBoN system's programs instead, at the shapes of a
+``bonbon_*`` config (experiments/configs): one training step of ``FixedPairs`` (BoNBoN on
+``train.prompts_per_step`` best-and-worst pairs of ``max_new_tokens`` tokens after prompts of
+``data.max_prompt_tokens``, every parameter trained unless ``train.train_top``, AdamW) and one
+sampling call of the pool (``pool.prompts_per_call`` prompts x ``pool.samples_per_call``
+samples), with the config's model shapes, compute dtype, remat policy and mesh (``--mesh``
+overrides it):
+
+    XLA_FLAGS=--xla_force_host_platform_device_count=8 \\
+        python -m experiments.bench_mesh_memory --system=bonbon_hh
+
 Nothing is materialised: parameters, optimiser state and batch are shapes with shardings
 (``jax.ShapeDtypeStruct``), and the trainer's update (``Trainer._compile_update``: scorer,
 loss, gradient, AdamW) and the sampler (prefill + ``lax.scan`` decode) are lowered and compiled
@@ -21,6 +32,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import sys
 import time
 
 import jax
@@ -29,17 +41,25 @@ import optax
 
 from bonjax import objectives as obj
 from bonjax import sharding as shd
-from bonjax.models import DecoderLM, Gemma3Config, GPT2Config, LlamaConfig
+from bonjax.experiment.bonbon_config import check_bonbon_config
+from bonjax.experiment.components import config_mesh
+from bonjax.models import DecoderLM, Gemma3Config, GPT2Config, GPTNeoXConfig, LlamaConfig
 from bonjax.models.lora import LoRAConfig, init_lora
 from bonjax.sampling.sampler import Sampler
 from bonjax.sampling.strategies import Temperature
-from bonjax.training import OptimizerConfig, Trainer, method_for
+from bonjax.training import FixedPairs, OptimizerConfig, Trainer, method_for
+from bonjax.training.protocol import Batch
 from bonjax.training.state import ADAPTERS, TrainState, split_trainable
+from experiments import configs
 from experiments.bench_remat_memory import abstract_batch
 
 CONFIGS = {"llama3-8b": LlamaConfig.llama3_8b, "gemma3-4b": Gemma3Config.gemma3_4b,
            "gemma3-1b": Gemma3Config.gemma3_1b, "gemma3-270m": Gemma3Config.gemma3_270m,
            "gpt2-124m": GPT2Config.gpt2_124m, "gemma3-tiny": Gemma3Config.tiny}
+# The models of the BoNBoN system's configs (config.model), by their shapes alone.
+SYSTEM_MODELS = {"EleutherAI/pythia-2.8b": GPTNeoXConfig.pythia_2_8b,
+                 "gemma3-270m": Gemma3Config.gemma3_270m,
+                 "tiny-gpt2": lambda **kw: GPT2Config.tiny(vocab_size=50257, **kw)}
 
 
 def _unused_reward(*args):
@@ -57,13 +77,17 @@ def sharded_params(config, mesh, rules):
 
 
 def update_memory(lm, params, mesh, rules, *, lora: LoRAConfig | None, B: int, P: int, K: int,
-                  T: int) -> dict:
+                  T: int, method=None, batch=None, train_top: int | None = None) -> dict:
+    """The compiled update of ``method`` (default vBoN, N = 8) on ``batch`` (default a vBoN
+    batch of B prompts x K samples), training every parameter, the top ``train_top`` blocks,
+    or LoRA adapters."""
     optimizer = OptimizerConfig(epochs=1, lora=lora)
-    trainer = Trainer(lm, params, method_for(obj.VBoNConfig(n=8), samples_per_prompt=K),
-                      _unused_reward, max_new_tokens=T, optimizer=optimizer, mesh=mesh,
-                      rules=rules)
+    method = method or method_for(obj.VBoNConfig(n=8), samples_per_prompt=K)
+    trainer = Trainer(lm, params, method, _unused_reward, max_new_tokens=T, optimizer=optimizer,
+                      mesh=mesh, rules=rules)
     replicated = shd.replicated(mesh)
-    train, frozen = split_trainable(params, (lambda path: False) if lora else (lambda path: True))
+    train, frozen = split_trainable(params, (lambda path: False) if lora
+                                    else lm.top_blocks_filter(train_top))
     extra = {}
     if lora is not None:
         adapters = jax.eval_shape(lambda: init_lora(params, lora, jax.random.key(0)))
@@ -79,7 +103,7 @@ def update_memory(lm, params, mesh, rules, *, lora: LoRAConfig | None, B: int, P
     key = jax.ShapeDtypeStruct((2,), jnp.uint32, sharding=replicated)
     state = TrainState(step=scalar, params=train, frozen=None, opt_state=opt_state, key=key,
                        extra=extra, anchor=None)
-    batch = abstract_batch(B, P, K, T)
+    batch = abstract_batch(B, P, K, T) if batch is None else batch
     batch = jax.tree.map(lambda x: jax.ShapeDtypeStruct(
         x.shape, x.dtype, sharding=shd.batch_sharding(mesh, x.ndim, rules, B)), batch)
     start = time.perf_counter()
@@ -110,6 +134,56 @@ def _row(compiled, compile_s: float) -> dict:
             "peak_gib": round(peak / gib, 3), "compile_s": round(compile_s, 1)}
 
 
+def pair_batch(B: int, P: int, T: int) -> Batch:
+    """The shapes of a collected fixed-pairs batch: B prompts of P tokens, their best and worst
+    completions of T tokens with pi_ref's log-probabilities."""
+    def s(shape, dtype):
+        return jax.ShapeDtypeStruct(shape, dtype)
+
+    return Batch(prompt_tokens_BxP=s((B, P), jnp.int32), prompt_mask_BxP=s((B, P), jnp.bool_),
+                 tokens_BxSxT=s((B, 2, T), jnp.int32), mask_BxSxT=s((B, 2, T), jnp.bool_),
+                 logp_old_BxSxT=s((B, 2, T), jnp.float32),
+                 logp_ref_BxSxT=s((B, 2, T), jnp.float32))
+
+
+def system_memory(config, mesh=None, rules: shd.ShardingRules = shd.ShardingRules(),
+                  what: tuple[str, ...] = ("update", "sample")) -> list:
+    """Per-device memory of the BoNBoN system's FixedPairs training step (``"update"``) and
+    pool sampling call (``"sample"``) at the shapes of ``config`` (a ``bonbon_*`` config),
+    compiled for ``mesh`` (None: the config's ``mesh_shape`` over the default backend's
+    devices); one row per program of ``what``."""
+    check_bonbon_config(config)
+    if config.model not in SYSTEM_MODELS:
+        raise ValueError(f"no shapes for config.model {config.model!r}; known: "
+                         f"{', '.join(SYSTEM_MODELS)}")
+    if mesh is None:
+        mesh = config_mesh(tuple(config.mesh_shape), {
+            "config.train.prompts_per_step": int(config.train.prompts_per_step)})
+        mesh = mesh if mesh is not None else shd.make_mesh((1, 1, 1))
+    model_config = SYSTEM_MODELS[config.model](dtype=config.compute_dtype, remat=config.remat)
+    lm, params = sharded_params(model_config, mesh, rules)
+    P = (int(config.data.max_tokens) + 1 if config.data.source == "imdb"
+         else int(config.data.max_prompt_tokens))
+    T, B = int(config.max_new_tokens), int(config.train.prompts_per_step)
+    base = {"model": config.model, "mesh": ",".join(str(n) for n in mesh.devices.shape),
+            "devices": mesh.size, "backend": jax.default_backend(), "prompt_len": P,
+            "new_tokens": T, "dtype": model_config.dtype,
+            "param_dtype": model_config.param_dtype, "remat": model_config.remat}
+    method = FixedPairs(obj.BoNBoNConfig(n=max(config.bonbon.ns), alpha=config.bonbon.alpha))
+    rows = []
+    with jax.set_mesh(mesh):
+        if "update" in what:
+            rows.append({**base, "program": "fixed_pairs_update", "prompts": B, "samples": 2,
+                         **update_memory(lm, params, mesh, rules, lora=None, B=B, P=P, K=2, T=T,
+                                         method=method, batch=pair_batch(B, P, T),
+                                         train_top=int(config.train.train_top) or None)})
+        if "sample" in what:
+            per_call, N = int(config.pool.prompts_per_call), int(config.pool.samples_per_call)
+            rows.append({**base, "program": "pool_sample", "prompts": per_call, "samples": N,
+                         **sampling_memory(lm, params, mesh, rules, B=per_call, P=P, N=N, T=T)})
+    return rows
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--models", default="gemma3-4b")
@@ -122,9 +196,19 @@ def main():
     parser.add_argument("--samples", type=int, default=8)
     parser.add_argument("--new-tokens", type=int, default=128)
     parser.add_argument("--what", default="update,sample")
-    args = parser.parse_args()
-    mesh = shd.make_mesh(tuple(int(s) for s in args.mesh.split(",")))
+    parser.add_argument("--system", default="",
+                        help="a bonbon_* config: its FixedPairs step and pool sampling call "
+                             "(--mesh, when given, replaces its mesh)")
+    args, given = parser.parse_args(), {a.split("=")[0] for a in sys.argv[1:]}
     rules = shd.ShardingRules()
+    if args.system:
+        mesh = (shd.make_mesh(tuple(int(s) for s in args.mesh.split(",")))
+                if "--mesh" in given else None)
+        for row in system_memory(configs.get(args.system), mesh, rules,
+                                 tuple(args.what.split(","))):
+            print(json.dumps({"system": args.system, **row}), flush=True)
+        return
+    mesh = shd.make_mesh(tuple(int(s) for s in args.mesh.split(",")))
     B, P, K, T = args.prompts, args.prompt_len, args.samples, args.new_tokens
     for model in args.models.split(","):
         for case in args.cases.split(","):

@@ -4,8 +4,9 @@ A wrong ``--config.*`` value, an unknown config field, a missing reward artifact
 unreachable model end the command with one line on stderr naming the field, the value and what
 is allowed, and exit status 1, before any model loads, instead of a Python traceback from deep in
 ml_collections or the model loader. The allowed values come from the comments above each field
-in ``experiments/configs/base.py`` (every field has one; tests/test_configs.py checks it), which
-``--help`` also lists.
+of the entry point's base config (``experiments/configs/base.py`` for train.py,
+``experiments/configs/bonbon_base.py`` for bonbon.py; every field has one, tests/test_configs.py
+checks it), which ``--help`` also lists.
 """
 
 import ast
@@ -14,11 +15,13 @@ import importlib.util
 import os
 import pathlib
 import sys
+from collections.abc import Callable
 from typing import Any
 
 from absl import flags
 
 BASE_CONFIG = pathlib.Path(__file__).resolve().parent / "configs" / "base.py"
+BONBON_BASE_CONFIG = BASE_CONFIG.with_name("bonbon_base.py")
 PREFIX = "--config."
 
 
@@ -49,18 +52,18 @@ def field_comments(path: pathlib.Path = BASE_CONFIG) -> dict[str, tuple[str, str
     return out
 
 
-def help_text() -> str:
+def help_text(base: pathlib.Path = BASE_CONFIG) -> str:
     """The config's fields with their base defaults and comments, for ``--help``."""
-    rows = [f"\nconfig fields (defaults of {BASE_CONFIG.relative_to(BASE_CONFIG.parents[2])}; "
+    rows = [f"\nconfig fields (defaults of {base.relative_to(base.parents[2])}; "
             "the --config file changes some; override any with --config.FIELD=VALUE):"]
-    for field, (default, comment) in field_comments().items():
+    for field, (default, comment) in field_comments(base).items():
         rows.append(f"  {field} = {default}\n      {comment}")
     return "\n".join(rows) + "\n"
 
 
-def _described(field: str) -> str:
+def _described(field: str, base: pathlib.Path = BASE_CONFIG) -> str:
     """``config.<field>: <its comment> (base default <value>)``."""
-    default, comment = field_comments().get(field, ("?", ""))
+    default, comment = field_comments(base).get(field, ("?", ""))
     return f"config.{field}: {comment} (base default {default})"
 
 
@@ -70,11 +73,12 @@ def _kind(value: Any) -> type | None:
     return kinds.pop() if len(kinds) == 1 else None
 
 
-def check_overrides(config: Any, overrides: dict[str, Any]) -> None:
+def check_overrides(config: Any, overrides: dict[str, Any],
+                    base: pathlib.Path = BASE_CONFIG) -> None:
     """Fails for a tuple override whose elements are not of the type of the base default's
     (ml_collections keeps an unparsable ``--config.vbon.ns='(4, x)'`` as a tuple of strings)."""
     for field, value in overrides.items():
-        default = field_comments().get(field, (None,))[0]
+        default = field_comments(base).get(field, (None,))[0]
         try:
             kind = _kind(ast.literal_eval(default)) if default else None
         except ValueError:
@@ -84,7 +88,7 @@ def check_overrides(config: Any, overrides: dict[str, Any]) -> None:
         accepted = (int, float) if kind is float else (kind,)
         if not all(isinstance(v, accepted) and not isinstance(v, bool) for v in value):
             fail(f"--config.{field}={value!r} is not a tuple of {kind.__name__}; "
-                 f"{_described(field)}")
+                 f"{_described(field, base)}")
 
 
 def _config_argument(argv: list[str]) -> str | None:
@@ -128,20 +132,39 @@ def _unknown_field(argv: list[str]) -> str | None:
     return None
 
 
-def parse_flags(argv: list[str]) -> list[str]:
-    """``app.run``'s ``flags_parser``: absl flag parsing whose errors end in one line."""
-    try:
-        return flags.FLAGS(argv)
-    except flags.Error as err:
-        message = str(err)
-        if message.startswith(f"flag {PREFIX}"):  # a value the field's type does not parse
-            flag, _, reason = message.removeprefix("flag ").partition(": ")
-            field = flag[len(PREFIX):].partition("=")[0]
-            fail(f"{flag} is not a valid value ({reason}); {_described(field)}")
-        fail(f"{message} (--help lists the flags and config fields)")
-    except (AttributeError, KeyError) as err:  # ml_collections: an override of no field
-        fail(_unknown_field(argv) or f"bad --config override: {err}")
-    return []  # not reached
+def flags_parser(base: pathlib.Path = BASE_CONFIG) -> Callable[[list[str]], list[str]]:
+    """``app.run``'s ``flags_parser`` for an entry point of the configs of ``base``: absl flag
+    parsing whose errors end in one line."""
+    def parse(argv: list[str]) -> list[str]:
+        try:
+            return flags.FLAGS(argv)
+        except flags.Error as err:
+            message = str(err)
+            if message.startswith(f"flag {PREFIX}"):  # a value the field's type does not parse
+                flag, _, reason = message.removeprefix("flag ").partition(": ")
+                field = flag[len(PREFIX):].partition("=")[0]
+                fail(f"{flag} is not a valid value ({reason}); {_described(field, base)}")
+            fail(f"{message} (--help lists the flags and config fields)")
+        except (AttributeError, KeyError) as err:  # ml_collections: an override of no field
+            fail(_unknown_field(argv) or f"bad --config override: {err}")
+        return []  # not reached
+
+    return parse
+
+
+parse_flags = flags_parser(BASE_CONFIG)
+
+
+def _sentiment_missing(field: str) -> str | None:
+    """The message for ``field='sentiment'`` when the trained sentiment artifact is missing."""
+    from bonjax.rewards.sentiment import TRAIN_COMMAND, default_reward_dir
+
+    path = default_reward_dir()
+    if (path / "reward.json").is_file() and (path / "params").is_dir():
+        return None
+    return (f"{field}='sentiment' needs the trained sentiment reward, which is missing at "
+            f"{path} ($BONJAX_SENTIMENT_REWARD); create it with `{TRAIN_COMMAND} --output_dir "
+            f"{path}` (about 16 minutes of CPU time on 2 cores)")
 
 
 def check_reward(config: Any) -> None:
@@ -149,14 +172,9 @@ def check_reward(config: Any) -> None:
     when ``config.reward`` is "sentiment" and there is no ``config.reward_fallback``."""
     if config.reward != "sentiment" or config.reward_fallback:
         return
-    from bonjax.rewards.sentiment import TRAIN_COMMAND, default_reward_dir
-
-    path = default_reward_dir()
-    if not (path / "reward.json").is_file() or not (path / "params").is_dir():
-        fail(f"config.reward='sentiment' needs the trained sentiment reward, which is missing at "
-             f"{path} ($BONJAX_SENTIMENT_REWARD); create it with `{TRAIN_COMMAND} --output_dir "
-             f"{path}` (about 16 minutes of CPU time on 2 cores), or pass --config.reward=vader or "
-             "--config.reward_fallback=vader")
+    missing = _sentiment_missing("config.reward")
+    if missing:
+        fail(f"{missing}, or pass --config.reward=vader or --config.reward_fallback=vader")
 
 
 def check_model(name: str) -> None:
@@ -181,6 +199,12 @@ def check_model(name: str) -> None:
     if path.suffix == ".gguf" or path.is_absolute() or name.startswith((".", "~")) \
             or name.count("/") != 1:
         fail(f"config.model={name!r}: no such model, directory or .gguf file; {allowed}")
+    _check_hub("config.model", name, allowed)
+
+
+def _check_hub(field: str, name: str, allowed: str) -> None:
+    """Fails unless the hub repository ``name``'s config.json can be fetched (offline: is in
+    the hub cache)."""
     from huggingface_hub import hf_hub_download
 
     try:
@@ -188,6 +212,30 @@ def check_model(name: str) -> None:
     except Exception as err:  # noqa: BLE001 - hub errors have many types; all mean unreachable
         offline = os.environ.get("HF_HUB_OFFLINE", "0")
         reason = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-        fail(f"config.model={name!r} is not reachable on the Hugging Face hub "
+        fail(f"{field}={name!r} is not reachable on the Hugging Face hub "
              f"(HF_HUB_OFFLINE={offline}; offline, only downloaded models load): "
              f"{type(err).__name__}: {reason}; {allowed}")
+
+
+def check_scorer(field: str, name: str) -> None:
+    """Fails unless the reward ``name`` of ``field`` (``config.reward``,
+    ``config.holdout_reward``) can load: "" (none) and "vader" always, "sentiment" with its
+    trained artifact, otherwise a sequence-classifier checkpoint directory or a reachable hub
+    id."""
+    from bonjax.experiment.components import REWARDS
+
+    if name in ("", "vader"):
+        return
+    if name == "sentiment":
+        missing = _sentiment_missing(field)
+        if missing:
+            fail(f"{missing}, or pass --{field}=vader")
+        return
+    allowed = (f"allowed: {', '.join(REWARDS)}, a reward-model checkpoint directory, or a "
+               "Hugging Face hub id (owner/name)")
+    path = pathlib.Path(name).expanduser()
+    if path.is_dir():
+        return
+    if path.is_absolute() or name.startswith((".", "~")) or name.count("/") != 1:
+        fail(f"{field}={name!r}: no such reward or checkpoint directory; {allowed}")
+    _check_hub(field, name, allowed)

@@ -47,6 +47,19 @@ def hh_records() -> list[dict[str, str]]:
                                                strict=True)]
 
 
+def hh_variants(count: int) -> list[dict[str, str]]:
+    """``count`` distinct HH records: the three of :func:`hh_records` in turn, the first human
+    turn of the k-th repetition ending in " (k)" (k >= 1), the replies unchanged."""
+    records = []
+    for i in range(count):
+        k, (turns, chosen, rejected) = divmod(i, 3)[0], list(zip(
+            HH_PROMPT_TURNS, HH_CHOSEN, HH_REJECTED, strict=True))[i % 3]
+        turns = (turns[0] + (f" ({k})" if k else ""),) + turns[1:]
+        records.append({"chosen": dialogue(*turns, chosen),
+                        "rejected": dialogue(*turns, rejected)})
+    return records
+
+
 TLDR_RECORDS = (
     {"id": "t1", "subreddit": "gardening",
      "title": "My tomato seedlings keep falling over",

@@ -61,3 +61,15 @@ def test_nonzero_check_names_the_value():
         with pytest.raises(ValueError, match=rf"t must be a finite number other than 0, got "
                                              rf"{bad!r}"):
             checks.check_nonzero("t", bad)
+
+
+def test_config_fields_are_read_and_checked_by_their_dotted_names():
+    from bonjax.checks import config_field, config_int
+
+    config = {"train": {"steps": 3, "rate": "x"}}
+    assert config_field(config, "train.steps") == 3
+    assert config_int(config, "train.steps", 1) == 3
+    with pytest.raises(ValueError, match="the config has no field 'train.epochs'"):
+        config_field(config, "train.epochs")
+    with pytest.raises(ValueError, match=r"config.train.steps must be an integer >= 4, got 3"):
+        config_int(config, "train.steps", 4)

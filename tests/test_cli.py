@@ -110,3 +110,59 @@ def test_a_model_that_does_not_exist_or_is_unreachable(tmp_path):
     line = _one_fatal_line(tmp_path, "--config.model=nobody/no-such-model")
     assert "config.model='nobody/no-such-model' is not reachable on the Hugging Face hub" in line
     assert "HF_HUB_OFFLINE=1" in line
+
+
+def test_every_bonbon_base_field_is_described():
+    """experiments/bonbon.py's --help and errors read the comments of bonbon_base.py."""
+    described = cli.field_comments(cli.BONBON_BASE_CONFIG)
+
+    def leaves(node, prefix=""):
+        for key, value in node.items():
+            if hasattr(value, "items"):
+                yield from leaves(value, f"{prefix}{key}.")
+            else:
+                yield prefix + key
+
+    assert set(leaves(configs.get("bonbon_base"))) == set(described)
+    assert described["pool.samples"][1].startswith("N: samples per prompt")
+    assert all(comment for _, comment in described.values())
+
+
+def _bonbon_fatal_line(tmp_path, *args) -> str:
+    """Runs experiments/bonbon.py on the tiny config; its one FATAL line (nothing created)."""
+    environ = {**os.environ, "JAX_PLATFORMS": "cpu", "HF_HUB_OFFLINE": "1",
+               "HF_HOME": str(tmp_path / "hf"),
+               "BONJAX_SENTIMENT_REWARD": str(tmp_path / "no_reward")}
+    out = subprocess.run([sys.executable, str(ROOT / "experiments" / "bonbon.py"),
+                          f"--config={ROOT / 'experiments' / 'configs' / 'bonbon_tiny.py'}",
+                          f"--run_dir={tmp_path / 'run'}", *args],
+                         capture_output=True, text=True, env=environ, timeout=300)
+    assert not (tmp_path / "run").exists(), "the run directory was created before the error"
+    assert out.returncode == 1 and "Traceback" not in out.stderr, out.stderr
+    fatal = [line for line in out.stderr.splitlines() if line.startswith("FATAL")]
+    assert len(fatal) == 1, out.stderr
+    return fatal[0]
+
+
+def test_bonbon_errors_are_one_line_before_anything_loads(tmp_path):
+    """n above the pool's N, a data file that does not exist, a holdout reward whose artifact
+    is missing: one line each, exit status 1, no run directory."""
+    line = _bonbon_fatal_line(tmp_path, "--config.bonbon.ns=(2, 8)")
+    assert "config.bonbon.ns asks for n = 8, more than the pool's N = 4" in line
+    line = _bonbon_fatal_line(tmp_path, f"--config.data.train_files=('{tmp_path / 'x.jsonl'}',)")
+    assert f"JSONL file {tmp_path / 'x.jsonl'} does not exist" in line
+
+
+@pytest.mark.slow
+def test_bonbon_reward_errors_name_the_field(tmp_path):
+    """With readable data, a reward that cannot load is named by its field."""
+    from _preference_fixtures import hh_variants, write_jsonl
+
+    files = (f"--config.data.train_files=('{write_jsonl(tmp_path / 'a.jsonl', hh_variants(6))}',)",
+             f"--config.data.test_files=('{write_jsonl(tmp_path / 'b.jsonl', hh_variants(4))}',)")
+    line = _bonbon_fatal_line(tmp_path, *files, "--config.holdout_reward=sentiment")
+    assert "config.holdout_reward='sentiment' needs the trained sentiment reward" in line
+    assert "--config.holdout_reward=vader" in line
+    line = _bonbon_fatal_line(tmp_path, *files, "--config.reward=nobody/no-such-reward-model")
+    assert "config.reward='nobody/no-such-reward-model' is not reachable on the Hugging Face " \
+        "hub" in line

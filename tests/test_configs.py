@@ -1,4 +1,6 @@
-"""The experiment configs: every one parses, passes the experiment's check, and overrides base."""
+"""The configs of both entry points: every one parses, passes its pipeline's check, and overrides
+its family's base (``base`` for the IMDB experiment, ``bonbon_base`` for the BoNBoN system)
+without adding or dropping a field; every base field has a comment."""
 
 import ast
 import os
@@ -10,7 +12,7 @@ import pytest
 from absl import flags
 from ml_collections import config_flags
 
-from bonjax.experiment import METHODS, check_config
+from bonjax.experiment import METHODS, SYSTEM_METHODS, check_bonbon_config, check_config
 from experiments import configs
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
@@ -28,37 +30,67 @@ def _leaves(config, prefix=""):
 
 
 def test_the_config_list_is_the_config_files():
-    assert set(configs.CONFIGS) == {"base", "cpu_demo", "frontier", "full", "test_tiny"} | (
+    assert set(configs.CONFIGS) == {"base", "cpu_demo", "frontier", "full", "test_tiny",
+                                    "bonbon_base", "bonbon_hh", "bonbon_tldr", "bonbon_cpu",
+                                    "bonbon_tiny"} | (
         {p.stem for p in CONFIG_DIR.glob("*.py")} - {"__init__"})
+    assert {configs.base_of(n) for n in configs.CONFIGS} == set(configs.BASES)
 
 
 @pytest.mark.parametrize("name", configs.CONFIGS)
 def test_every_config_parses_and_passes_the_check(name):
     config = configs.get(name)
-    runs = check_config(config)
+    if configs.base_of(name) == "bonbon_base":
+        runs = check_bonbon_config(config)
+        assert set(config.methods) <= set(SYSTEM_METHODS)
+    else:
+        runs = check_config(config)
+        assert set(config.methods) <= set(METHODS)
     assert runs, f"{name} trains no method"
     assert len({r.key for r in runs}) == len(runs), "two trained policies share a directory"
-    assert set(config.methods) <= set(METHODS)
 
 
-@pytest.mark.parametrize("name", [n for n in configs.CONFIGS if n != "base"])
+@pytest.mark.parametrize("name", [n for n in configs.CONFIGS if n not in configs.BASES])
 def test_variants_override_the_base_without_new_fields(name):
-    """A variant changes values of base's fields; it neither adds nor drops one."""
-    base, variant = _leaves(configs.get("base")), _leaves(configs.get(name))
+    """A variant changes values of its base's fields; it neither adds nor drops one."""
+    base = _leaves(configs.get(configs.base_of(name)))
+    variant = _leaves(configs.get(name))
     assert set(variant) == set(base)
-    assert any(variant[k] != base[k] for k in base), f"{name} is a copy of base"
+    assert any(variant[k] != base[k] for k in base), f"{name} is a copy of its base"
 
 
-def test_every_base_field_has_a_comment():
-    """Each ``config.<field> = ...`` line of base.py is preceded by a comment line."""
-    lines = (CONFIG_DIR / "base.py").read_text().splitlines()
+@pytest.mark.parametrize("base", configs.BASES)
+def test_every_base_field_has_a_comment(base):
+    """Each ``config.<field> = ...`` line of a base is preceded by a comment line."""
+    lines = (CONFIG_DIR / f"{base}.py").read_text().splitlines()
     tree = ast.parse("\n".join(lines))
     assigned = [node for node in ast.walk(tree) if isinstance(node, ast.Assign)
                 and isinstance(node.targets[0], ast.Attribute)]
     assert len(assigned) > 40
     for node in assigned:
         above = lines[node.lineno - 2].strip()
-        assert above.startswith("#"), f"base.py:{node.lineno} has no comment above it"
+        assert above.startswith("#"), f"{base}.py:{node.lineno} has no comment above it"
+
+
+def test_bonbon_paper_configs_are_the_paper_system():
+    """Pythia-2.8B with an SFT stage, the DeBERTa-v3-large reward, n in {2, ..., 32} from one
+    pool of N = 32, alpha = 0.005, parameters sharded over every device."""
+    for name, source in (("bonbon_hh", "hh"), ("bonbon_tldr", "tldr")):
+        c = configs.get(name)
+        assert (c.model, c.data.source, c.sft.enabled) == ("EleutherAI/pythia-2.8b", source, True)
+        assert c.reward == "OpenAssistant/reward-model-deberta-v3-large-v2"
+        assert tuple(c.bonbon.ns) == (2, 4, 8, 16, 32) and c.pool.samples == 32
+        assert c.bonbon.alpha == 0.005 and tuple(c.mesh_shape) == (1, -1, 1)
+        assert (c.compute_dtype, c.remat) == ("bfloat16", "block")
+        assert set(c.methods) == set(SYSTEM_METHODS)
+        assert set(c.dpo.length_normalised) == set(c.ipo.length_normalised) == {False, True}
+
+
+def test_bonbon_cpu_is_the_packaged_model_on_imdb():
+    c = configs.get("bonbon_cpu")
+    assert (c.model, c.reward, c.compute_dtype) == ("gemma3-270m", "sentiment", "bfloat16")
+    assert (c.data.source, c.sft.enabled, c.mesh_shape) == ("imdb", False, ())
+    assert set(c.methods) == set(SYSTEM_METHODS) and c.holdout_reward
 
 
 def test_full_is_paper_scale():

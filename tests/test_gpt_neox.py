@@ -64,3 +64,11 @@ def test_sampler_and_scorer_on_a_loaded_checkpoint(tmp_path):
                                       do_sample=False, max_new_tokens=6,
                                       pad_token_id=lm.pad_id)[:, tokens.shape[1]:].numpy()
     np.testing.assert_array_equal(got[got_mask], expected[:, :got.shape[1]][got_mask])
+
+
+def test_pythia_2_8b_preset_has_the_published_parameter_count():
+    """2,775,208,960 parameters, Pythia-2.8B's (shapes only: nothing is allocated)."""
+    from bonjax.models import DecoderLM
+
+    _, params = DecoderLM.abstract(GPTNeoXConfig.pythia_2_8b())
+    assert sum(int(np.prod(x.shape)) for x in jax.tree.leaves(params)) == 2_775_208_960

@@ -161,6 +161,25 @@ def test_a_pool_of_another_reference_or_reward_is_refused_naming_the_fields(tmp_
         _pool(toy, tokens_PxL, mask_PxL, cache_dir=cache, reward=_no_sampling,
               model_id="gpt2-imdb", reward_id="distilbert")
     assert ReferencePool.load(path, pool.fingerprint).fingerprint == pool.fingerprint
+    # A named file: checked without reading its arrays, and refused when drawn anew into it.
+    with pytest.raises(ValueError, match=message):
+        other.check_file(path)
+    pool.fingerprint.check_file(path)
+    other.check_file(tmp_path / "absent.npz")
+    with pytest.raises(ValueError, match=message):
+        _pool(toy, tokens_PxL, mask_PxL, cache_file=path, reward=_no_sampling,
+              model_id="gpt2-imdb", reward_id="distilbert")
+
+
+def test_a_named_pool_file_is_drawn_once_then_reused(tmp_path, pool_and_problem):
+    pool, toy, tokens_PxL, mask_PxL = pool_and_problem
+    path = tmp_path / "shared" / "pool.npz"
+    _pool(toy, tokens_PxL, mask_PxL, cache_file=path)
+    assert PoolFingerprint.read(path) == pool.fingerprint
+    cached = _pool(toy, tokens_PxL, mask_PxL, cache_file=path, reward=_no_sampling)
+    np.testing.assert_array_equal(cached.reward_PxN, pool.reward_PxN)
+    with pytest.raises(ValueError, match="cache_dir .* or cache_file .*, not both"):
+        _pool(toy, tokens_PxL, mask_PxL, cache_file=path, cache_dir=tmp_path)
 
 
 def test_pool_does_not_depend_on_the_sharding(pool_and_problem):

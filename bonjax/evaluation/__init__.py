@@ -13,6 +13,8 @@ points, Pareto frontiers, plots and the results table.
   rewards alone (its density ratio to pi_ref is a function of the reward).
 - :mod:`~bonjax.evaluation.rbon`: regularised Best-of-N's reward and win rate from reference
   samples and their log-probabilities (its KL is Best-of-N's).
+- :mod:`~bonjax.evaluation.off_target`: what alignment changes besides the reward (completion
+  length, a held-out scorer): weighted means and quantiles, Best-of-n's selection weights.
 """
 
 from bonjax.evaluation.convergence import curve_changes, last_quarter_change
@@ -39,6 +41,14 @@ from bonjax.evaluation.metrics import (
     mean_and_stderr,
     pareto_frontier,
     win_rate,
+)
+from bonjax.evaluation.off_target import (
+    QUANTILES,
+    ValueSummary,
+    bon_selection_weights,
+    completion_lengths,
+    reaches_limit,
+    summarize,
 )
 from bonjax.evaluation.plots import plot_reward_vs_kl, plot_training_curves, read_metrics_jsonl
 from bonjax.evaluation.rbon import RBON_METHOD, rbon_estimates, rbon_reference_points
@@ -73,6 +83,12 @@ __all__ = [
     "kl_summary",
     "mean_and_stderr",
     "pareto_frontier",
+    "QUANTILES",
+    "ValueSummary",
+    "bon_selection_weights",
+    "completion_lengths",
+    "reaches_limit",
+    "summarize",
     "plot_reward_vs_kl",
     "plot_training_curves",
     "read_metrics_jsonl",

@@ -64,6 +64,7 @@ def plot_reward_vs_kl(
     size_px: tuple[int, int] = (900, 600),
     dpi: int = 100,
     background: Mapping[str, Any] | None = None,
+    bon_curve_label: str | None = None,
 ) -> str:
     """Reward against ``KL(pi || pi_ref)`` for every method, saved as a PNG of ``size_px`` pixels.
 
@@ -75,7 +76,8 @@ def plot_reward_vs_kl(
     reward over a fine grid of N as a dashed line. ``annotate`` writes each point's setting next
     to it. ``background`` (another run's ``results.json``, e.g. the committed frontier study)
     is drawn first and faded: its BoN curve dotted, its trained policies as small open circles
-    in their methods' colours, so this run's points read against it.
+    in their methods' colours, so this run's points read against it. ``bon_curve_label``
+    replaces the curve's legend entry (default: BoN's N range, order statistics).
 
     Returns:
       the path written.
@@ -100,7 +102,8 @@ def plot_reward_vs_kl(
             color="0.45",
             linestyle="--",
             linewidth=1.2,
-            label=f"BoN, N = {int(bon_curve.n[0])}..{int(bon_curve.n[-1])} (order statistics)",
+            label=bon_curve_label or
+            f"BoN, N = {int(bon_curve.n[0])}..{int(bon_curve.n[-1])} (order statistics)",
         )
     for method in dict.fromkeys(p.method for p in points):
         group = [p for p in points if p.method == method]

@@ -10,26 +10,46 @@
 - :mod:`~bonjax.experiment.evaluate`: reward, KL, win rate and samples of a policy.
 - :mod:`~bonjax.experiment.rundir`: the run directory's config, run id and git commit.
 - :mod:`~bonjax.experiment.export`: a trained policy from its checkpoint, exported to Hugging Face.
+- :mod:`~bonjax.experiment.bonbon_system`: the BoNBoN paper's system (SFT, the pool of reference
+  samples, BoNBoN / DPO / IPO / SFT-on-best on its fixed pairs, win rate against KL),
+  ``run_bonbon_system``; its config check and sweep (:mod:`~bonjax.experiment.bonbon_config`),
+  data (:mod:`~bonjax.experiment.bonbon_data`) and report (:mod:`~bonjax.experiment.bonbon_report`).
 
 Each process's share of the prompts is a :class:`bonjax.prompt_shard.PromptShard`; the reference
 rewards of a shared-out table come from the one pipeline,
 :func:`bonjax.training.reference.reference_rewards_of_shard`.
 """
 
+from bonjax.experiment.bonbon_config import (
+    SYSTEM_METHODS,
+    SystemRun,
+    check_bonbon_config,
+    system_runs,
+)
+from bonjax.experiment.bonbon_system import (
+    SystemResult,
+    reference_id,
+    reference_policy,
+    run_bonbon_system,
+)
 from bonjax.experiment.components import (
     REWARDS,
     TINY_GPT2,
     CompiledReward,
     adds_bos,
+    config_mesh,
     load_policy,
     load_reward,
+    load_scorer,
     prompt_batch,
+    stage_key,
 )
 from bonjax.experiment.evaluate import (
     EvalSamples,
     bon_gap,
     evaluate_samples,
     sample_policy,
+    score_completions,
     win_rate_vs_references,
     write_samples,
 )
@@ -49,9 +69,12 @@ from bonjax.prompt_shard import PromptShard, chunk_indices, step_indices
 __all__ = [
     "METHODS",
     "REWARDS",
+    "SYSTEM_METHODS",
     "TINY_GPT2",
     "CompiledReward",
     "ExperimentResult",
+    "SystemResult",
+    "SystemRun",
     "MethodRun",
     "EvalSamples",
     "PromptShard",
@@ -59,20 +82,29 @@ __all__ = [
     "TrainedPolicy",
     "adds_bos",
     "bon_gap",
+    "check_bonbon_config",
     "check_config",
     "chunk_indices",
+    "config_mesh",
     "evaluate_samples",
     "export_policy",
     "git_commit",
     "load_policy",
     "load_reward",
+    "load_scorer",
     "method_checkpointer",
     "method_runs",
     "method_trainer",
     "prompt_batch",
+    "reference_id",
+    "reference_policy",
+    "run_bonbon_system",
     "run_experiment",
     "sample_policy",
+    "score_completions",
+    "stage_key",
     "step_indices",
+    "system_runs",
     "table_digest",
     "trained_policy",
     "win_rate_vs_references",

@@ -2,14 +2,19 @@
 
 - :func:`load_policy`: ``"tiny-gpt2"`` (a random tiny GPT-2 with the real GPT-2 tokenizer, for
   tests) or anything :func:`bonjax.load_model` loads (``"gemma3-270m"``, HF directories, ...).
-- :func:`load_reward`: ``"sentiment"`` (the trained MiniLM IMDB classifier) or ``"vader"``.
+- :func:`load_reward`: ``"sentiment"`` (the trained MiniLM IMDB classifier) or ``"vader"``;
+  :func:`load_scorer` also a sequence-classifier reward model by path or hub id.
 - :func:`prompt_batch`: left-padded prompt arrays with the BOS token the policy expects.
+- :func:`config_mesh`: the device mesh of a config's ``mesh_shape``.
+- :func:`stage_key`: the random key of one named stage of a run.
 """
 
 from __future__ import annotations
 
 import logging
 import warnings
+import zlib
+from collections.abc import Mapping
 from typing import Any
 
 import jax
@@ -24,10 +29,17 @@ from bonjax.data.prompt_response import adds_bos
 from bonjax.models.decoder import DecoderLM
 from bonjax.models.gpt2 import GPT2Config
 from bonjax.models.registry import gpt2_tokenizer, load_model
-from bonjax.rewards import TRAIN_COMMAND, load_sentiment_reward, vader_reward
+from bonjax.models.registry import load_reward as load_reward_model
+from bonjax.rewards import (
+    TRAIN_COMMAND,
+    ClassifierScorer,
+    RetokenizedReward,
+    load_sentiment_reward,
+    vader_reward,
+)
 
-__all__ = ["REWARDS", "TINY_GPT2", "CompiledReward", "adds_bos", "load_policy", "load_reward",
-           "prompt_batch"]
+__all__ = ["REWARDS", "TINY_GPT2", "CompiledReward", "adds_bos", "config_mesh", "load_policy",
+           "load_reward", "load_scorer", "prompt_batch", "stage_key"]
 
 logger = logging.getLogger(__name__)
 
@@ -92,6 +104,38 @@ def load_reward(name: str, policy_tokenizer, fallback: str = "", max_length: int
         return load_reward(fallback, policy_tokenizer)
 
 
+def load_scorer(name: str, policy_tokenizer, max_length: int = 0, mesh: Mesh | None = None,
+                rules: shd.ShardingRules = shd.ShardingRules()):
+    """``(reward, description)``: a reward of the policy's tokens by name, for pipelines whose
+    reward can be a reward model.
+
+    ``"sentiment"`` and ``"vader"`` are :func:`load_reward`'s (no fallback). Any other name is a
+    sequence-classifier checkpoint (a Hugging Face directory or hub id, e.g.
+    ``OpenAssistant/reward-model-deberta-v3-large-v2``) read by :func:`bonjax.load_reward`
+    (``max_length`` tokens, 0: 512), placed on ``mesh``: the reward is the logit of its one
+    class (of class 1 for a two-class head), on the decoded text of prompt and completion
+    re-tokenised by the checkpoint's own tokenizer (:class:`~bonjax.rewards.RetokenizedReward`).
+
+    Raises:
+      ValueError: for an empty name or a head of more than two classes.
+      CheckpointError / FileNotFoundError: for a checkpoint that cannot be read.
+    """
+    if not name:
+        raise ValueError("a reward name is empty")
+    if name in REWARDS:
+        return load_reward(name, policy_tokenizer, "", max_length)
+    check_int("max_length", max_length, minimum=0)
+    model, params, tokenizer = load_reward_model(name, mesh, rules,
+                                                 max_length=max_length or 512)
+    if model.num_classes > 2:
+        raise ValueError(f"reward model {name!r} has {model.num_classes} classes: a reward is "
+                         "the logit of a one-class head (or class 1 of a two-class head)")
+    positive = 0 if model.num_classes == 1 else 1
+    scorer = ClassifierScorer(model, params, positive_class=positive)
+    return (RetokenizedReward(scorer, policy_tokenizer, tokenizer),
+            f"{name} (logit of class {positive})")
+
+
 @jax.jit
 def _apply(reward, prompt_BxP, prompt_mask_BxP, completion, completion_mask):
     return reward(prompt_BxP, prompt_mask_BxP, completion, completion_mask)
@@ -131,3 +175,45 @@ def prompt_batch(prompts: Prompts, tokenizer, pad_id: int,
         tokens_BxP[b, P - len(ids):] = ids
         mask_BxP[b, P - len(ids):] = True
     return tokens_BxP, mask_BxP
+
+
+def stage_key(seed: int, name: str) -> jax.Array:
+    """A key for one named stage (``"train/vbon-n4"``), stable across configs and Python
+    sessions: ``fold_in(key(seed), crc32(name))``."""
+    return jax.random.fold_in(jax.random.key(seed), zlib.crc32(name.encode()) & 0x7FFFFFFF)
+
+
+def config_mesh(mesh_shape: tuple, batch_sizes: Mapping[str, int]) -> Mesh | None:
+    """The mesh of a config's ``mesh_shape`` over every device of the job (() runs on one
+    device: None); one size may be -1, the devices left over.
+
+    Args:
+      mesh_shape: ``(data, fsdp, tensor)`` sizes, or ().
+      batch_sizes: the config's global batch sizes by field name
+        (``{"config.train.prompts_per_step": 16}``); each must be a multiple of the mesh's batch
+        devices (data x fsdp).
+
+    Raises:
+      ValueError: for a job of several processes without a mesh, a shape that does not fit the
+        devices, or a batch size that the batch devices do not divide (naming the field).
+    """
+    shape = tuple(mesh_shape)
+    if not shape:
+        if jax.process_count() > 1:
+            raise ValueError(f"config.mesh_shape is () but the job has {jax.process_count()} "
+                             "processes: give a mesh over every process's devices, e.g. "
+                             "(-1, 1, 1)")
+        return None
+    if -1 in shape:
+        known = int(np.prod([s for s in shape if s != -1]))
+        if shape.count(-1) > 1 or jax.device_count() % known:
+            raise ValueError(f"config.mesh_shape {shape} does not fit {jax.device_count()} "
+                             "devices")
+        shape = tuple(jax.device_count() // known if s == -1 else s for s in shape)
+    mesh = shd.make_mesh(shape)
+    batch_devices = mesh.shape["data"] * mesh.shape["fsdp"]
+    for field, size in batch_sizes.items():
+        if size % batch_devices:
+            raise ValueError(f"{field} {size} must be a multiple of the mesh's batch devices "
+                             f"(data x fsdp = {batch_devices})")
+    return mesh

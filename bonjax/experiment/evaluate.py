@@ -29,7 +29,7 @@ from flax import nnx
 from tqdm.auto import tqdm
 
 from bonjax import distributed
-from bonjax.data.imdb import Prompts
+from bonjax import sharding as shd
 from bonjax.distributed import to_host
 from bonjax.evaluation import BoNCurve, Estimate, EvalPoint, kl_summary, mean_and_stderr
 from bonjax.objectives import kl_k1
@@ -37,8 +37,8 @@ from bonjax.prompt_shard import PromptShard, chunk_indices
 from bonjax.sampling.sampler import Sampler
 from bonjax.sampling.scorer import completion_logprobs
 
-__all__ = ["EvalSamples", "bon_gap", "evaluate_samples", "sample_policy", "to_host",
-           "win_rate_vs_references", "write_samples"]
+__all__ = ["EvalSamples", "bon_gap", "evaluate_samples", "sample_policy", "score_completions",
+           "to_host", "win_rate_vs_references", "write_samples"]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -96,6 +96,37 @@ def sample_policy(sampler: Sampler, params: nnx.State, ref_params: nnx.State, re
                          logp_ref.astype(np.float32), r.astype(np.float32))
 
 
+def _like_prompts(prompts: PromptShard, x_BxKxT: np.ndarray) -> jax.Array:
+    """Host rows ``x_BxKxT`` of a global batch as the prompts of that batch are laid out."""
+    if prompts.mesh is None:
+        return jnp.asarray(x_BxKxT)
+    sharding = shd.batch_sharding(prompts.mesh, x_BxKxT.ndim, prompts.rules, x_BxKxT.shape[0])
+    rows = distributed.process_rows(sharding, x_BxKxT.shape)
+    return distributed.global_array(x_BxKxT[rows], prompts.mesh, sharding, x_BxKxT.shape)
+
+
+def score_completions(reward: Callable, prompts: PromptShard, tokens_PxKxT: np.ndarray,
+                      mask_PxKxT: np.ndarray, *, prompts_per_call: int) -> np.ndarray:
+    """Rewards ``[P, K]`` of given completions (host arrays, K per prompt of the table) under
+    ``reward``: a second scorer of samples already drawn (a held-out reward model), in the
+    prompt chunks :func:`sample_policy` draws. A collective, as :func:`sample_policy`: every
+    process passes the whole ``[P, K, T]`` arrays and gets every prompt's rewards."""
+    P = prompts.num_prompts
+    tokens_PxKxT, mask_PxKxT = np.asarray(tokens_PxKxT), np.asarray(mask_PxKxT, bool)
+    if tokens_PxKxT.ndim != 3 or tokens_PxKxT.shape[0] != P or \
+            mask_PxKxT.shape != tokens_PxKxT.shape:
+        raise ValueError(f"need completions and masks [P = {P}, K, T] of one shape, got "
+                         f"{tokens_PxKxT.shape} and {mask_PxKxT.shape}")
+    parts = []
+    for c, index_B in enumerate(chunk_indices(P, prompts_per_call)):
+        rows = min(prompts_per_call, P - c * prompts_per_call)
+        tokens, mask, _ = prompts.batch(index_B)
+        r = reward(tokens, mask, _like_prompts(prompts, tokens_PxKxT[index_B]),
+                   _like_prompts(prompts, mask_PxKxT[index_B]))
+        parts.append(to_host(r)[:rows])
+    return np.concatenate(parts).astype(np.float32)
+
+
 def win_rate_vs_references(reward_PxK, reward_ref_PxM, *, tie_credit: float = 0.5) -> Estimate:
     """Win rate of the samples against every reference sample of their prompt.
 
@@ -142,22 +173,28 @@ def bon_gap(point: EvalPoint, curve: BoNCurve) -> float | None:
 
 
 def write_samples(path: str | os.PathLike, samples: EvalSamples, prompt_tokens_PxL: np.ndarray,
-                  prompt_mask_PxL: np.ndarray, prompts: Prompts, tokenizer) -> None:
+                  prompt_mask_PxL: np.ndarray, prompts, tokenizer) -> None:
     """One JSON line per sample: the prompt, the completion, the whole text as the reward read
-    it (prompt and completion tokens decoded together), the reward and the sequence's k1 KL."""
+    it (prompt and completion tokens decoded together), the reward and the sequence's k1 KL.
+
+    ``prompts`` has the prompts' ``texts``; with ``labels`` (IMDB's
+    :class:`~bonjax.data.imdb.Prompts`) each line also gives its review's label."""
     kl_PxK = np.asarray(kl_k1(samples.logp_PxKxT, samples.logp_ref_PxKxT, samples.mask_PxKxT))
+    labels = getattr(prompts, "labels", None)
     P, K = samples.reward_PxK.shape
     lines = []
     for p in range(P):
         prompt_ids = prompt_tokens_PxL[p][prompt_mask_PxL[p].astype(bool)].tolist()
         for k in range(K):
             ids = samples.tokens_PxKxT[p, k][samples.mask_PxKxT[p, k]].tolist()
-            lines.append(json.dumps({
+            line = {
                 "prompt_index": p, "sample": k, "prompt": prompts.texts[p],
                 "completion": tokenizer.decode(ids, skip_special_tokens=True),
                 "text": tokenizer.decode(prompt_ids + ids, skip_special_tokens=True),
-                "reward": float(samples.reward_PxK[p, k]), "kl_k1": float(kl_PxK[p, k]),
-                "review_label": int(prompts.labels[p])}))
+                "reward": float(samples.reward_PxK[p, k]), "kl_k1": float(kl_PxK[p, k])}
+            if labels is not None:
+                line["review_label"] = int(labels[p])
+            lines.append(json.dumps(line))
     path = os.fspath(path)
     os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
     with open(path + ".tmp", "w") as f:

@@ -38,7 +38,6 @@ import math
 import os
 import pathlib
 import time
-import zlib
 from typing import Any
 
 import jax
@@ -46,7 +45,7 @@ import numpy as np
 
 from bonjax import distributed
 from bonjax import sharding as shd
-from bonjax.checks import check_int
+from bonjax.checks import config_field, config_int
 from bonjax.data.imdb import Source, imdb_prompts
 from bonjax.evaluation import (
     BoNCurve,
@@ -68,9 +67,11 @@ from bonjax.evaluation.tables import DEFAULT_NOTE
 from bonjax.experiment.components import (
     REWARDS,
     CompiledReward,
+    config_mesh,
     load_policy,
     load_reward,
     prompt_batch,
+    stage_key,
 )
 from bonjax.experiment.evaluate import bon_gap, evaluate_samples, sample_policy, write_samples
 from bonjax.experiment.reference_points import FIELDS as REFERENCE_FIELDS
@@ -132,20 +133,6 @@ class ExperimentResult:
     wall_seconds: float
 
 
-def _field(config: Any, dotted: str) -> Any:
-    node = config
-    for part in dotted.split("."):
-        try:
-            node = node[part]
-        except (KeyError, AttributeError, TypeError):
-            raise ValueError(f"the config has no field {dotted!r}") from None
-    return node
-
-
-def _check_int(config: Any, dotted: str, minimum: int) -> int:
-    return check_int(f"config.{dotted}", _field(config, dotted), minimum=minimum)
-
-
 def check_config(config: Any) -> list[MethodRun]:
     """Checks every field the experiment reads; returns the trained policies of the sweep.
 
@@ -153,66 +140,66 @@ def check_config(config: Any) -> list[MethodRun]:
       ValueError: naming the first missing or invalid field (unknown method, reward, data
         source; sizes out of range).
     """
-    model = _field(config, "model")
+    model = config_field(config, "model")
     if not isinstance(model, str) or not model:
         raise ValueError(f"config.model must name a model, got {model!r}")
-    if _field(config, "reward") not in REWARDS:
+    if config_field(config, "reward") not in REWARDS:
         raise ValueError(f"unknown reward {config.reward!r} in config.reward; choose one of "
                          f"{', '.join(REWARDS)}")
-    if _field(config, "reward_fallback") not in ("", *REWARDS):
+    if config_field(config, "reward_fallback") not in ("", *REWARDS):
         raise ValueError(f"unknown reward {config.reward_fallback!r} in config.reward_fallback; "
                          f"choose '' or one of {', '.join(REWARDS)}")
     sources = [s.value for s in Source]
-    if _field(config, "data.source") not in sources:
+    if config_field(config, "data.source") not in sources:
         raise ValueError(f"unknown data source {config.data.source!r} in config.data.source; "
                          f"choose one of {', '.join(sources)}")
-    if not isinstance(_field(config, "background_results"), str):
+    if not isinstance(config_field(config, "background_results"), str):
         raise ValueError(f"config.background_results must be a path or '', got "
                          f"{config.background_results!r}")
-    if _field(config, "compute_dtype") not in COMPUTE_DTYPES:
+    if config_field(config, "compute_dtype") not in COMPUTE_DTYPES:
         raise ValueError(f"config.compute_dtype must be one of {', '.join(COMPUTE_DTYPES)}, got "
                          f"{config.compute_dtype!r}")
-    mesh_shape = tuple(_field(config, "mesh_shape"))
+    mesh_shape = tuple(config_field(config, "mesh_shape"))
     if mesh_shape and (len(mesh_shape) != len(shd.MESH_AXES)
                        or any(not isinstance(s, int) or s == 0 or s < -1 for s in mesh_shape)):
         raise ValueError(f"config.mesh_shape must be () or {len(shd.MESH_AXES)} positive sizes "
                          f"{shd.MESH_AXES} (one may be -1), got {mesh_shape}")
-    _check_int(config, "seed", 0)
-    _check_int(config, "reward_max_length", 0)
-    _check_int(config, "max_new_tokens", 1)
-    train_prompts = _check_int(config, "data.train_prompts", 1)
-    _check_int(config, "data.test_prompts", 2)  # standard errors need two prompts
-    min_tokens = _check_int(config, "data.min_tokens", 1)
-    if _check_int(config, "data.max_tokens", 1) < min_tokens:
+    config_int(config, "seed", 0)
+    config_int(config, "reward_max_length", 0)
+    config_int(config, "max_new_tokens", 1)
+    train_prompts = config_int(config, "data.train_prompts", 1)
+    config_int(config, "data.test_prompts", 2)  # standard errors need two prompts
+    min_tokens = config_int(config, "data.min_tokens", 1)
+    if config_int(config, "data.max_tokens", 1) < min_tokens:
         raise ValueError(f"config.data.max_tokens {config.data.max_tokens} is below "
                          f"config.data.min_tokens {min_tokens}")
-    M = _check_int(config, "reference.samples", 2)
-    _check_int(config, "reference.prompts_per_call", 1)
-    _check_int(config, "reference.samples_per_call", 1)
-    check_reference_settings({f: tuple(_field(config, f)) for f in REFERENCE_FIELDS}, M)
-    _check_int(config, "train.steps", 1)
-    per_step = _check_int(config, "train.prompts_per_step", 1)
+    M = config_int(config, "reference.samples", 2)
+    config_int(config, "reference.prompts_per_call", 1)
+    config_int(config, "reference.samples_per_call", 1)
+    check_reference_settings({f: tuple(config_field(config, f)) for f in REFERENCE_FIELDS}, M)
+    config_int(config, "train.steps", 1)
+    per_step = config_int(config, "train.prompts_per_step", 1)
     if per_step > train_prompts:
         raise ValueError(f"config.train.prompts_per_step {per_step} exceeds the "
                          f"{train_prompts} training prompts")
-    _check_int(config, "train.samples_per_prompt", 2)
-    _check_int(config, "train.epochs", 1)
-    top = _check_int(config, "train.train_top", 0)
-    if _check_int(config, "train.lora_rank", 0) and top:
+    config_int(config, "train.samples_per_prompt", 2)
+    config_int(config, "train.epochs", 1)
+    top = config_int(config, "train.train_top", 0)
+    if config_int(config, "train.lora_rank", 0) and top:
         raise ValueError(f"config.train.lora_rank = {config.train.lora_rank} needs "
                          f"config.train.train_top = 0, got {top}: with LoRA adapters the base "
                          "model stays frozen")
-    _check_int(config, "train.save_every", 1)
-    _check_int(config, "train.keep_checkpoints", 1)
-    _check_int(config, "train.log_every", 1)
-    _check_int(config, "eval.samples_per_prompt", 1)
-    _check_int(config, "eval.prompts_per_call", 1)
+    config_int(config, "train.save_every", 1)
+    config_int(config, "train.keep_checkpoints", 1)
+    config_int(config, "train.log_every", 1)
+    config_int(config, "eval.samples_per_prompt", 1)
+    config_int(config, "eval.prompts_per_call", 1)
     for name in ("learning_rate", "b1", "b2", "weight_decay", "max_grad_norm", "clip_eps",
                  "lora_alpha"):
-        value = _field(config, f"train.{name}")
+        value = config_field(config, f"train.{name}")
         if not isinstance(value, int | float) or not math.isfinite(value) or value < 0:
             raise ValueError(f"config.train.{name} must be a finite number >= 0, got {value!r}")
-    _field(config, "train.cosine_decay")
+    config_field(config, "train.cosine_decay")
     return method_runs(config)
 
 
@@ -229,30 +216,8 @@ def _optimizer(config: Any) -> OptimizerConfig:
 
 
 def _mesh(config: Any):
-    shape = tuple(config.mesh_shape)
-    if not shape:
-        if jax.process_count() > 1:
-            raise ValueError(f"config.mesh_shape is () but the job has {jax.process_count()} "
-                             "processes: give a mesh over every process's devices, e.g. "
-                             "(-1, 1, 1)")
-        return None
-    if -1 in shape:
-        known = int(np.prod([s for s in shape if s != -1]))
-        if shape.count(-1) > 1 or jax.device_count() % known:
-            raise ValueError(f"config.mesh_shape {shape} does not fit {jax.device_count()} "
-                             "devices")
-        shape = tuple(jax.device_count() // known if s == -1 else s for s in shape)
-    mesh = shd.make_mesh(shape)
-    batch_devices = mesh.shape["data"] * mesh.shape["fsdp"]
-    if config.train.prompts_per_step % batch_devices:
-        raise ValueError(f"config.train.prompts_per_step {config.train.prompts_per_step} must be "
-                         f"a multiple of the mesh's batch devices (data x fsdp = {batch_devices})")
-    return mesh
-
-
-def _key(seed: int, name: str) -> jax.Array:
-    """A key for one named stage, stable across configs and Python sessions."""
-    return jax.random.fold_in(jax.random.key(seed), zlib.crc32(name.encode()) & 0x7FFFFFFF)
+    return config_mesh(tuple(config.mesh_shape),
+                       {"config.train.prompts_per_step": int(config.train.prompts_per_step)})
 
 
 @dataclasses.dataclass(frozen=True, eq=False)
@@ -273,15 +238,6 @@ class _Setup:
     test_refs_PxM: np.ndarray
     report: tuple | None  # process 0: (Prompts, tokens_PxL, mask_PxL) of the test prompts
     progress: bool
-
-
-def _finished_record(path: pathlib.Path, steps: int) -> dict | None:
-    """Process 0's reading of a method's evaluation record, if it evaluated all ``steps``."""
-    record = None
-    if distributed.is_main_process() and path.exists():
-        record = json.loads(path.read_text())
-        record = record if record["step"] == steps else None
-    return distributed.broadcast_json(record)
 
 
 def method_trainer(config: Any, run: MethodRun, lm, params, reward=None, train_store=None,
@@ -313,15 +269,14 @@ def _train_and_evaluate(run: MethodRun, s: _Setup,
     """
     config, run_dir = s.config, s.run_dir
     method_dir = run_dir.path / run.key
-    eval_path = method_dir / "eval.json"
     steps = int(config.train.steps)
-    record = _finished_record(eval_path, steps)
+    record = run_dir.finished_record(f"{run.key}/eval.json", steps)
     if record is not None:
         return record, 0
     if budget == 0:
         return None, 0
     trainer = method_trainer(config, run, s.lm, s.params, s.reward, s.train_store, s.mesh)
-    state = trainer.init_state(_key(config.seed, f"train/{run.key}"))
+    state = trainer.init_state(stage_key(config.seed, f"train/{run.key}"))
     B, P = int(config.train.prompts_per_step), s.train_prompts.num_prompts
 
     def batches(position: int):
@@ -343,7 +298,7 @@ def _train_and_evaluate(run: MethodRun, s: _Setup,
         return None, target - start
     samples = sample_policy(s.sampler, state.full_params(), s.params, s.reward, s.test_prompts,
                             int(config.eval.samples_per_prompt),
-                            _key(config.seed, f"eval/{run.key}"),
+                            stage_key(config.seed, f"eval/{run.key}"),
                             prompts_per_call=int(config.eval.prompts_per_call),
                             progress=s.progress, desc=f"evaluate {run.key}")
     point, kl_k3 = evaluate_samples(samples, s.test_refs_PxM, run.name, run.setting)
@@ -566,7 +521,7 @@ def run_experiment(config: Any, run_dir: str | os.PathLike, *, step_budget: int 
     def references(split: str, prompts: PromptShard) -> ReferenceSamples:
         return reference_samples_of_shard(
             sampler, params, reward, prompts, int(config.reference.samples),
-            _key(config.seed, f"references/{split}"),
+            stage_key(config.seed, f"references/{split}"),
             prompts_per_call=int(config.reference.prompts_per_call),
             samples_per_call=int(config.reference.samples_per_call),
             cache_dir=run_dir.path / "references", progress=progress and run_dir.is_main,

@@ -9,8 +9,8 @@
 A directory whose ``config.json`` holds another fingerprint, or a non-empty directory without
 one, is refused before anything is written, except where the two configs differ only by fields
 the stored one lacks (fields added to the code since the run began): the run resumes, keeps its
-fingerprint and stored config, and a warning names the fields. Only JAX process 0 writes; every process checks, and
-every process holds process 0's record (one run id).
+fingerprint and stored config, and a warning names the fields. Only JAX process 0 writes;
+every process checks, and every process holds process 0's record (one run id).
 """
 
 from __future__ import annotations
@@ -192,6 +192,17 @@ class RunDirectory:
     def save(self) -> None:
         if self.is_main:
             _write_json(self.path / RUN_FILE, self.record)
+
+    def finished_record(self, relative: str, steps: int) -> dict | None:
+        """Process 0's reading of the JSON record ``run_dir/relative`` (a stage's evaluation)
+        if it exists and its ``"step"`` is ``steps`` (the stage trained to the end), else None;
+        every process gets the same answer."""
+        record = None
+        path = self.path / relative
+        if distributed.is_main_process() and path.exists():
+            record = json.loads(path.read_text())
+            record = record if record.get("step") == steps else None
+        return distributed.broadcast_json(record)
 
     def write_json(self, relative: str, record: Mapping[str, Any]) -> pathlib.Path:
         """Writes ``record`` to ``run_dir/relative`` atomically (process 0 only)."""

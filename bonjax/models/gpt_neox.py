@@ -136,6 +136,13 @@ class GPTNeoXConfig(ComputePolicy):
         return cls(**{**kw, **overrides})
 
     @classmethod
+    def pythia_2_8b(cls, **overrides) -> GPTNeoXConfig:
+        """Pythia-2.8B's shapes (``EleutherAI/pythia-2.8b``'s config.json: 32 layers of width
+        2560, 32 heads, MLP 10240), e.g. for compiling its programs without the weights."""
+        kw = dict(num_layers=32, num_heads=32, d_model=2560, mlp_dim=10240)
+        return cls(**{**kw, **overrides})
+
+    @classmethod
     def tiny(cls, **overrides) -> GPTNeoXConfig:
         """A small config for tests (random weights): head dim 8, 4 of it rotated."""
         kw = dict(vocab_size=97, max_positions=64, num_layers=2, num_heads=4, d_model=32,

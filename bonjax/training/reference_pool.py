@@ -22,9 +22,10 @@ and sample chunk ``s`` draw with ``fold_in(fold_in(key, c), s)``), so its reward
 any number of processes, each with its :class:`~bonjax.prompt_shard.PromptShard` of the table,
 draws the same pool. It is saved once as ``cache_dir/reference_pool-<hash>.npz``, the hash of
 its :class:`PoolFingerprint` (reference model, reward, prompt-table digest, N, T, key, chunk
-sizes), and reused; the file also stores the fingerprint, and a pool drawn from another
-reference policy or reward (or other prompts, N, T, key) is refused with an error naming each
-field that differs and both values.
+sizes), and reused (or under a file name the caller gives, which several runs can share); the
+file also stores the fingerprint, and a pool drawn from another reference policy or reward (or
+other prompts, N, T, key) is refused with an error naming each field that differs and both
+values (:meth:`PoolFingerprint.check_file` checks a file before any work is done).
 """
 
 from __future__ import annotations
@@ -111,11 +112,36 @@ class PoolFingerprint:
         """``reference_pool-<16 hex digits>.npz``: the cache file's name."""
         return f"reference_pool-{fingerprint_of(**self.to_json())}.npz"
 
+    @classmethod
+    def read(cls, path: str | os.PathLike) -> PoolFingerprint:
+        """The fingerprint stored in the pool file ``path`` (its arrays are not read)."""
+        with np.load(path) as stored:
+            if "fingerprint" not in stored.files:
+                raise ValueError(f"{path} holds no reference pool: it lacks a fingerprint")
+            return cls.from_json(json.loads(str(stored["fingerprint"])))
+
+    def check_file(self, path: str | os.PathLike) -> None:
+        """Raises unless the pool file ``path``, if it exists, was drawn from this fingerprint's
+        inputs: the ``ValueError`` names every field that differs with both values. A check
+        that reads no arrays, to refuse another reference policy's or reward's pool before any
+        work that the pool would be used for."""
+        if not Path(path).exists():
+            return
+        saved = PoolFingerprint.read(path)
+        if saved != self:
+            raise ValueError(_mismatch(path, saved, self))
+
     def differences(self, other: PoolFingerprint) -> dict[str, tuple]:
         """``field -> (this value, other value)`` for every field where the two differ."""
         return {f.name: (getattr(self, f.name), getattr(other, f.name))
                 for f in dataclasses.fields(self)
                 if getattr(self, f.name) != getattr(other, f.name)}
+
+
+def _mismatch(path, saved: PoolFingerprint, expected: PoolFingerprint) -> str:
+    return (f"{path} holds a reference pool drawn from other inputs than expected: "
+            + "; ".join(f"{name}: saved {a!r}, expected {b!r}"
+                        for name, (a, b) in saved.differences(expected).items()))
 
 
 def _check_ns(ns: Sequence[int], num_samples: int) -> tuple[int, ...]:
@@ -238,10 +264,7 @@ class ReferencePool:
                 raise ValueError(f"{path} holds no reference pool: it lacks {missing}")
             saved = PoolFingerprint.from_json(json.loads(str(stored["fingerprint"])))
             if fingerprint is not None and saved != fingerprint:
-                raise ValueError(
-                    f"{path} holds a reference pool drawn from other inputs than expected: "
-                    + "; ".join(f"{name}: saved {a!r}, expected {b!r}"
-                                for name, (a, b) in saved.differences(fingerprint).items()))
+                raise ValueError(_mismatch(path, saved, fingerprint))
             arrays = {name: stored[name] for name in _ARRAYS}
             ns = tuple(int(n) for n in stored["ns_K"]) if ns is None else ns
         return cls.create(**arrays, fingerprint=saved, ns=ns)
@@ -263,6 +286,7 @@ def reference_pool_of_shard(sampler: Sampler, ref_params: nnx.State, reward: Cal
                             ns: Sequence[int], model_id: str, reward_id: str,
                             prompts_per_call: int = 8, samples_per_call: int = 32,
                             cache_dir: str | os.PathLike | None = None,
+                            cache_file: str | os.PathLike | None = None,
                             progress: bool = True) -> ReferencePool:
     """The pool of ``N = num_samples`` reference samples of every prompt of the table.
 
@@ -279,6 +303,9 @@ def reference_pool_of_shard(sampler: Sampler, ref_params: nnx.State, reward: Cal
       prompts_per_call, samples_per_call: the chunk sizes.
       cache_dir: with a directory, the pool is read from ``cache_dir/<fingerprint.file_name>``
         if there (no sampling), else drawn and saved there.
+      cache_file: a file instead (not with ``cache_dir``): read from it if it exists, refused
+        if it holds a pool of other inputs, else drawn and saved there; a pool that several
+        runs name share.
       progress: a progress bar on process 0.
 
     A collective: every process of the job calls it with its own share of the same table; only
@@ -297,7 +324,10 @@ def reference_pool_of_shard(sampler: Sampler, ref_params: nnx.State, reward: Cal
                                      reward_id=reward_id, prompts_per_call=prompts_per_call,
                                      samples_per_call=samples_per_call)
     P, N, T = prompts.num_prompts, num_samples, sampler.max_new_tokens
-    path = None if cache_dir is None else Path(cache_dir) / fingerprint.file_name
+    if cache_dir is not None and cache_file is not None:
+        raise ValueError(f"give cache_dir ({cache_dir}) or cache_file ({cache_file}), not both")
+    path = Path(cache_file) if cache_file is not None else (
+        None if cache_dir is None else Path(cache_dir) / fingerprint.file_name)
     if path is not None and distributed.broadcast_json(path.exists()):
         return _load_on_every_process(path, fingerprint, ns, (P, N, T))
     tokens_PxNxT = np.zeros((P, N, T), np.int32)
