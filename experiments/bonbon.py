@@ -28,22 +28,13 @@ from experiments import cli  # noqa: E402
 
 __doc__ += cli.help_text(cli.BONBON_BASE_CONFIG)
 
-_CONFIG = config_flags.DEFINE_config_file("config", None, "BoNBoN system config file "
-                                          "(experiments/configs/bonbon_*.py)", lock_config=True)
-_RUN_DIR = flags.DEFINE_string("run_dir", None, "run directory (created, or resumed)")
-_STEP_BUDGET = flags.DEFINE_integer("step_budget", None, "train at most this many steps in "
-                                    "this call, then stop with checkpoints saved")
-_HEARTBEAT = flags.DEFINE_integer("heartbeat_timeout_s", 100, "multi-process: a process silent "
-                                  "this long is declared dead and the others stop with an error")
-_SHUTDOWN = flags.DEFINE_integer("shutdown_timeout_s", 300, "multi-process: how long a process "
-                                 "waits at exit for the others")
-flags.mark_flags_as_required(["config", "run_dir"])
+_FLAGS = cli.define_run_flags("BoNBoN system config file (experiments/configs/bonbon_*.py)")
 
 
 def main(argv):
     if len(argv) > 1:
         cli.fail(f"unexpected arguments: {argv[1:]}")
-    config = _CONFIG.value
+    config = _FLAGS.config.value
     cli.check_overrides(config, config_flags.get_override_values(flags.FLAGS["config"]),
                         cli.BONBON_BASE_CONFIG)
     try:
@@ -54,11 +45,11 @@ def main(argv):
     cli.check_model(config.model)
     cli.check_scorer("config.reward", config.reward)
     cli.check_scorer("config.holdout_reward", config.holdout_reward)
-    distributed.initialize(heartbeat_timeout_s=_HEARTBEAT.value,
-                           shutdown_timeout_s=_SHUTDOWN.value)
+    distributed.initialize(heartbeat_timeout_s=_FLAGS.heartbeat_timeout_s.value,
+                           shutdown_timeout_s=_FLAGS.shutdown_timeout_s.value)
     logging.getLogger("absl").setLevel(logging.WARNING)  # orbax's per-save INFO lines
-    result = run_bonbon_system(config, os.path.expanduser(_RUN_DIR.value),
-                               step_budget=_STEP_BUDGET.value)
+    result = run_bonbon_system(config, os.path.expanduser(_FLAGS.run_dir.value),
+                               step_budget=_FLAGS.step_budget.value)
     if distributed.is_main_process():
         print((result.run_dir / "results.md").read_text())
 

@@ -10,6 +10,7 @@ checks it), which ``--help`` also lists.
 """
 
 import ast
+import dataclasses
 import difflib
 import importlib.util
 import os
@@ -23,6 +24,38 @@ from absl import flags
 BASE_CONFIG = pathlib.Path(__file__).resolve().parent / "configs" / "base.py"
 BONBON_BASE_CONFIG = BASE_CONFIG.with_name("bonbon_base.py")
 PREFIX = "--config."
+
+
+@dataclasses.dataclass(frozen=True)
+class RunFlags:
+    """The flags every launch script shares, as absl flag holders (``.value`` after parsing)."""
+
+    config: Any
+    run_dir: Any
+    step_budget: Any
+    heartbeat_timeout_s: Any
+    shutdown_timeout_s: Any
+
+
+def define_run_flags(config_help: str) -> RunFlags:
+    """Defines ``--config`` (a config file, described by ``config_help``), ``--run_dir``,
+    ``--step_budget`` and the multi-process timeouts; ``--config`` and ``--run_dir`` are
+    required."""
+    from ml_collections import config_flags
+
+    run = RunFlags(
+        config=config_flags.DEFINE_config_file("config", None, config_help, lock_config=True),
+        run_dir=flags.DEFINE_string("run_dir", None, "run directory (created, or resumed)"),
+        step_budget=flags.DEFINE_integer("step_budget", None, "train at most this many steps "
+                                         "in this call, then stop with checkpoints saved"),
+        heartbeat_timeout_s=flags.DEFINE_integer(
+            "heartbeat_timeout_s", 100, "multi-process: a process silent this long is declared "
+            "dead and the others stop with an error"),
+        shutdown_timeout_s=flags.DEFINE_integer(
+            "shutdown_timeout_s", 300, "multi-process: how long a process waits at exit for the "
+            "others"))
+    flags.mark_flags_as_required(["config", "run_dir"])
+    return run
 
 
 def fail(message: str) -> None:

@@ -11,11 +11,7 @@ here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 source "$here/setup.sh"
 set -u
 cd "$here/.."
-reward_dir="${BONJAX_SENTIMENT_REWARD:-$HOME/.cache/bonjax/rewards/minilm-imdb}"
-if [ ! -f "$reward_dir/reward.json" ]; then
-  echo "no sentiment reward at $reward_dir: training it (experiments/train_reward.py)" >&2
-  python experiments/train_reward.py --output_dir "$reward_dir"
-fi
+source "$here/ensure_reward.sh"
 run_dir="${BONJAX_RUN_DIR:-$HOME/.cache/bonjax/runs/frontier}"
 python experiments/train.py --config=experiments/configs/frontier.py --run_dir="$run_dir" "$@"
 python -m experiments.publish_results "$run_dir" docs/results/frontier \
