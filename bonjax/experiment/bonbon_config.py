@@ -25,22 +25,21 @@ import math
 from typing import Any
 
 from bonjax import objectives as obj
-from bonjax import sharding as shd
 from bonjax.checks import config_field, config_int, is_int
 from bonjax.data.hh import HH_SUBSETS
 from bonjax.data.imdb import Source
 from bonjax.experiment.bonbon_data import SOURCES
+from bonjax.experiment.components import check_dtype_and_mesh
 from bonjax.models.remat import REMAT_POLICIES
 from bonjax.training.fixed_pairs import FixedPairs, PairTable
 from bonjax.training.reference_pool import ReferencePool
 from bonjax.training.registry import METHODS
 from bonjax.training.sft import ResponseTable, SupervisedFineTuning
 
-__all__ = ["COMPUTE_DTYPES", "SYSTEM_METHODS", "SystemRun", "check_bonbon_config", "stage_steps",
+__all__ = ["SYSTEM_METHODS", "SystemRun", "check_bonbon_config", "stage_steps",
            "system_runs"]
 
 SYSTEM_METHODS = ("bonbon", "dpo", "ipo", "sft_best")
-COMPUTE_DTYPES = ("float32", "bfloat16")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -219,17 +218,10 @@ def check_bonbon_config(config: Any) -> list[SystemRun]:
     if not isinstance(config_field(config, "holdout_reward"), str):
         raise ValueError(f"config.holdout_reward must name a reward or be '', got "
                          f"{config.holdout_reward!r}")
-    if config_field(config, "compute_dtype") not in COMPUTE_DTYPES:
-        raise ValueError(f"config.compute_dtype must be one of {', '.join(COMPUTE_DTYPES)}, got "
-                         f"{config.compute_dtype!r}")
     if config_field(config, "remat") not in REMAT_POLICIES:
         raise ValueError(f"config.remat must be one of {', '.join(REMAT_POLICIES)}, got "
                          f"{config.remat!r}")
-    mesh_shape = tuple(config_field(config, "mesh_shape"))
-    if mesh_shape and (len(mesh_shape) != len(shd.MESH_AXES)
-                       or any(not is_int(s) or s == 0 or s < -1 for s in mesh_shape)):
-        raise ValueError(f"config.mesh_shape must be () or {len(shd.MESH_AXES)} positive sizes "
-                         f"{shd.MESH_AXES} (one may be -1), got {mesh_shape}")
+    check_dtype_and_mesh(config)
     config_int(config, "seed", 0)
     config_int(config, "reward_max_length", 0)
     config_int(config, "max_new_tokens", 1)

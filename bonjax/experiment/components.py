@@ -23,7 +23,7 @@ from flax import nnx, struct
 from jax.sharding import Mesh
 
 from bonjax import sharding as shd
-from bonjax.checks import check_int
+from bonjax.checks import check_int, config_field, is_int
 from bonjax.data.imdb import Prompts
 from bonjax.data.prompt_response import adds_bos
 from bonjax.models.decoder import DecoderLM
@@ -38,7 +38,8 @@ from bonjax.rewards import (
     vader_reward,
 )
 
-__all__ = ["REWARDS", "TINY_GPT2", "CompiledReward", "adds_bos", "config_mesh", "load_policy",
+__all__ = ["COMPUTE_DTYPES", "REWARDS", "TINY_GPT2", "CompiledReward", "adds_bos",
+           "check_dtype_and_mesh", "config_mesh", "load_policy",
            "load_reward", "load_scorer", "prompt_batch", "stage_key"]
 
 logger = logging.getLogger(__name__)
@@ -181,6 +182,25 @@ def stage_key(seed: int, name: str) -> jax.Array:
     """A key for one named stage (``"train/vbon-n4"``), stable across configs and Python
     sessions: ``fold_in(key(seed), crc32(name))``."""
     return jax.random.fold_in(jax.random.key(seed), zlib.crc32(name.encode()) & 0x7FFFFFFF)
+
+
+COMPUTE_DTYPES = ("float32", "bfloat16")  # config.compute_dtype
+
+
+def check_dtype_and_mesh(config: Any) -> None:
+    """Checks ``config.compute_dtype`` and ``config.mesh_shape`` (both pipelines read them).
+
+    Raises:
+      ValueError: naming the field, its value and what is allowed.
+    """
+    if config_field(config, "compute_dtype") not in COMPUTE_DTYPES:
+        raise ValueError(f"config.compute_dtype must be one of {', '.join(COMPUTE_DTYPES)}, got "
+                         f"{config.compute_dtype!r}")
+    mesh_shape = tuple(config_field(config, "mesh_shape"))
+    if mesh_shape and (len(mesh_shape) != len(shd.MESH_AXES)
+                       or any(not is_int(s) or s == 0 or s < -1 for s in mesh_shape)):
+        raise ValueError(f"config.mesh_shape must be () or {len(shd.MESH_AXES)} positive sizes "
+                         f"{shd.MESH_AXES} (one may be -1), got {mesh_shape}")
 
 
 def config_mesh(mesh_shape: tuple, batch_sizes: Mapping[str, int]) -> Mesh | None:

@@ -67,6 +67,7 @@ from bonjax.evaluation.tables import DEFAULT_NOTE
 from bonjax.experiment.components import (
     REWARDS,
     CompiledReward,
+    check_dtype_and_mesh,
     config_mesh,
     load_policy,
     load_reward,
@@ -102,7 +103,6 @@ __all__ = ["ExperimentResult", "check_config", "method_checkpointer", "method_tr
 
 logger = logging.getLogger(__name__)
 
-COMPUTE_DTYPES = ("float32", "bfloat16")  # config.compute_dtype
 SETTLED = 0.05  # a training curve changing less than this over its last quarter has settled
 
 _CURVE_KEYS = ("reward", "kl_k1", "log_F", "loss", "log_ratio_margin")
@@ -156,14 +156,7 @@ def check_config(config: Any) -> list[MethodRun]:
     if not isinstance(config_field(config, "background_results"), str):
         raise ValueError(f"config.background_results must be a path or '', got "
                          f"{config.background_results!r}")
-    if config_field(config, "compute_dtype") not in COMPUTE_DTYPES:
-        raise ValueError(f"config.compute_dtype must be one of {', '.join(COMPUTE_DTYPES)}, got "
-                         f"{config.compute_dtype!r}")
-    mesh_shape = tuple(config_field(config, "mesh_shape"))
-    if mesh_shape and (len(mesh_shape) != len(shd.MESH_AXES)
-                       or any(not isinstance(s, int) or s == 0 or s < -1 for s in mesh_shape)):
-        raise ValueError(f"config.mesh_shape must be () or {len(shd.MESH_AXES)} positive sizes "
-                         f"{shd.MESH_AXES} (one may be -1), got {mesh_shape}")
+    check_dtype_and_mesh(config)
     config_int(config, "seed", 0)
     config_int(config, "reward_max_length", 0)
     config_int(config, "max_new_tokens", 1)
