@@ -33,6 +33,7 @@ from bonjax.models.decoder_classifier import load_hf_decoder_classifier
 from bonjax.models.encoder_tokenizer import TransformersTokenizer
 from bonjax.models.encoder_weights import load_hf_encoder
 from bonjax.models.gguf import load_gguf_decoder
+from bonjax.models.gguf_tokenizer import gguf_tokenizer
 from bonjax.models.weights import (
     HF_FAMILIES,
     CheckpointError,
@@ -75,14 +76,15 @@ def gpt2_tokenizer():
 
 
 def _gguf_tokenizer(path: Path):
-    """The tokenizer embedded in a GGUF file, converted once and cached next to it."""
+    """The tokenizer embedded in a GGUF file, converted once (without PyTorch,
+    :mod:`bonjax.models.gguf_tokenizer`) and cached next to it."""
     from transformers import AutoTokenizer
 
     saved = path.parent / (path.stem + "-tokenizer")
     if (saved / "tokenizer.json").exists():
         tok = AutoTokenizer.from_pretrained(str(saved))
     else:
-        tok = AutoTokenizer.from_pretrained(str(path.parent), gguf_file=path.name)
+        tok = gguf_tokenizer(path)
         tok.save_pretrained(str(saved))
     tok.padding_side = "left"
     return tok
