@@ -3,8 +3,9 @@
     python -m experiments.publish_results ~/.cache/bonjax/runs/frontier docs/results/frontier \
         --command "bash experiments/frontier.sh"
 
-Writes ``results.md``, ``results.json``, ``reward_vs_kl.png``, ``curves/<method>.png`` (each
-trained policy's training curves) and ``README.md`` (the command, the commits and wall time of
+Writes ``results.md``, ``results.json``, the run's plot (``reward_vs_kl.png`` of the alignment
+experiment, ``win_rate_vs_kl.png`` of the BoNBoN system), ``curves/<method>.png`` (each trained
+policy's training curves) and ``README.md`` (the command, the commits and wall time of
 every call of the run, from its ``run.json``). A run that is not complete is refused; so is a
 plot over 300 KB (the results folder stays small enough to commit).
 """
@@ -18,6 +19,7 @@ import shutil
 import sys
 
 MAX_PNG_BYTES = 300_000
+PLOTS = ("reward_vs_kl.png", "win_rate_vs_kl.png")  # run_experiment's, run_bonbon_system's
 
 
 def _call_line(call: dict) -> str:
@@ -33,9 +35,12 @@ def publish(run_dir: pathlib.Path, dest: pathlib.Path, command: str) -> list[pat
     if not calls or not calls[-1].get("complete"):
         raise ValueError(f"the run in {run_dir} is not complete: run its command again")
     results = json.loads((run_dir / "results.json").read_text())
+    plots = [name for name in PLOTS if (run_dir / name).exists()]
+    if not plots:
+        raise ValueError(f"the run in {run_dir} has none of the plots {', '.join(PLOTS)}")
     files = {run_dir / "results.md": dest / "results.md",
              run_dir / "results.json": dest / "results.json",
-             run_dir / "reward_vs_kl.png": dest / "reward_vs_kl.png"}
+             **{run_dir / name: dest / name for name in plots}}
     for method in results["methods"]:
         files[run_dir / method["key"] / "training_curves.png"] = dest / "curves" / (
             method["key"].replace("/", "_") + ".png")
@@ -56,7 +61,8 @@ def publish(run_dir: pathlib.Path, dest: pathlib.Path, command: str) -> list[pat
              "Each call (from the run's run.json):", ""]
     lines += [_call_line(c) for c in calls]
     lines += ["", "The table and its statistics: `results.md`; every figure as data: "
-              "`results.json`; the reward-KL plot: `reward_vs_kl.png`; each trained policy's "
+              "`results.json`; the plot: " + ", ".join(f"`{name}`" for name in plots) +
+              "; each trained policy's "
               "training curves: `curves/`."]
     (dest / "README.md").write_text("\n".join(lines) + "\n")
     return [*files.values(), dest / "README.md"]

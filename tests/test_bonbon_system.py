@@ -158,6 +158,17 @@ def test_every_stage_leaves_its_outputs(runs):
         assert cell in table, cell
 
 
+def test_publish_copies_the_systems_plot_and_curves(runs, tmp_path):
+    from experiments.publish_results import publish
+
+    dest = tmp_path / "published"
+    publish(runs["dir"], dest, "python experiments/bonbon.py --config=bonbon_tiny")
+    assert (dest / "win_rate_vs_kl.png").read_bytes()[:4] == b"\x89PNG"
+    assert not (dest / "reward_vs_kl.png").exists()
+    assert {p.stem for p in (dest / "curves").iterdir()} == set(KEYS)
+    assert "`win_rate_vs_kl.png`" in (dest / "README.md").read_text()
+
+
 def test_the_sft_parameters_are_pi_ref_of_the_later_stages(runs):
     """The training pool's pi_ref log-probabilities are those of the SFT stage's final
     parameters (restored from its checkpoint), not the initial model's."""
