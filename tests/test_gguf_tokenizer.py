@@ -35,7 +35,7 @@ def test_matches_transformers_gguf_path(gemma_path):
     expected = AutoTokenizer.from_pretrained(str(gemma_path.parent), gguf_file=gemma_path.name)
     got = gguf_tokenizer(gemma_path)
     assert len(got) == len(expected) == 262144
-    for name in ("bos_token", "eos_token", "unk_token", "pad_token"):
+    for name in ("bos_token", "eos_token", "unk_token", "pad_token", "padding_side"):
         assert getattr(got, name) == getattr(expected, name), name
     for text in TEXTS:
         ids = got(text)["input_ids"]
@@ -56,6 +56,7 @@ tok.save_pretrained({str(tmp_path)!r})
 again = AutoTokenizer.from_pretrained({str(tmp_path)!r})
 ids = tok({TEXTS[0]!r})["input_ids"]
 assert ids == again({TEXTS[0]!r})["input_ids"], ids
+assert tok.padding_side == again.padding_side == "left", again.padding_side
 assert "torch" not in sys.modules or sys.modules["torch"] is None
 print(ids)
 """

@@ -77,5 +77,22 @@ def gguf_tokenizer(path: str | os.PathLike):
         token_id = metadata.get(f"tokenizer.ggml.{key}")
         tokenizer_config[name] = (tokenizer_dict["tokens"][token_id] if token_id is not None
                                   else None)
-    backend, extra = convert_gguf_tokenizer(metadata["general.architecture"], tokenizer_dict)
-    return PreTrainedTokenizerFast(tokenizer_object=backend, **tokenizer_config, **extra)
+    architecture = metadata["general.architecture"]
+    backend, extra = convert_gguf_tokenizer(architecture, tokenizer_dict)
+    return PreTrainedTokenizerFast(tokenizer_object=backend, **tokenizer_config, **extra,
+                                   padding_side=_padding_side(architecture))
+
+
+def _padding_side(architecture: str) -> str:
+    """The padding side of the tokenizer class transformers maps the architecture to (Gemma's
+    pads on the left), kept in the saved tokenizer_config.json."""
+    from transformers.models.auto.tokenization_auto import (
+        TOKENIZER_MAPPING_NAMES,
+        tokenizer_class_from_name,
+    )
+
+    name = TOKENIZER_MAPPING_NAMES.get(architecture)
+    if isinstance(name, tuple | list):
+        name = next((n for n in reversed(name) if n), None)
+    cls = tokenizer_class_from_name(name) if name else None
+    return getattr(cls, "padding_side", "right")
