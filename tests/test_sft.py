@@ -5,6 +5,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from _adam_tolerance import adam_step_atol
 
 from bonjax import sharding as shd
 from bonjax.models.decoder import DecoderLM
@@ -139,9 +140,12 @@ def test_sharded_update_equals_unsharded(model):
                                            jax.random.key(4))
         got, got_metrics = sharded.update(sharded_state, sharded_batch)
     for a, b in zip(jax.tree.leaves(expected.params), jax.tree.leaves(got.params), strict=True):
-        np.testing.assert_allclose(np.asarray(b), np.asarray(a), atol=2e-5, rtol=2e-5)
+        np.testing.assert_allclose(np.asarray(b), np.asarray(a), rtol=2e-5,
+                                   atol=adam_step_atol(1e-2))
     np.testing.assert_allclose(float(got_metrics["loss"]), float(expected_metrics["loss"]),
                                rtol=1e-5)
+    np.testing.assert_allclose(float(got_metrics["grad_norm"]),
+                               float(expected_metrics["grad_norm"]), rtol=1e-4)
 
 
 def test_interrupted_sft_resumes_to_the_uninterrupted_parameters(model, tmp_path):
