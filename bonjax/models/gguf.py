@@ -30,7 +30,8 @@ _GEMMA3_GGUF = {
 }
 
 
-def _gguf_reader(path: Path):
+def gguf_reader(path: Path):
+    """A `gguf.GGUFReader` of the file, or a CheckpointError naming it (absent, truncated)."""
     import gguf
 
     if not path.exists():
@@ -43,7 +44,7 @@ def _gguf_reader(path: Path):
 
 def gguf_decoder_config(path: str | os.PathLike, **overrides) -> Gemma3Config:
     """bonjax config from a GGUF file's metadata (gemma3 architecture)."""
-    reader = _gguf_reader(Path(path))
+    reader = gguf_reader(Path(path))
     return _gguf_config(reader, Path(path), **overrides)
 
 
@@ -87,7 +88,7 @@ def load_gguf_decoder(path: str | os.PathLike, mesh: Mesh | None = None,
     import gguf
 
     path = Path(path)
-    reader = _gguf_reader(path)
+    reader = gguf_reader(path)
     cfg = _gguf_config(reader, path, **config_overrides)
     by_name = {t.name: t for t in reader.tensors}
     cache: dict[str, np.ndarray] = {}

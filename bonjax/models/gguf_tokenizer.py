@@ -15,6 +15,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+from bonjax.models.gguf import gguf_reader
 from bonjax.models.weights import CheckpointError
 
 __all__ = ["gguf_metadata", "gguf_tokenizer"]
@@ -32,12 +33,7 @@ def gguf_metadata(path: str | os.PathLike) -> dict:
     import gguf
 
     path = Path(path)
-    if not path.exists():
-        raise CheckpointError(f"GGUF file {path} does not exist")
-    try:
-        reader = gguf.GGUFReader(str(path))
-    except Exception as e:  # the reader raises assorted errors on truncated files
-        raise CheckpointError(f"{path}: cannot read GGUF file, truncated or corrupt ({e})") from e
+    reader = gguf_reader(path)
     metadata = {}
     for key, field in reader.fields.items():
         if key.startswith("GGUF."):  # the header (version, counts), not metadata
