@@ -87,8 +87,6 @@ def _padding_side(architecture: str) -> str:
         tokenizer_class_from_name,
     )
 
-    name = TOKENIZER_MAPPING_NAMES.get(architecture)
-    if isinstance(name, tuple | list):
-        name = next((n for n in reversed(name) if n), None)
+    name = TOKENIZER_MAPPING_NAMES.get(architecture)  # a class name, or None
     cls = tokenizer_class_from_name(name) if name else None
     return getattr(cls, "padding_side", "right")
