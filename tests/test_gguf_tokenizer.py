@@ -74,6 +74,14 @@ def test_metadata_reads_like_transformers_reader(gemma_path):
     assert len(metadata["tokenizer.ggml.scores"]) == 262144  # numeric arrays as they are
     assert metadata["tokenizer.ggml.bos_token_id"] == 2
     assert not any(key.startswith("GGUF.") for key in metadata)
+    pytest.importorskip("torch")  # transformers' reader imports it
+    from transformers.integrations.gguf.reader import read_gguf_metadata
+
+    expected, _ = read_gguf_metadata(str(gemma_path), ("tokenizer.ggml.tokens",
+                                                       "tokenizer.ggml.merges"))
+    assert metadata.keys() == expected.keys()
+    for key, value in expected.items():
+        assert metadata[key] == value, key
 
 
 def test_missing_and_corrupt_files_are_named(tmp_path):
