@@ -15,7 +15,8 @@ epoch is one forward and, over the trained blocks and the unembedding, a backwar
 forward. The reward's own FLOPs (the MiniLM classifier) are not counted. One JSON line per method
 with each stage's seconds, GFLOP and fraction of the machine's f32 matmul peak measured in the same
 run (``bench_sampling.matmul_peak_gflops``), the compile time, and ``fraction_of_matmul_peak`` of
-the whole warm step.
+the whole warm step; with a bfloat16 compute dtype also ``fraction_of_compute_dtype_peak``, against
+the rate of a bfloat16 matmul with float32 results measured in the same run.
 """
 
 from __future__ import annotations
@@ -93,7 +94,7 @@ class _TimedSampler:
 
 
 def run_method(name: str, lm, params, reward, tokens_BxP, mask_BxP, ref_rewards, config,
-               peak_gflops: float) -> dict:
+               peak_gflops: float, compute_peak_gflops: float) -> dict:
     t = config.train
     K, B, T = int(t.samples_per_prompt), tokens_BxP.shape[0], int(config.max_new_tokens)
     train_top = int(t.train_top) or None
@@ -161,7 +162,9 @@ def run_method(name: str, lm, params, reward, tokens_BxP, mask_BxP, ref_rewards,
         "update_epoch"] * (int(t.epochs) - 1)
     out.update(step_s=round(step_s, 2), step_gflop=round(step_gflop, 1),
                compile_s=round(cold_collect + sum(cold_epochs) - step_s, 1),
-               fraction_of_matmul_peak=round(step_gflop / step_s / peak_gflops, 3))
+               fraction_of_matmul_peak=round(step_gflop / step_s / peak_gflops, 3),
+               compute_dtype_matmul_peak_gflops=round(compute_peak_gflops, 1),
+               fraction_of_compute_dtype_peak=round(step_gflop / step_s / compute_peak_gflops, 3))
     return out
 
 
@@ -181,7 +184,8 @@ def main() -> None:
         config.compute_dtype = args.compute_dtype
     if config.compute_dtype != "float32":
         lm, params = lm.with_dtypes(params, dtype=config.compute_dtype)
-    reward, _ = load_reward(config.reward, tokenizer, fallback=config.reward_fallback)
+    reward, _ = load_reward(config.reward, tokenizer, fallback=config.reward_fallback,
+                            max_length=int(config.reward_max_length))
     B = int(config.train.prompts_per_step)
     prompts = imdb_prompts(tokenizer, "train", B, min_tokens=int(config.data.min_tokens),
                            max_tokens=int(config.data.max_tokens))
@@ -190,9 +194,13 @@ def main() -> None:
     ref_rewards = reference_store(rng.normal(size=(B, int(config.reference.samples))).astype(
         np.float32))
     peak = matmul_peak_gflops()
+    # The rate of the step's own matmuls: bfloat16 operands with float32 results, as
+    # models/matmul.einsum runs them (on CPUs with bfloat16 matrix units, above the f32 rate).
+    compute_peak = peak if config.compute_dtype == "float32" else matmul_peak_gflops(
+        dtype=jnp.dtype(config.compute_dtype), accumulate=jnp.float32)
     for name in args.methods.split(","):
         row = run_method(name, lm, params, reward, jnp.asarray(tokens_BxP), jnp.asarray(mask_BxP),
-                         ref_rewards, config, peak)
+                         ref_rewards, config, peak, compute_peak)
         row["matmul_peak_gflops_after"] = round(matmul_peak_gflops(), 1)
         print(json.dumps(row), flush=True)
 
