@@ -245,6 +245,7 @@ def test_a_directory_no_run_created_is_refused(tmp_path):
     ("mesh_shape", (2, 2), "config.mesh_shape must be"),
     ("train.optimizer", "sgd", "unknown config.train.optimizer 'sgd'"),
     ("train.lora_rank", 4, r"lora_rank = 4 needs config.train.train_top = 0, got 1"),
+    ("train.seed", -2, "config.train.seed must be an integer >= -1"),
 ])
 def test_bad_config_raises_before_anything_is_written(tmp_path, field, value, message):
     config = configs.get("test_tiny")
@@ -367,6 +368,33 @@ def test_prompt_shard_refuses_prompts_it_was_not_given():
         PromptShard.keep(tokens_PxL, mask_PxL, [np.arange(3)], None)
     with pytest.raises(ValueError, match="a mask of the same shape"):
         PromptShard.keep(tokens_PxL, mask_PxL[:5], None, None)
+
+
+def test_the_training_seed_changes_the_training_draws_only(tiny_run, tmp_path):
+    """config.train.seed = config.seed trains exactly as the default (-1); another training seed
+    trains another policy on the same prompts and the same reference samples."""
+    config = configs.get("test_tiny")
+    config.methods = ("vbon",)
+    runs = {}
+    for seed in (0, 1):
+        config.train.seed = seed
+        run_experiment(config, tmp_path / f"seed{seed}", progress=False)
+        runs[seed] = tmp_path / f"seed{seed}"
+    def metrics(run_dir):
+        return [{k: v for k, v in r.items() if k != "time"}
+                for r in read_metrics(run_dir / "vbon-n4")]
+
+    default = metrics(tiny_run["dir"])
+    assert metrics(runs[0]) == default
+    assert [r["loss"] for r in metrics(runs[1])] != [r["loss"] for r in default]
+    references = sorted(p.name for p in (runs[0] / "references").iterdir())
+    assert references and references == sorted(p.name for p in (runs[1] / "references").iterdir())
+    for name in references:
+        with np.load(runs[0] / "references" / name) as a, np.load(
+                runs[1] / "references" / name) as b:
+            assert a.files == b.files
+            for key in a.files:
+                np.testing.assert_array_equal(a[key], b[key])
 
 
 def test_the_best_of_n_aware_methods_train_and_evaluate_in_the_experiment(tmp_path):

@@ -171,6 +171,7 @@ def check_config(config: Any) -> list[MethodRun]:
     config_int(config, "reference.samples_per_call", 1)
     check_reference_settings({f: tuple(config_field(config, f)) for f in REFERENCE_FIELDS}, M)
     config_int(config, "train.steps", 1)
+    config_int(config, "train.seed", -1)
     per_step = config_int(config, "train.prompts_per_step", 1)
     if per_step > train_prompts:
         raise ValueError(f"config.train.prompts_per_step {per_step} exceeds the "
@@ -206,6 +207,12 @@ def _optimizer(config: Any) -> OptimizerConfig:
         lora=LoRAConfig(int(t.lora_rank), float(t.lora_alpha), tuple(t.lora_targets))
         if t.lora_rank else None,
         decay_steps=int(t.steps) * int(t.epochs) if t.cosine_decay else None)
+
+
+def _train_seed(config: Any) -> int:
+    """The seed of the training draws: ``config.train.seed``, or ``config.seed`` when it is -1."""
+    seed = int(config.train.seed)
+    return int(config.seed) if seed < 0 else seed
 
 
 def _mesh(config: Any):
@@ -269,7 +276,7 @@ def _train_and_evaluate(run: MethodRun, s: _Setup,
     if budget == 0:
         return None, 0
     trainer = method_trainer(config, run, s.lm, s.params, s.reward, s.train_store, s.mesh)
-    state = trainer.init_state(stage_key(config.seed, f"train/{run.key}"))
+    state = trainer.init_state(stage_key(_train_seed(config), f"train/{run.key}"))
     B, P = int(config.train.prompts_per_step), s.train_prompts.num_prompts
 
     def batches(position: int):

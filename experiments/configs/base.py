@@ -162,6 +162,10 @@ def get_config() -> ml_collections.ConfigDict:
     config.train = ml_collections.ConfigDict()
     # Training steps per method (one rollout and `epochs` gradient steps each).
     config.train.steps = 100
+    # Seeds the training draws (policy samples, initial heads) when >= 0; -1 takes config.seed.
+    # Seeds of one setting then share the prompts and the reference samples, so their
+    # evaluations stay paired over the same test prompts.
+    config.train.seed = -1
     # Prompts per step, taken in order from the shuffled training prompts, wrapping around.
     config.train.prompts_per_step = 16
     # How vBoN and KL-RL are optimised: "rloo" (PPO-clipped policy gradient with leave-one-out
