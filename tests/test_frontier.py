@@ -101,6 +101,23 @@ def test_every_point_gets_reward_and_kl_intervals():
         assert r_lo < p.reward_P.mean() < r_hi and k_lo < p.kl_P.mean() < k_hi
 
 
+def test_a_family_beyond_the_curves_end_is_left_out_not_compared_to_the_clamped_end():
+    """Past the largest N the BoN curve is not measured: a point there has no gap (interpolation
+    would hold BoN at its last reward and make more KL look closer to it)."""
+    rng = np.random.default_rng(5)
+    zero = np.zeros(P)
+    bon = _bon(rng, zero)
+    end = bon_kl(NS)[-1]
+    inside = _family("A", [0.5, 1.0], 0.3, zero, rng)
+    far = [PolicyPoint("C", "far", np.full(P, np.log2(NS[-1]) + 1.0), np.full(P, end + 1.0))]
+    stats = frontier_stats(inside + far, bon, num_resamples=200)
+    assert stats.beyond == ("C",)
+    assert [g.family for g in stats.families] == ["A"] and not stats.comparisons
+    assert ("C", "far") in stats.point_ci
+    with pytest.raises(ValueError, match=rf"every family lies beyond.*ends at KL {end:.3f}.*C"):
+        frontier_stats(far, bon)
+
+
 def test_bad_input_is_named():
     rng = np.random.default_rng(4)
     zero = np.zeros(P)

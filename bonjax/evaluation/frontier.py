@@ -10,7 +10,9 @@ A family's *frontier* is the piecewise-linear curve through its points sorted by
 is the mean over KL in ``[lo, hi]`` of ``family(kl) - BoN(kl)``: the signed area between the two
 curves per unit KL (negative: below Best-of-N). ``[lo, hi]`` is the KL range every compared
 family covers (fixed from the full data, so each bootstrap resample estimates the same
-quantity). A family with one point has the gap of that point.
+quantity). A family with one point has the gap of that point. A family whose every point lies
+beyond the end of the Best-of-N curve (KL above its largest N's) has no gap: the curve is not
+measured there, so it is left out of the gaps and verdicts and named in ``beyond``.
 
 Intervals resample the P test prompts with replacement, the same prompts for every policy and
 for Best-of-N (paired: the methods share their prompts, so prompt difficulty cancels in the
@@ -94,6 +96,7 @@ class FrontierStats:
     point_ci: dict[tuple[str, str], tuple[tuple[float, float], tuple[float, float]]]
     num_resamples: int
     level: float
+    beyond: tuple[str, ...] = ()  # families left out: every point beyond the BoN curve's end
 
 
 def _check(points: Sequence[PolicyPoint], bon: BoNPerPrompt) -> int:
@@ -146,7 +149,8 @@ def frontier_stats(points: Sequence[PolicyPoint], bon: BoNPerPrompt, *, num_resa
 
     Raises:
       ValueError: on mismatched shapes, non-finite values, fewer than 2 resamples, a level
-        outside (0, 1), or families whose KL ranges do not overlap each other and BoN's.
+        outside (0, 1), families whose KL ranges do not overlap each other and BoN's, or every
+        family beyond the end of the BoN curve.
     """
     P = _check(points, bon)
     check_int("num_resamples", num_resamples, minimum=2)
@@ -161,6 +165,14 @@ def frontier_stats(points: Sequence[PolicyPoint], bon: BoNPerPrompt, *, num_resa
         families.setdefault(p.family, []).append(i)
 
     kl_X = kl_XxP.mean(1)
+    end = bon_kl_Q[-1]
+    beyond = tuple(f for f, m in families.items() if kl_X[m].min() > end)
+    if len(beyond) == len(families):
+        raise ValueError(f"every family lies beyond the Best-of-N curve, which ends at KL "
+                         f"{end:.3f}: " + ", ".join(f"{f} from {kl_X[families[f]].min():.3f}"
+                                                    for f in beyond))
+    families = {f: m for f, m in families.items() if f not in beyond}
+    compared = [i for m in families.values() for i in m]
     spans = {f: (kl_X[m].min(), kl_X[m].max()) for f, m in families.items()}
     lo = max([0.0] + [s[0] for f, s in spans.items() if len(families[f]) > 1])
     hi = min([bon_kl_Q[-1]] + [s[1] for f, s in spans.items() if len(families[f]) > 1])
@@ -203,6 +215,6 @@ def frontier_stats(points: Sequence[PolicyPoint], bon: BoNPerPrompt, *, num_resa
                                       float(p_value), verdict))
     point_ci = {(p.family, p.setting): (ci(reward_RxX[:, i]), ci(kl_RxX[:, i]))
                 for i, p in enumerate(points)}
-    return FrontierStats((float(lo), float(hi)) if multi else (float(kl_X.min()),
-                                                               float(kl_X.max())),
-                         family_gaps, comparisons, point_ci, num_resamples, level)
+    return FrontierStats((float(lo), float(hi)) if multi else (float(kl_X[compared].min()),
+                                                               float(kl_X[compared].max())),
+                         family_gaps, comparisons, point_ci, num_resamples, level, beyond)

@@ -363,6 +363,9 @@ def _frontier_lines(stats: FrontierStats | None, why: str | None) -> list[str]:
               for g in stats.families]
     if stats.comparisons:
         lines += [""] + [f"- {c.line()}" for c in stats.comparisons]
+    if stats.beyond:
+        lines += ["", f"Not compared: {', '.join(stats.beyond)} (every point's KL lies beyond the "
+                  "Best-of-N curve's largest N, where the curve is not measured)."]
     return lines
 
 
@@ -452,7 +455,8 @@ def _write_report(run_dir: RunDirectory, config: Any,
             "num_resamples": stats.num_resamples,
             "families": [dataclasses.asdict(g) for g in stats.families],
             "comparisons": [{**dataclasses.asdict(c), "line": c.line()}
-                            for c in stats.comparisons]}})
+                            for c in stats.comparisons],
+            "beyond": list(stats.beyond)}})
     return points, kl_k3, gaps
 
 
