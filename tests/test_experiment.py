@@ -474,6 +474,20 @@ def test_another_runs_results_are_drawn_behind_the_plot(tiny_run, tmp_path, capl
     assert "does not exist" in caplog.text
 
 
+@pytest.mark.parametrize("ci", [None, ((0.1, 0.2), (0.3, 0.4))])
+@pytest.mark.parametrize("gap", [None, -0.25])
+def test_a_method_row_has_a_cell_under_every_column(ci, gap):
+    """With or without intervals (no frontier statistics) and gap (beyond the BoN curve)."""
+    from bonjax.experiment.run import _method_row
+    record = {"method": "vBoN", "setting": "N=4", "last_quarter_change": {"reward": 0.5}}
+    row = _method_row(record, Estimate(1.0, 0.1), gap, ci)
+    cells = [c.strip() for c in row.split("|")[1:-1]]
+    assert len(cells) == 7, row
+    assert cells[3] == ("beyond the curve" if gap is None else "-0.250")
+    assert cells[4:6] == (["", ""] if ci is None else ["[0.100, 0.200]", "[0.300, 0.400]"])
+    assert cells[6] == "+50 % (not settled)"
+
+
 def test_a_run_resumes_under_code_with_new_config_fields_only(tmp_path, caplog):
     """Fields the stored config lacks (added to the code since) are accepted with a warning and
     the run keeps its fingerprint; a changed or a removed field is still refused."""

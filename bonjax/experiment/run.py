@@ -387,6 +387,16 @@ def _background(path: str, reward_name: str) -> dict | None:
     return results
 
 
+def _method_row(record: dict, kl_k3: Estimate, gap: float | None, ci) -> str:
+    """A trained method's row of results.md's second table (``ci``: its reward and KL
+    intervals, or None; ``gap`` None: beyond the BoN curve)."""
+    cis = "|" if ci is None else (f"[{ci[0][0]:.3f}, {ci[0][1]:.3f}] | "
+                                  f"[{ci[1][0]:.3f}, {ci[1][1]:.3f}]")
+    return (f"| {record['method']} | {record['setting']} | {kl_k3.mean:.3f} ± {kl_k3.stderr:.3f} "
+            f"| {'beyond the curve' if gap is None else f'{gap:+.3f}'} | {cis} | "
+            f"{_changes_cell(record.get('last_quarter_change') or {})} |")
+
+
 def _changes_cell(changes: dict) -> str:
     """``+3 %, -12 % (not settled)``: the curves' last-quarter changes against 5 %."""
     if not changes:
@@ -428,14 +438,8 @@ def _write_report(run_dir: RunDirectory, config: Any,
                   "Reward 95 % CI | KL 95 % CI | Change over last quarter: reward, KL |",
                   "| --- | --- | --- | --- | --- | --- | --- |"]
         for r in records:
-            gap = gaps[r["key"]]
-            k3 = kl_k3[r["key"]]
             ci = None if stats is None else stats.point_ci.get((r["method"], r["setting"]))
-            cis = "| |" if ci is None else (f"| [{ci[0][0]:.3f}, {ci[0][1]:.3f}] | "
-                                           f"[{ci[1][0]:.3f}, {ci[1][1]:.3f}] |")
-            lines.append(f"| {r['method']} | {r['setting']} | {k3.mean:.3f} ± {k3.stderr:.3f} | "
-                         + ("beyond the curve" if gap is None else f"{gap:+.3f}") + f" {cis} "
-                         + _changes_cell(r.get("last_quarter_change") or {}) + " |")
+            lines.append(_method_row(r, kl_k3[r["key"]], gaps[r["key"]], ci))
         lines += _frontier_lines(stats, why)
     status = "complete" if complete else "INCOMPLETE (training budget reached; call again)"
     lines += ["", f"Status: {status}. Wall time: {run_dir.wall_seconds:.0f} s over "
