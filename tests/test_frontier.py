@@ -1,5 +1,7 @@
 """Gaps to the Best-of-N curve per method family, paired bootstrap intervals, verdicts."""
 
+import dataclasses
+
 import numpy as np
 import pytest
 
@@ -43,6 +45,9 @@ def test_a_family_on_the_curve_shifted_down_has_that_gap():
     (c,) = stats.comparisons
     assert c.verdict == "yes" and c.low > 0 and c.p_value < 0.01
     assert "A closer to BoN than B: yes" in c.line()
+    # No resample of 200 has B closer: p is below the bootstrap's resolution 2 / 200, not 0.
+    assert c.p_value == 0.0 and c.line().endswith(", p < 0.01)")
+    assert dataclasses.replace(c, p_value=0.02).line().endswith(", p = 0.020)")
     lo, hi = stats.kl_range
     assert lo == pytest.approx(0.3, abs=0.01) and hi == pytest.approx(1.2, abs=0.01)
 
