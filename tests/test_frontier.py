@@ -48,6 +48,9 @@ def test_a_family_on_the_curve_shifted_down_has_that_gap():
     # No resample of 200 has B closer: p is below the bootstrap's resolution 2 / 200, not 0.
     assert c.p_value == 0.0 and c.line().endswith(", p < 0.01)")
     assert dataclasses.replace(c, p_value=0.02).line().endswith(", p = 0.020)")
+    assert "95 % CI" in c.line()
+    (c90,) = frontier_stats(points, bon, num_resamples=200, level=0.9).comparisons
+    assert "90 % CI" in c90.line() and c90.low >= c.low
     lo, hi = stats.kl_range
     assert lo == pytest.approx(0.3, abs=0.01) and hi == pytest.approx(1.2, abs=0.01)
 

@@ -76,13 +76,15 @@ class Comparison:
     p_value: float
     verdict: str
     num_resamples: int = 0  # the bootstrap's size: p is a multiple of 2 / num_resamples
+    level: float = 0.95  # the interval's coverage
 
     def line(self) -> str:
         # No resample on the other side of 0 bounds p by the resolution, not by 0.
         p = (f"p < {2 / self.num_resamples:.2g}" if self.p_value == 0 and self.num_resamples
              else f"p = {self.p_value:.3f}")
         return (f"{self.a} closer to BoN than {self.b}: {self.verdict} (gap difference "
-                f"{self.difference:+.3f}, 95 % CI [{self.low:+.3f}, {self.high:+.3f}], {p})")
+                f"{self.difference:+.3f}, {100 * self.level:g} % CI [{self.low:+.3f}, "
+                f"{self.high:+.3f}], {p})")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -215,7 +217,7 @@ def frontier_stats(points: Sequence[PolicyPoint], bon: BoNPerPrompt, *, num_resa
         p_value = min(1.0, 2.0 * min(np.mean(d_R <= 0), np.mean(d_R >= 0)))
         verdict = "yes" if low > 0 else "no" if high < 0 else "undecided"
         comparisons.append(Comparison(a, b, float(full_F[ja] - full_F[jb]), low, high,
-                                      float(p_value), verdict, num_resamples))
+                                      float(p_value), verdict, num_resamples, level))
     point_ci = {(p.family, p.setting): (ci(reward_RxX[:, i]), ci(kl_RxX[:, i]))
                 for i, p in enumerate(points)}
     return FrontierStats((float(lo), float(hi)) if multi else (float(kl_X[compared].min()),
