@@ -380,6 +380,7 @@ def test_the_training_seed_changes_the_training_draws_only(tiny_run, tmp_path):
         config.train.seed = seed
         run_experiment(config, tmp_path / f"seed{seed}", progress=False)
         runs[seed] = tmp_path / f"seed{seed}"
+
     def metrics(run_dir):
         return [{k: v for k, v in r.items() if k != "time"}
                 for r in read_metrics(run_dir / "vbon-n4")]

@@ -180,11 +180,11 @@ def frontier_stats(points: Sequence[PolicyPoint], bon: BoNPerPrompt, *, num_resa
     compared = [i for m in families.values() for i in m]
     spans = {f: (kl_X[m].min(), kl_X[m].max()) for f, m in families.items()}
     lo = max([0.0] + [s[0] for f, s in spans.items() if len(families[f]) > 1])
-    hi = min([bon_kl_Q[-1]] + [s[1] for f, s in spans.items() if len(families[f]) > 1])
+    hi = min([end] + [s[1] for f, s in spans.items() if len(families[f]) > 1])
     multi = [f for f in families if len(families[f]) > 1]
     if multi and lo >= hi:
         raise ValueError("the families' KL ranges do not overlap (each other and BoN's up to "
-                         f"{bon_kl_Q[-1]:.3f}): " + ", ".join(
+                         f"{end:.3f}): " + ", ".join(
                              f"{f} [{spans[f][0]:.3f}, {spans[f][1]:.3f}]" for f in multi))
     grid_G = np.linspace(lo, hi, grid) if multi else np.array([0.0, 1.0])
 
