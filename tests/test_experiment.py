@@ -246,6 +246,7 @@ def test_a_directory_no_run_created_is_refused(tmp_path):
     ("train.optimizer", "sgd", "unknown config.train.optimizer 'sgd'"),
     ("train.lora_rank", 4, r"lora_rank = 4 needs config.train.train_top = 0, got 1"),
     ("train.seed", -2, "config.train.seed must be an integer >= -1"),
+    ("reference.cache_dir", None, "config.reference.cache_dir must be a folder or ''"),
 ])
 def test_bad_config_raises_before_anything_is_written(tmp_path, field, value, message):
     config = configs.get("test_tiny")
@@ -372,14 +373,20 @@ def test_prompt_shard_refuses_prompts_it_was_not_given():
 
 def test_the_training_seed_changes_the_training_draws_only(tiny_run, tmp_path):
     """config.train.seed = config.seed trains exactly as the default (-1); another training seed
-    trains another policy on the same prompts and the same reference samples."""
+    trains another policy on the same prompts and the same reference samples, which it finds
+    in the shared config.reference.cache_dir instead of drawing them again."""
     config = configs.get("test_tiny")
     config.methods = ("vbon",)
-    runs = {}
+    config.reference.cache_dir = str(tmp_path / "references")
+    runs, cached = {}, {}
     for seed in (0, 1):
         config.train.seed = seed
         run_experiment(config, tmp_path / f"seed{seed}", progress=False)
         runs[seed] = tmp_path / f"seed{seed}"
+        cached[seed] = {p.name: p.stat().st_mtime_ns
+                        for p in (tmp_path / "references").iterdir()}
+        assert not (runs[seed] / "references").exists()
+    assert len(cached[0]) == 2 and cached[1] == cached[0]  # train and test, written once
 
     def metrics(run_dir):
         return [{k: v for k, v in r.items() if k != "time"}
@@ -388,11 +395,9 @@ def test_the_training_seed_changes_the_training_draws_only(tiny_run, tmp_path):
     default = metrics(tiny_run["dir"])
     assert metrics(runs[0]) == default
     assert [r["loss"] for r in metrics(runs[1])] != [r["loss"] for r in default]
-    references = sorted(p.name for p in (runs[0] / "references").iterdir())
-    assert references and references == sorted(p.name for p in (runs[1] / "references").iterdir())
-    for name in references:
-        with np.load(runs[0] / "references" / name) as a, np.load(
-                runs[1] / "references" / name) as b:
+    for name in cached[0]:  # the default run drew the same reference samples into its own dir
+        with np.load(tiny_run["dir"] / "references" / name) as a, np.load(
+                tmp_path / "references" / name) as b:
             assert a.files == b.files
             for key in a.files:
                 np.testing.assert_array_equal(a[key], b[key])

@@ -3,7 +3,8 @@
 1. Check the config (unknown method, model, reward or a bad size: a ValueError naming it) and
    open the run directory (refused if it belongs to another config).
 2. Load pi_ref, the reward and the prompts (train and held-out test IMDB review openings).
-3. Draw M reference samples per prompt and cache their rewards in ``run_dir/references``:
+3. Draw M reference samples per prompt and cache their rewards in ``run_dir/references`` (or
+   ``config.reference.cache_dir``, shared by runs):
    the test prompts' give the Best-of-N points and curve and the win-rate opponents; the train
    prompts' give vBoN's empirical CDFs.
 4. Best-of-N at each N of ``config.bon.ns``: reward from the order statistics of the reference
@@ -153,6 +154,9 @@ def check_config(config: Any) -> list[MethodRun]:
     if config_field(config, "data.source") not in sources:
         raise ValueError(f"unknown data source {config.data.source!r} in config.data.source; "
                          f"choose one of {', '.join(sources)}")
+    if not isinstance(config_field(config, "reference.cache_dir"), str):
+        raise ValueError(f"config.reference.cache_dir must be a folder or '', got "
+                         f"{config.reference.cache_dir!r}")
     if not isinstance(config_field(config, "background_results"), str):
         raise ValueError(f"config.background_results must be a path or '', got "
                          f"{config.background_results!r}")
@@ -526,13 +530,16 @@ def run_experiment(config: Any, run_dir: str | os.PathLike, *, step_budget: int 
                                                run_dir.is_main)
     sampler = Sampler(lm, Temperature(1.0), int(config.max_new_tokens), mesh)
 
+    cache_dir = (pathlib.Path(config.reference.cache_dir).expanduser()
+                 if config.reference.cache_dir else run_dir.path / "references")
+
     def references(split: str, prompts: PromptShard) -> ReferenceSamples:
         return reference_samples_of_shard(
             sampler, params, reward, prompts, int(config.reference.samples),
             stage_key(config.seed, f"references/{split}"),
             prompts_per_call=int(config.reference.prompts_per_call),
             samples_per_call=int(config.reference.samples_per_call),
-            cache_dir=run_dir.path / "references", progress=progress and run_dir.is_main,
+            cache_dir=cache_dir, progress=progress and run_dir.is_main,
             fingerprint={"model": config.model, "reward": reward_name, "split": split})
 
     logger.info("reference samples of the %d test prompts", test_shard.num_prompts)

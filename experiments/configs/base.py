@@ -63,6 +63,10 @@ def get_config() -> ml_collections.ConfigDict:
     config.reference.prompts_per_call = 16
     # Samples per prompt per sampling call (M is drawn in chunks of this size).
     config.reference.samples_per_call = 50
+    # Folder of the cached reference rewards; "": run_dir/references. Runs that name one folder
+    # (seeds, learning rates of one setting) draw each set of reference samples once: a file's
+    # name hashes everything that determines it (model, reward, prompts, M, T, seed, chunks).
+    config.reference.cache_dir = ""
 
     # Best-of-N evaluated on the test prompts from the reference samples (order statistics).
     config.bon = ml_collections.ConfigDict()
