@@ -420,11 +420,12 @@ def test_the_best_of_n_aware_methods_train_and_evaluate_in_the_experiment(tmp_pa
 
 
 def test_a_lora_run_trains_adapters_and_evaluates(tmp_path):
-    """config.train.lora_rank > 0: the method trains adapters on a frozen base and is
-    evaluated like any other policy."""
+    """config.train.lora_rank > 0: the method trains adapters on a frozen base (but for the
+    final norm, trained in full) and is evaluated like any other policy."""
     config = configs.get("test_tiny")
     config.methods = ("bonbon",)
     config.train.train_top, config.train.lora_rank, config.train.lora_alpha = 0, 2, 4.0
+    config.train.lora_train_in_full = ("ln_f",)
     result = run_experiment(config, tmp_path / "run", progress=False)
     assert result.complete
     (point,) = [p for p in result.points if p.method == "BoNBoN"]

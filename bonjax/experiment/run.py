@@ -208,8 +208,8 @@ def _optimizer(config: Any) -> OptimizerConfig:
         weight_decay=float(t.weight_decay),
         max_grad_norm=float(t.max_grad_norm) if t.max_grad_norm > 0 else None,
         epochs=int(t.epochs), train_top=int(t.train_top) or None,
-        lora=LoRAConfig(int(t.lora_rank), float(t.lora_alpha), tuple(t.lora_targets))
-        if t.lora_rank else None,
+        lora=LoRAConfig(int(t.lora_rank), float(t.lora_alpha), tuple(t.lora_targets),
+                        tuple(t.lora_train_in_full)) if t.lora_rank else None,
         decay_steps=int(t.steps) * int(t.epochs) if t.cosine_decay else None)
 
 

@@ -18,6 +18,7 @@ and the frozen reference.
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Callable
 
 import jax
 import jax.numpy as jnp
@@ -26,7 +27,8 @@ from flax import nnx, struct
 
 from bonjax.checks import check_int
 
-__all__ = ["LoRAAdapter", "LoRAConfig", "apply_lora", "init_lora", "lora_targets"]
+__all__ = ["LoRAAdapter", "LoRAConfig", "apply_lora", "init_lora", "lora_targets",
+           "trained_in_full"]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -40,17 +42,24 @@ class LoRAConfig:
         ``("q", "k", "v", "o")`` for Gemma's attention, ``("qkv", "out")`` for GPT-2's); empty
         adapts every weight matrix of every block that has an ``embed`` axis (attention and
         MLP projections; no norms, biases or embeddings).
+      train_in_full: parameters that train in full next to the adapters (as PEFT's
+        ``modules_to_save``): every parameter with one of these names as a part of its dotted
+        path (``"ln_f"`` or ``"final_norm"``: the final norm; ``"wte"`` or ``"embed"``: the
+        embedding, which tied models also unembed with; ``"scale"``: every norm scale). They
+        are the policy's own copies; the rest of the base stays frozen and shared with pi_ref.
     """
 
     rank: int = 8
     alpha: float = 16.0
     targets: tuple[str, ...] = ()
+    train_in_full: tuple[str, ...] = ()
 
     def __post_init__(self):
         check_int("LoRAConfig.rank", self.rank, minimum=1)
         if not self.alpha > 0:
             raise ValueError(f"LoRAConfig.alpha must be > 0, got {self.alpha}")
         object.__setattr__(self, "targets", tuple(self.targets))
+        object.__setattr__(self, "train_in_full", tuple(self.train_in_full))
 
     @property
     def scale(self) -> float:
@@ -108,6 +117,31 @@ def lora_targets(params: nnx.State, config: LoRAConfig) -> dict[str, tuple[int, 
         raise ValueError(f"LoRA target {missing[0]!r} names no block weight matrix; this model's "
                          f"are {', '.join(sorted(names))}")
     return found
+
+
+def trained_in_full(params: nnx.State, config: LoRAConfig) -> Callable[[tuple], bool]:
+    """The parameter-path predicate of ``config.train_in_full``: True for the parameters that
+    train in full next to the adapters.
+
+    Raises:
+      ValueError: naming a name that is part of no parameter's path, or a parameter that would
+        both carry an adapter and train in full.
+    """
+    names = set(config.train_in_full)
+    selected = lambda path: not names.isdisjoint(str(getattr(k, "key", k)) for k in path)
+    paths = [path for path, _ in nnx.to_flat_state(params)]
+    parts = {str(getattr(k, "key", k)) for path in paths for k in path}
+    missing = sorted(names - parts)
+    if missing:
+        raise ValueError(f"LoRAConfig.train_in_full name {missing[0]!r} is part of no parameter's "
+                         f"path; this model's top-level names are "
+                         f"{', '.join(sorted({str(getattr(p[0], 'key', p[0])) for p in paths}))}")
+    adapted = lora_targets(params, config)
+    both = sorted(_path_name(p) for p in paths if selected(p) and _path_name(p) in adapted)
+    if both:
+        raise ValueError(f"parameter {both[0]} would both carry a LoRA adapter and train in full; "
+                         "leave it out of LoRAConfig.targets or of train_in_full")
+    return selected
 
 
 def init_lora(params: nnx.State, config: LoRAConfig, key: jax.Array,

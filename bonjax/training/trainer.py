@@ -24,7 +24,7 @@ from jax.sharding import Mesh, NamedSharding
 
 from bonjax import sharding as shd
 from bonjax.models.decoder import DecoderLM
-from bonjax.models.lora import LoRAConfig, init_lora
+from bonjax.models.lora import LoRAConfig, init_lora, trained_in_full
 from bonjax.models.remat import compiler_options as remat_compiler_options
 from bonjax.objectives import ema_update
 from bonjax.sampling.sampler import Sampler
@@ -55,8 +55,9 @@ class OptimizerConfig:
       epochs: gradient steps on each rollout (paper: 4).
       train_top: train only the top ``train_top`` blocks and the final norm (paper: 2), or
         every parameter (None).
-      lora: train low-rank adapters (``bonjax.models.lora.LoRAConfig``) instead: the whole
-        base model stays frozen and shared with the reference (None: no adapters).
+      lora: train low-rank adapters (``bonjax.models.lora.LoRAConfig``) instead: the base model
+        stays frozen and shared with the reference, but for the parameters its
+        ``train_in_full`` names (None: no adapters).
       decay_steps: with a value, the learning rate follows a cosine from ``learning_rate`` to 0
         over this many optimiser updates (``epochs`` per training step); None keeps it constant.
       warmup_steps: linear warm-up updates before the cosine (only with ``decay_steps``).
@@ -80,7 +81,8 @@ class OptimizerConfig:
             raise ValueError(f"epochs must be >= 1, got {self.epochs}")
         if self.lora is not None and self.train_top is not None:
             raise ValueError(f"train_top = {self.train_top} and lora set together: with LoRA "
-                             "the base model is frozen and only the adapters train")
+                             "the base model is frozen and only the adapters (and the parameters "
+                             "LoRAConfig.train_in_full names) train")
         if self.decay_steps is not None and self.decay_steps <= self.warmup_steps:
             raise ValueError(f"decay_steps {self.decay_steps} must exceed warmup_steps "
                              f"{self.warmup_steps}")
@@ -163,7 +165,7 @@ class Trainer:
         """The policy starts at the reference; an anchor (BOND, J-BOND) starts there too; the
         method's extras (a value head) start as it initialises them."""
         lora = self.optimizer.lora
-        trainable_filter = (lambda path: False) if lora is not None else \
+        trainable_filter = trained_in_full(self.ref_params, lora) if lora is not None else \
             self.lm.top_blocks_filter(self.optimizer.train_top)
         params, frozen = split_trainable(self.ref_params, trainable_filter)
         if self.mesh is not None:  # parameters by their logical axes; moments follow them

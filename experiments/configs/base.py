@@ -201,6 +201,9 @@ def get_config() -> ml_collections.ConfigDict:
     config.train.lora_alpha = 16.0
     # The block weights that get adapters, by name (empty: every weight matrix of every block).
     config.train.lora_targets = ()
+    # Parameters trained in full next to the adapters, by a name in their path (e.g. "ln_f",
+    # "final_norm", "wte", "embed"; empty: none, the whole base stays frozen).
+    config.train.lora_train_in_full = ()
     # True: cosine decay of the learning rate to 0 over the run; False: constant.
     config.train.cosine_decay = False
     # Checkpoint every this many steps (and at the end of each method's training).
