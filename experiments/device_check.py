@@ -237,7 +237,7 @@ def precision_section(report, args, models):
             trainable, frozen = split_trainable(params, lambda path: True)
             agree = precision.gradient_agreement(trainers[0].loss, trainers[1].loss,
                                                  {"params": trainable}, frozen, batch)
-        budget = precision.relative_error_budget(lm)
+        budget = precision.gradient_error_budget(lm, agree)
         report("precision", model=name, what="vbon_gradient", **agree, budget=budget,
                within_budget=agree["grad_rel_err"] <= budget)
 

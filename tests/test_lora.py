@@ -5,15 +5,21 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from flax import nnx
 from _adam_tolerance import adam_step_atol
+from flax import nnx
 from jax.test_util import check_grads
 
 from bonjax import objectives as obj
 from bonjax import sharding as shd
 from bonjax.models import DecoderLM, Gemma3Config, GPT2Config
-from bonjax.models.lora import (LoRAAdapter, LoRAConfig, apply_lora, init_lora, lora_targets,
-                                trained_in_full)
+from bonjax.models.lora import (
+    LoRAAdapter,
+    LoRAConfig,
+    apply_lora,
+    init_lora,
+    lora_targets,
+    trained_in_full,
+)
 from bonjax.toy import ToyProblem, train_on_toy
 from bonjax.training import Checkpointer
 from bonjax.training.registry import method_for
