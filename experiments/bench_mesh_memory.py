@@ -56,6 +56,7 @@ from experiments.bench_remat_memory import abstract_batch
 CONFIGS = {"llama3-8b": LlamaConfig.llama3_8b, "gemma3-4b": Gemma3Config.gemma3_4b,
            "gemma3-1b": Gemma3Config.gemma3_1b, "gemma3-270m": Gemma3Config.gemma3_270m,
            "gpt2-124m": GPT2Config.gpt2_124m, "gemma3-tiny": Gemma3Config.tiny}
+CASES = ("f32", "bf16-remat", "bf16-lora", "bf16-top2")
 # The models of the BoNBoN system's configs (config.model), by their shapes alone.
 SYSTEM_MODELS = {"EleutherAI/pythia-2.8b": GPTNeoXConfig.pythia_2_8b,
                  "gemma3-270m": Gemma3Config.gemma3_270m,
@@ -109,6 +110,24 @@ def update_memory(lm, params, mesh, rules, *, lora: LoRAConfig | None, B: int, P
     start = time.perf_counter()
     compiled = trainer._compile_update(state, frozen, batch).lower(state, frozen, batch).compile()
     return _row(compiled, time.perf_counter() - start)
+
+
+def state_bytes(lm, params, lora: LoRAConfig | None, train_top: int | None) -> dict:
+    """Whole-model GiB of the parameters and of AdamW's state (two moments, in the trainable
+    leaves' dtype) for what trains: LoRA adapters (float32), the top ``train_top`` blocks, or
+    every parameter."""
+    tx = OptimizerConfig().make()
+    if lora is not None:
+        trainable = jax.eval_shape(lambda: init_lora(params, lora, jax.random.key(0)))
+    else:
+        trainable = split_trainable(params, lm.top_blocks_filter(train_top))[0]
+    gib = 2.0 ** 30
+
+    def size(tree):
+        return sum(x.size * jnp.dtype(x.dtype).itemsize for x in jax.tree.leaves(tree)) / gib
+
+    return {"param_gib": round(size(params), 4), "trainable_gib": round(size(trainable), 4),
+            "adam_state_gib": round(size(jax.eval_shape(tx.init, trainable)), 4)}
 
 
 def sampling_memory(lm, params, mesh, rules, *, B: int, P: int, N: int, T: int) -> dict:
@@ -188,18 +207,25 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--models", default="gemma3-4b")
     parser.add_argument("--mesh", default="1,8,1", help="data,fsdp,tensor")
-    parser.add_argument("--cases", default="f32,bf16-remat,bf16-lora",
+    parser.add_argument("--cases", default="f32,bf16-remat,bf16-lora,bf16-top2",
                         help="f32 (float32, no remat), bf16-remat (bf16 parameters and compute, "
-                             "remat block), bf16-lora (the same with rank-16 q/v adapters)")
+                             "remat block), bf16-lora (the same with rank-16 q/v adapters), "
+                             "bf16-top2 (the same training the top 2 blocks and the final norm)")
     parser.add_argument("--prompts", type=int, default=8)
     parser.add_argument("--prompt-len", type=int, default=128)
     parser.add_argument("--samples", type=int, default=8)
     parser.add_argument("--new-tokens", type=int, default=128)
-    parser.add_argument("--what", default="update,sample")
+    parser.add_argument("--what", default="update,sample",
+                        help="update, sample (compiled per-device memory), state (whole-model "
+                             "bytes of the parameters and of AdamW's state for what trains; "
+                             "nothing compiled)")
     parser.add_argument("--system", default="",
                         help="a bonbon_* config: its FixedPairs step and pool sampling call "
                              "(--mesh, when given, replaces its mesh)")
     args, given = parser.parse_args(), {a.split("=")[0] for a in sys.argv[1:]}
+    unknown = [case for case in args.cases.split(",") if case not in CASES]
+    if unknown:
+        parser.error(f"unknown case {unknown[0]!r}; choose from {', '.join(CASES)}")
     rules = shd.ShardingRules()
     if args.system:
         mesh = (shd.make_mesh(tuple(int(s) for s in args.mesh.split(",")))
@@ -219,17 +245,24 @@ def main():
                 lora = LoRAConfig(rank=16, targets=("q", "v")) if case == "bf16-lora" else None
                 if lora is not None and model.startswith("gpt2"):
                     lora = LoRAConfig(rank=16, targets=("qkv",))
+            train_top = 2 if case == "bf16-top2" else None
             lm, params = sharded_params(config, mesh, rules)
             base = {"model": model, "case": case, "mesh": args.mesh, "devices": mesh.size,
                     "backend": jax.default_backend(), "prompts": B, "prompt_len": P,
                     "samples": K, "new_tokens": T, "dtype": config.dtype,
                     "param_dtype": config.param_dtype, "remat": config.remat,
-                    "lora": None if lora is None else dataclasses.asdict(lora)}
+                    "lora": None if lora is None else dataclasses.asdict(lora),
+                    "train_top": train_top}
+            if "state" in args.what:
+                print(json.dumps({**base, "program": "state", **state_bytes(
+                    lm, params, lora, train_top)}), flush=True)
             with jax.set_mesh(mesh):
                 if "update" in args.what:
                     print(json.dumps({**base, "program": "vbon_update", **update_memory(
-                        lm, params, mesh, rules, lora=lora, B=B, P=P, K=K, T=T)}), flush=True)
-                if "sample" in args.what and case != "bf16-lora":
+                        lm, params, mesh, rules, lora=lora, B=B, P=P, K=K, T=T,
+                        train_top=train_top)}), flush=True)
+                if "sample" in args.what and case in ("f32", "bf16-remat"):  # the other
+                    # cases sample exactly as bf16-remat does
                     print(json.dumps({**base, "program": "sample", **sampling_memory(
                         lm, params, mesh, rules, B=B, P=P, N=K, T=T)}), flush=True)
 
