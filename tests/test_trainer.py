@@ -1,5 +1,7 @@
 """The trainer: limiting cases, sharded equals unsharded, bad input."""
 
+import dataclasses
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -8,6 +10,7 @@ from _adam_tolerance import adam_step_atol
 
 from bonjax import objectives as obj
 from bonjax import sharding as shd
+from bonjax.models import DecoderLM, Gemma3Config
 from bonjax.toy import ToyProblem
 from bonjax.training.algorithms import PolicyGradient, PreferencePairs
 from bonjax.training.reference import reference_store
@@ -85,7 +88,44 @@ def test_sharded_update_equals_unsharded(toy, objective):
     _assert_same_update(got, got_metrics, expected, expected_metrics)
 
 
+@pytest.mark.parametrize("objective, chunks", [(obj.VBoNConfig(n=4), 2),
+                                               (obj.BoNBoNConfig(n=4), 4)],
+                         ids=["vbon-2", "bonbon-pairs-in-gcd-chunks"])
+def test_an_update_scored_in_chunks_equals_one_scored_at_once(toy, objective, chunks):
+    """``score_chunks``: the same update, with less memory. BoNBoN's batch holds 2 completions
+    per prompt, so 4 chunks mean gcd(4, 2) = 2 there; vBoN's holds 4."""
+    whole = _trainer(toy, objective)
+    state = whole.init_state(jax.random.key(2))
+    batch, _ = whole.collect(state, *toy.prompts(8), jnp.arange(8), jax.random.key(3))
+    expected, expected_metrics = whole.update(jax.tree.map(jnp.copy, state), batch)
+    chunked = dataclasses.replace(whole, score_chunks=chunks)
+    got, got_metrics = chunked.update(chunked.init_state(jax.random.key(2)), batch)
+    _assert_same_update(got, got_metrics, expected, expected_metrics)
+
+
+def test_scoring_in_chunks_cuts_the_updates_compiled_memory():
+    """A vocabulary of 8,192 words, 4 completions of 32 tokens per prompt: the float32 logits
+    dominate the update's temporaries, and 4 chunks keep a quarter of them at a time."""
+    lm, params = DecoderLM.init(Gemma3Config.tiny(vocab_size=8192), jax.random.key(0))
+    tokens = jnp.full((4, 6), 5, jnp.int32)
+    mask = jnp.ones((4, 6), jnp.bool_)
+    trainer = Trainer(lm, params, method_for(obj.KLRLConfig(beta=0.1), samples_per_prompt=4),
+                      lambda p, pm, t, m: jnp.sum(t % 7, axis=-1).astype(jnp.float32),
+                      max_new_tokens=32, optimizer=OptimizerConfig(epochs=1))
+    state = trainer.init_state(jax.random.key(1))
+    batch, _ = trainer.collect(state, tokens, mask, jnp.arange(4), jax.random.key(2))
+    temp = {}
+    for chunks in (1, 4):
+        chunked = dataclasses.replace(trainer, score_chunks=chunks)
+        args = (state, state.frozen, batch)
+        compiled = chunked._compile_update(*args).lower(*args).compile()
+        temp[chunks] = compiled.memory_analysis().temp_size_in_bytes
+    assert temp[4] < 0.6 * temp[1], temp
+
+
 def test_bad_configuration_is_named():
+    with pytest.raises(ValueError, match="Trainer.score_chunks must be an integer >= 1, got 0"):
+        dataclasses.replace(_trainer(ToyProblem(seed=3), obj.VBoNConfig(n=4)), score_chunks=0)
     with pytest.raises(ValueError, match="samples_per_prompt"):
         PolicyGradient(obj.VBoNConfig(n=4), samples_per_prompt=1)
     with pytest.raises(ValueError, match="n = 1"):

@@ -182,6 +182,7 @@ def check_config(config: Any) -> list[MethodRun]:
                          f"{train_prompts} training prompts")
     config_int(config, "train.samples_per_prompt", 2)
     config_int(config, "train.epochs", 1)
+    config_int(config, "train.score_chunks", 1)
     top = config_int(config, "train.train_top", 0)
     if config_int(config, "train.lora_rank", 0) and top:
         raise ValueError(f"config.train.lora_rank = {config.train.lora_rank} needs "
@@ -253,7 +254,8 @@ def method_trainer(config: Any, run: MethodRun, lm, params, reward=None, train_s
     return Trainer(lm, params, run.method, reward, max_new_tokens=int(config.max_new_tokens),
                    optimizer=_optimizer(config),
                    ref_rewards=train_store if run.needs_reference_cdf else None, mesh=mesh,
-                   jit_collect=True if mesh is not None else None)
+                   jit_collect=True if mesh is not None else None,
+                   score_chunks=int(config.train.score_chunks))
 
 
 def method_checkpointer(config: Any, run_dir: pathlib.Path, run_fingerprint: str,

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import math
 from collections.abc import Callable
 
 import jax
@@ -23,6 +24,7 @@ from flax import nnx
 from jax.sharding import Mesh, NamedSharding
 
 from bonjax import sharding as shd
+from bonjax.checks import check_int
 from bonjax.models.decoder import DecoderLM
 from bonjax.models.lora import LoRAConfig, init_lora, trained_in_full
 from bonjax.models.remat import compiler_options as remat_compiler_options
@@ -129,6 +131,12 @@ class Trainer:
       data: ``prompt_index_B -> rows`` of the fixed data set a fixed-data method trains on
         (``FixedPairs``' ``PairTable``, ``SupervisedFineTuning``'s ``ResponseTable``); None for
         the methods that sample. On a mesh, its arrays replicated over it (``on_mesh``).
+      score_chunks: the update scores each prompt's ``S`` completions in ``gcd(score_chunks,
+        S)`` chunks, one after another, and its backward pass recomputes a chunk's logits
+        instead of keeping all of them (``completion_logprobs``' ``num_chunks``): the
+        ``[rows, T, V]`` float32 logits dominate the update's memory for large vocabularies
+        (``docs/scaling.md``). The gcd lets one setting serve methods whose batches hold
+        different ``S`` (vBoN's samples, BoNBoN's pairs).
     """
 
     lm: DecoderLM
@@ -142,8 +150,10 @@ class Trainer:
     rules: shd.ShardingRules = shd.ShardingRules()
     jit_collect: bool | None = None
     data: Callable | None = None
+    score_chunks: int = 1
 
     def __post_init__(self):
+        check_int("Trainer.score_chunks", self.score_chunks, minimum=1)
         if self.optimizer.lora is not None and self.method.uses_anchor and \
                 self.method.anchor_eta > 0:
             raise ValueError(f"an EMA anchor (anchor_eta = {self.method.anchor_eta}) follows the "
@@ -280,7 +290,9 @@ class Trainer:
         extras = {name: value for name, value in trainable.items() if name != "params"}
         scores = completion_logprobs(self.lm, policy_params(trainable["params"], frozen, extras),
                                      batch.prompt_tokens_BxP, batch.prompt_mask_BxP,
-                                     batch.tokens_BxSxT, batch.mask_BxSxT)
+                                     batch.tokens_BxSxT, batch.mask_BxSxT,
+                                     num_chunks=math.gcd(self.score_chunks,
+                                                         batch.tokens_BxSxT.shape[1]))
         loss_B, metrics = self.method.loss(scores, batch, extras)
         return loss_B.mean(), metrics
 

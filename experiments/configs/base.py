@@ -204,6 +204,10 @@ def get_config() -> ml_collections.ConfigDict:
     # Parameters trained in full next to the adapters, by a name in their path (e.g. "ln_f",
     # "final_norm", "wte", "embed"; empty: none, the whole base stays frozen).
     config.train.lora_train_in_full = ()
+    # The update scores each prompt's completions in this many chunks, recomputing a chunk's
+    # logits in the backward pass instead of keeping all of them (less memory, more compute).
+    # Must divide the completions per prompt.
+    config.train.score_chunks = 1
     # True: cosine decay of the learning rate to 0 over the run; False: constant.
     config.train.cosine_decay = False
     # Checkpoint every this many steps (and at the end of each method's training).
