@@ -78,14 +78,15 @@ def sharded_params(config, mesh, rules):
 
 
 def update_memory(lm, params, mesh, rules, *, lora: LoRAConfig | None, B: int, P: int, K: int,
-                  T: int, method=None, batch=None, train_top: int | None = None) -> dict:
+                  T: int, method=None, batch=None, train_top: int | None = None,
+                  score_chunks: int = 1) -> dict:
     """The compiled update of ``method`` (default vBoN, N = 8) on ``batch`` (default a vBoN
     batch of B prompts x K samples), training every parameter, the top ``train_top`` blocks,
-    or LoRA adapters."""
+    or LoRA adapters, scoring in ``score_chunks`` chunks (``Trainer.score_chunks``)."""
     optimizer = OptimizerConfig(epochs=1, lora=lora)
     method = method or method_for(obj.VBoNConfig(n=8), samples_per_prompt=K)
     trainer = Trainer(lm, params, method, _unused_reward, max_new_tokens=T, optimizer=optimizer,
-                      mesh=mesh, rules=rules)
+                      mesh=mesh, rules=rules, score_chunks=score_chunks)
     replicated = shd.replicated(mesh)
     train, frozen = split_trainable(params, (lambda path: False) if lora
                                     else lm.top_blocks_filter(train_top))
@@ -215,6 +216,8 @@ def main():
     parser.add_argument("--prompt-len", type=int, default=128)
     parser.add_argument("--samples", type=int, default=8)
     parser.add_argument("--new-tokens", type=int, default=128)
+    parser.add_argument("--score-chunks", type=int, default=1,
+                        help="the update scores each prompt's samples in this many chunks")
     parser.add_argument("--what", default="update,sample",
                         help="update, sample (compiled per-device memory), state (whole-model "
                              "bytes of the parameters and of AdamW's state for what trains; "
@@ -252,7 +255,7 @@ def main():
                     "samples": K, "new_tokens": T, "dtype": config.dtype,
                     "param_dtype": config.param_dtype, "remat": config.remat,
                     "lora": None if lora is None else dataclasses.asdict(lora),
-                    "train_top": train_top}
+                    "train_top": train_top, "score_chunks": args.score_chunks}
             if "state" in args.what:
                 print(json.dumps({**base, "program": "state", **state_bytes(
                     lm, params, lora, train_top)}), flush=True)
@@ -260,7 +263,7 @@ def main():
                 if "update" in args.what:
                     print(json.dumps({**base, "program": "vbon_update", **update_memory(
                         lm, params, mesh, rules, lora=lora, B=B, P=P, K=K, T=T,
-                        train_top=train_top)}), flush=True)
+                        train_top=train_top, score_chunks=args.score_chunks)}), flush=True)
                 if "sample" in args.what and case in ("f32", "bf16-remat"):  # the other
                     # cases sample exactly as bf16-remat does
                     print(json.dumps({**base, "program": "sample", **sampling_memory(
