@@ -196,7 +196,8 @@ def system_memory(config, mesh=None, rules: shd.ShardingRules = shd.ShardingRule
             rows.append({**base, "program": "fixed_pairs_update", "prompts": B, "samples": 2,
                          **update_memory(lm, params, mesh, rules, lora=None, B=B, P=P, K=2, T=T,
                                          method=method, batch=pair_batch(B, P, T),
-                                         train_top=int(config.train.train_top) or None)})
+                                         train_top=int(config.train.train_top) or None,
+                                         score_chunks=int(config.train.score_chunks))})
         if "sample" in what:
             per_call, N = int(config.pool.prompts_per_call), int(config.pool.samples_per_call)
             rows.append({**base, "program": "pool_sample", "prompts": per_call, "samples": N,

@@ -261,6 +261,7 @@ def check_bonbon_config(config: Any) -> list[SystemRun]:
     _check_number(config, "train.weight_decay")
     _check_number(config, "train.max_grad_norm")
     config_int(config, "train.train_top", 0)
+    config_int(config, "train.score_chunks", 1)
     _check_bool(config, "train.cosine_decay")
     config_int(config, "train.save_every", 1)
     config_int(config, "train.keep_checkpoints", 1)

@@ -139,7 +139,8 @@ def _trainer(config: Any, lm, ref_params: nnx.State, method, data, mesh, learnin
         data = data.on_mesh(mesh)
     return Trainer(lm, ref_params, method, None, max_new_tokens=int(config.max_new_tokens),
                    optimizer=_optimizer(config, learning_rate, steps), mesh=mesh, data=data,
-                   jit_collect=True if mesh is not None else None)
+                   jit_collect=True if mesh is not None else None,
+                   score_chunks=int(config.train.score_chunks))
 
 
 def _sft_steps(config: Any) -> int:

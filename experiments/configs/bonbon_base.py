@@ -159,6 +159,9 @@ def get_config() -> ml_collections.ConfigDict:
     # Train only the top blocks and the final norm (also in the SFT stage); 0 trains every
     # parameter.
     config.train.train_top = 0
+    # The update scores each prompt's pair in gcd(this, 2) chunks, recomputing a chunk's logits
+    # in the backward pass (less memory, one more forward pass of each chunk).
+    config.train.score_chunks = 1
     # True: cosine decay of the learning rate to 0 over each stage; False: constant.
     config.train.cosine_decay = False
     # Checkpoint every this many steps (and at the end of each stage).
