@@ -18,6 +18,7 @@ from bonjax.models import (
     GPTNeoXConfig,
     LlamaConfig,
 )
+from bonjax.models.llama import LLAMA_MODEL_TYPES
 from bonjax.sampling import Sampler, Temperature
 from bonjax.training import OptimizerConfig, Trainer, method_for, reference_store
 from bonjax.training.state import split_trainable
@@ -25,7 +26,7 @@ from bonjax.training.state import split_trainable
 # Every decoder family, each with the options that set it apart (LlamaConfig.tiny).
 CONFIGS = {"gpt2": GPT2Config.tiny(), "gemma": Gemma3Config.tiny(), "gemma2": Gemma2Config.tiny(),
            "gpt_neox": GPTNeoXConfig.tiny(),
-           **{name: LlamaConfig.tiny(name) for name in ("llama", "mistral", "qwen2", "qwen3")}}
+           **{name: LlamaConfig.tiny(name) for name in LLAMA_MODEL_TYPES}}
 
 
 def _models(name):
