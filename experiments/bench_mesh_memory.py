@@ -44,7 +44,7 @@ from bonjax import sharding as shd
 from bonjax.experiment.bonbon_config import check_bonbon_config
 from bonjax.experiment.components import config_mesh
 from bonjax.models import DecoderLM, Gemma3Config, GPT2Config, GPTNeoXConfig, LlamaConfig
-from bonjax.models.lora import LoRAConfig, init_lora
+from bonjax.models.lora import LoRAConfig, init_lora, trained_in_full
 from bonjax.sampling.sampler import Sampler
 from bonjax.sampling.strategies import Temperature
 from bonjax.training import FixedPairs, OptimizerConfig, Trainer, method_for
@@ -88,7 +88,7 @@ def update_memory(lm, params, mesh, rules, *, lora: LoRAConfig | None, B: int, P
     trainer = Trainer(lm, params, method, _unused_reward, max_new_tokens=T, optimizer=optimizer,
                       mesh=mesh, rules=rules, score_chunks=score_chunks)
     replicated = shd.replicated(mesh)
-    train, frozen = split_trainable(params, (lambda path: False) if lora
+    train, frozen = split_trainable(params, trained_in_full(params, lora) if lora
                                     else lm.top_blocks_filter(train_top))
     extra = {}
     if lora is not None:

@@ -128,7 +128,10 @@ def trained_in_full(params: nnx.State, config: LoRAConfig) -> Callable[[tuple], 
         both carry an adapter and train in full.
     """
     names = set(config.train_in_full)
-    selected = lambda path: not names.isdisjoint(str(getattr(k, "key", k)) for k in path)
+
+    def selected(path) -> bool:
+        return not names.isdisjoint(str(getattr(k, "key", k)) for k in path)
+
     paths = [path for path, _ in nnx.to_flat_state(params)]
     parts = {str(getattr(k, "key", k)) for path in paths for k in path}
     missing = sorted(names - parts)
