@@ -119,3 +119,46 @@ def test_gemma3_270m_gguf_matches_transformers(gemma3_270m):
     print(f"gemma3-270m: max abs logit error {err:.3g}")
     np.testing.assert_array_equal(logits.argmax(-1)[mask], expected.argmax(-1)[mask])
     assert err < 1e-3, f"max abs logit error {err:.3g}"
+
+
+@pytest.mark.slow
+def test_gemma3_270m_in_bfloat16_follows_float32_within_budget(gemma3_270m):
+    """The real weights under the bf16 policy: logits and sampled-token log-probabilities on
+    real text, and one vBoN gradient, within the budgets of ``bonjax.precision``."""
+    import jax
+
+    from bonjax import objectives as obj
+    from bonjax import precision
+    from bonjax.sampling import Sampler, Temperature
+    from bonjax.training import OptimizerConfig, Trainer, method_for, reference_store
+    from bonjax.training.state import split_trainable
+
+    lm, params, tok = gemma3_270m
+    lm16, params16 = lm.with_dtypes(params, dtype="bfloat16")
+    enc = tok(["This movie was absolutely wonderful, and the acting",
+               "I hated every minute of"], return_tensors="np", padding=True)
+    tokens, mask = jnp.asarray(enc["input_ids"]), jnp.asarray(enc["attention_mask"].astype(bool))
+    err = precision.logit_errors(lm, params, lm16, params16, tokens, mask)
+    print(f"gemma3-270m bf16 logits: {err}")
+    assert 0 < err["logits_max_abs_err"] <= err["logits_err_budget"], err
+    out = Sampler(lm, Temperature(1.0), max_new_tokens=8).sample(params, tokens, mask,
+                                                                 jax.random.key(1), 2)
+    lp = precision.logprob_errors(lm, params, lm16, params16, tokens, mask, out.tokens_BxNxT,
+                                  out.mask_BxNxT)
+    assert lp["logp_max_abs_err"] <= 2 * err["logits_err_budget"], lp
+
+    def reward(prompt_tokens, prompt_mask, tokens_BxSxT, mask_BxSxT):
+        return jnp.sum(jnp.where(mask_BxSxT, tokens_BxSxT % 7, 0), axis=-1).astype(jnp.float32)
+
+    refs = reference_store(np.random.default_rng(0).normal(size=(2, 16)).astype(np.float32))
+    method = method_for(obj.VBoNConfig(n=4), samples_per_prompt=2)
+    trainers = [Trainer(m, params, method, reward, max_new_tokens=8, ref_rewards=refs,
+                        optimizer=OptimizerConfig(epochs=1)) for m in (lm, lm16)]
+    state = trainers[0].init_state(jax.random.key(2))
+    batch, _ = trainers[0].collect(state, tokens, mask, jnp.arange(2), jax.random.key(3))
+    trainable, frozen = split_trainable(params, lm.top_blocks_filter(2))
+    agree = precision.gradient_agreement(trainers[0].loss, trainers[1].loss,
+                                         {"params": trainable}, frozen, batch)
+    print(f"gemma3-270m bf16 vBoN gradient (top 2 blocks): {agree}")
+    budget = precision.gradient_error_budget(lm, agree)
+    assert agree["grad_rel_err"] <= budget and agree["grad_cosine"] >= 1 - budget**2 / 2, agree
