@@ -14,7 +14,15 @@ import pytest
 from scipy import stats
 
 from bonjax import sharding as shd
-from bonjax.models import DecoderLM, Gemma3Config, GPT2Config, LlamaConfig, positions_from_mask
+from bonjax.models import (
+    DecoderLM,
+    Gemma2Config,
+    Gemma3Config,
+    GPT2Config,
+    GPTNeoXConfig,
+    LlamaConfig,
+    positions_from_mask,
+)
 from bonjax.models.llama import LLAMA_MODEL_TYPES
 from bonjax.sampling import Greedy, Sampler, Temperature, TopK, TopP, completion_logprobs
 from bonjax.sampling import sampler as sampler_module
@@ -30,6 +38,7 @@ def _sharpened(cfg, scale):
 
 # Each test model by name, with the scale of its weights.
 MODELS = {"gpt2": (GPT2Config.tiny(), 4.0), "gemma": (Gemma3Config.tiny(), 8.0),
+          "gemma2": (Gemma2Config.tiny(), 16.0), "gpt_neox": (GPTNeoXConfig.tiny(), 4.0),
           **{t: (LlamaConfig.tiny(t), 4.0) for t in LLAMA_MODEL_TYPES}}
 
 
@@ -109,10 +118,11 @@ def test_next_token_frequencies_match_the_model(gpt2, method):
     _check_frequencies(*gpt2, method)
 
 
-def test_bfloat16_sampler_draws_from_the_bfloat16_model(gpt2):
+@pytest.mark.parametrize("model", sorted(MODELS))
+def test_bfloat16_sampler_draws_from_the_bfloat16_model(model, models):
     """The same check under the bfloat16 policy (bonjax.precision): the sampler draws from the
     bfloat16 model's own next-token distribution, prefill and cached decode step alike."""
-    lm, params = gpt2
+    lm, params = models(model)
     _check_frequencies(*lm.with_dtypes(params, dtype="bfloat16"), Temperature(1.0))
 
 
