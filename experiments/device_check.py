@@ -17,7 +17,8 @@ Prints one JSON line per measurement (and appends it to ``<out>/device_check.jso
    card's nominal dense bf16 peak.
 6. ``sampling``: bonjax ``Sampler.sample`` against transformers ``generate`` (same weights,
    bfloat16 both, same device), tokens/s and the fraction of the HBM roofline (the bytes a
-   decode step must read: bf16 parameters + the KV cache, at the measured copy bandwidth).
+   decode step must read: bf16 parameters + the KV cache, at the measured copy bandwidth;
+   ``..._with_logits`` also counts the float32 logits the step writes and reads back).
 7. ``tests``: the equivalence tests that matter on a new backend, run by pytest on the device
    (models vs transformers, cached decode vs full forward, scorer vs forward, sampler
    statistics, bfloat16 vs float32).
@@ -303,10 +304,16 @@ def _sampling_case(lm, params, reference, B: int, n: int, args, anchor) -> dict:
     generated = B * n * T
     tok_s = generated / min(ours)
     step_s = bench.decode_step_bytes(lm, params, B, P, n, T) / (anchor["copy_gbs"] * 1e9)
+    # The float32 logits a decode step writes and its sampling reads back: outside the roofline
+    # above, and at a large batch over Gemma's 262k-word vocabulary larger than the weights.
+    logits_bytes = B * n * lm.vocab_size * 4
+    with_logits_s = step_s + 2 * logits_bytes / (anchor["copy_gbs"] * 1e9)
     return {"prompts": B, "n": n, "new_tokens": T, "prompt_slots": P,
             "bonjax_tok_s": round(tok_s, 1), "reference_tok_s": round(generated / min(theirs), 1),
             "ratio": round(min(theirs) / min(ours), 2), "roofline_tok_s": round(B * n / step_s, 1),
             "hbm_roofline_fraction": round(tok_s * step_s / (B * n), 3),
+            "logits_bytes_per_step": logits_bytes,
+            "hbm_roofline_fraction_with_logits": round(tok_s * with_logits_s / (B * n), 3),
             "bonjax_times_s": [round(t, 4) for t in ours],
             "reference_times_s": [round(t, 4) for t in theirs],
             "bonjax_compile_s": round(compile_s, 1)}
