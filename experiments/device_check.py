@@ -205,12 +205,9 @@ def vs_transformers(report, args, models):
 
 
 def precision_section(report, args, models):
-    from bonjax import objectives as obj
     from bonjax import precision
     from bonjax.models.weights import load_hf_decoder
     from bonjax.sampling import Sampler, Temperature
-    from bonjax.training import OptimizerConfig, Trainer, method_for, reference_store
-    from bonjax.training.state import split_trainable
 
     for name, (path, _) in models.items():
         lm, params = load_hf_decoder(path)
@@ -227,20 +224,11 @@ def precision_section(report, args, models):
                    **err, **lp, within_budget=err["logits_max_abs_err"]
                    <= err["logits_err_budget"])
         tokens, mask = _prompts(lm, 4, 32, seed=3)
-        refs = reference_store(np.random.default_rng(0).normal(size=(4, 16)).astype(np.float32))
-        method = method_for(obj.VBoNConfig(n=4), samples_per_prompt=4)
-        trainers = [Trainer(m, params, method, _token_reward, max_new_tokens=24,
-                            ref_rewards=refs, optimizer=OptimizerConfig(epochs=1))
-                    for m in (lm, lm16)]
         with jax.default_matmul_precision("highest"):
-            state = trainers[0].init_state(jax.random.key(2))
-            batch, _ = trainers[0].collect(state, tokens, mask, jnp.arange(4), jax.random.key(3))
-            trainable, frozen = split_trainable(params, lambda path: True)
-            agree = precision.gradient_agreement(trainers[0].loss, trainers[1].loss,
-                                                 {"params": trainable}, frozen, batch)
-        budget = precision.gradient_error_budget(lm, agree)
-        report("precision", model=name, what="vbon_gradient", **agree, budget=budget,
-               within_budget=agree["grad_rel_err"] <= budget)
+            agree = precision.vbon_step_agreement(lm, lm16, params, tokens, mask,
+                                                  max_new_tokens=24)
+        report("precision", model=name, what="vbon_gradient", **agree,
+               within_budget=agree["grad_rel_err"] <= agree["grad_err_budget"])
 
 
 def _token_reward(prompt_tokens, prompt_mask, tokens, mask):

@@ -127,11 +127,8 @@ def test_gemma3_270m_in_bfloat16_follows_float32_within_budget(gemma3_270m):
     real text, and one vBoN gradient, within the budgets of ``bonjax.precision``."""
     import jax
 
-    from bonjax import objectives as obj
     from bonjax import precision
     from bonjax.sampling import Sampler, Temperature
-    from bonjax.training import OptimizerConfig, Trainer, method_for, reference_store
-    from bonjax.training.state import split_trainable
 
     lm, params, tok = gemma3_270m
     lm16, params16 = lm.with_dtypes(params, dtype="bfloat16")
@@ -147,18 +144,7 @@ def test_gemma3_270m_in_bfloat16_follows_float32_within_budget(gemma3_270m):
                                   out.mask_BxNxT)
     assert lp["logp_max_abs_err"] <= 2 * err["logits_err_budget"], lp
 
-    def reward(prompt_tokens, prompt_mask, tokens_BxSxT, mask_BxSxT):
-        return jnp.sum(jnp.where(mask_BxSxT, tokens_BxSxT % 7, 0), axis=-1).astype(jnp.float32)
-
-    refs = reference_store(np.random.default_rng(0).normal(size=(2, 16)).astype(np.float32))
-    method = method_for(obj.VBoNConfig(n=4), samples_per_prompt=2)
-    trainers = [Trainer(m, params, method, reward, max_new_tokens=8, ref_rewards=refs,
-                        optimizer=OptimizerConfig(epochs=1)) for m in (lm, lm16)]
-    state = trainers[0].init_state(jax.random.key(2))
-    batch, _ = trainers[0].collect(state, tokens, mask, jnp.arange(2), jax.random.key(3))
-    trainable, frozen = split_trainable(params, lm.top_blocks_filter(2))
-    agree = precision.gradient_agreement(trainers[0].loss, trainers[1].loss,
-                                         {"params": trainable}, frozen, batch)
+    agree = precision.vbon_step_agreement(lm, lm16, params, tokens, mask, train_top=2)
     print(f"gemma3-270m bf16 vBoN gradient (top 2 blocks): {agree}")
-    budget = precision.gradient_error_budget(lm, agree)
+    budget = agree["grad_err_budget"]
     assert agree["grad_rel_err"] <= budget and agree["grad_cosine"] >= 1 - budget**2 / 2, agree
