@@ -32,6 +32,7 @@ from flax import nnx
 
 from bonjax import objectives as obj
 from bonjax.models.decoder import DecoderLM, positions_from_mask
+from bonjax.rewards.synthetic import token_residue_reward
 from bonjax.sampling.scorer import completion_logprobs
 from bonjax.training.reference import reference_store
 from bonjax.training.registry import method_for
@@ -142,24 +143,19 @@ def gradient_error_budget(lm: DecoderLM, agreement: dict[str, float]) -> float:
     return max(relative_error_budget(lm), WEIGHT_ROUNDINGS * agreement["grad_weight_rounding_err"])
 
 
-def _parity_reward(prompt_tokens_BxP, prompt_mask_BxP, tokens_BxSxT, mask_BxSxT) -> jax.Array:
-    """``sum(token % 7)`` over each completion: cheap, and enough to make advantages differ."""
-    return jnp.sum(jnp.where(mask_BxSxT, tokens_BxSxT % 7, 0), axis=-1).astype(jnp.float32)
-
-
 def vbon_step_agreement(lm: DecoderLM, low_lm: DecoderLM, params: nnx.State,
                         prompt_tokens_BxP: jax.Array, prompt_mask_BxP: jax.Array, *,
                         max_new_tokens: int = 8, train_top: int | None = None,
                         ) -> dict[str, float]:
     """One vBoN (N = 4) training step of ``lm`` and ``low_lm`` (the same model under another
     dtype policy) on the same float32 ``params`` and batch: 4 completions per prompt sampled by
-    ``lm``, a token-parity reward and 16 standard-normal reference rewards per prompt; every
+    ``lm``, ``token_residue_reward`` and 16 standard-normal reference rewards per prompt; every
     parameter trained, or the top ``train_top`` blocks. Returns :func:`gradient_agreement`'s
     dict and ``grad_err_budget`` (:func:`gradient_error_budget`)."""
     B = prompt_tokens_BxP.shape[0]
     refs = reference_store(np.random.default_rng(0).normal(size=(B, 16)).astype(np.float32))
     method = method_for(obj.VBoNConfig(n=4), samples_per_prompt=4)
-    trainers = [Trainer(m, params, method, _parity_reward, max_new_tokens=max_new_tokens,
+    trainers = [Trainer(m, params, method, token_residue_reward, max_new_tokens=max_new_tokens,
                         ref_rewards=refs, optimizer=OptimizerConfig(epochs=1))
                 for m in (lm, low_lm)]
     state = trainers[0].init_state(jax.random.key(2))

@@ -30,6 +30,7 @@ import numpy as np
 from bonjax import objectives as obj
 from bonjax.models import DecoderLM, GPT2Config
 from bonjax.objectives import sft_loss
+from bonjax.rewards.synthetic import token_residue_reward
 from bonjax.sampling.scorer import completion_logprobs
 from bonjax.training import OptimizerConfig, Trainer, method_for, reference_store
 from bonjax.training.state import merge_params
@@ -47,11 +48,6 @@ def _methods(samples: int):
         "bond": method_for(obj.BONDConfig(n=4), samples_per_prompt=samples),
         "jbond": method_for(obj.JBONDConfig()),
     }
-
-
-def _token_reward(prompt_tokens, prompt_mask, tokens, mask):
-    """A cheap on-device reward (the bench times the update, not the reward)."""
-    return jnp.sum(jnp.where(mask, tokens % 7, 0), axis=-1).astype(jnp.float32)
 
 
 def _plain_update(trainer: Trainer):
@@ -102,7 +98,7 @@ def main() -> None:
     for name, method in _methods(args.samples).items():
         if name not in args.objectives.split(","):
             continue
-        trainer = Trainer(lm, params, method, _token_reward, max_new_tokens=args.new_tokens,
+        trainer = Trainer(lm, params, method, token_residue_reward, max_new_tokens=args.new_tokens,
                           optimizer=OptimizerConfig(epochs=1), ref_rewards=ref_rewards)
         state = trainer.init_state(jax.random.key(1))
         batch, _ = trainer.collect(state, prompt_tokens, prompt_mask,

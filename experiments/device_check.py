@@ -231,11 +231,6 @@ def precision_section(report, args, models):
                within_budget=agree["grad_rel_err"] <= agree["grad_err_budget"])
 
 
-def _token_reward(prompt_tokens, prompt_mask, tokens, mask):
-    """A cheap on-device reward: the check times sampling and updates, not a reward model."""
-    return jnp.sum(jnp.where(mask, tokens % 7, 0), axis=-1).astype(jnp.float32)
-
-
 def sampling(report, args, models, anchor):
     import torch
 
@@ -319,6 +314,7 @@ def _train_flops(lm, tokens: int, attended: float) -> float:
 def train(report, args, models, anchor):
     from bonjax import objectives as obj
     from bonjax.models.weights import load_hf_decoder
+    from bonjax.rewards.synthetic import token_residue_reward
     from bonjax.training import OptimizerConfig, Trainer, method_for, reference_store
 
     shapes = {"gpt2-124m": (32, 8), "gemma-3-270m": (16, 4)} if not args.cpu else {}
@@ -328,7 +324,7 @@ def train(report, args, models, anchor):
         lm, params = load_hf_decoder(path, dtype="bfloat16")  # float32 master weights
         refs = reference_store(np.random.default_rng(0).normal(size=(B, 64)).astype(np.float32))
         trainer = Trainer(lm, params, method_for(obj.VBoNConfig(n=8), samples_per_prompt=S),
-                          _token_reward, max_new_tokens=T, ref_rewards=refs,
+                          token_residue_reward, max_new_tokens=T, ref_rewards=refs,
                           optimizer=OptimizerConfig(epochs=1))
         state = trainer.init_state(jax.random.key(1))
         tokens, mask = _prompts(lm, B, P, seed=5)

@@ -19,6 +19,7 @@ from bonjax.models import (
     LlamaConfig,
 )
 from bonjax.models.llama import LLAMA_MODEL_TYPES
+from bonjax.rewards.synthetic import token_residue_reward
 from bonjax.sampling import Sampler, Temperature
 from bonjax.training import OptimizerConfig, Trainer, method_for, reference_store
 
@@ -37,10 +38,6 @@ def _models(name):
 def _prompts(lm, lengths=(3, 9, 6, 12), seed=0):
     tokens, mask = left_padded_batch(lengths, lm.vocab_size, lm.pad_id, seed)
     return jnp.asarray(tokens), jnp.asarray(mask)
-
-
-def _reward(prompt_tokens, prompt_mask, tokens, mask):
-    return jnp.sum(jnp.where(mask, tokens % 7, 0), axis=-1).astype(jnp.float32)
 
 
 def test_with_dtypes_sets_the_policy_and_keeps_float32_outputs():
@@ -101,7 +98,7 @@ def test_one_vbon_step_in_bfloat16_follows_float32(name):
     assert agree["grad_cosine"] >= 1 - budget**2 / 2, agree
     refs = reference_store(np.random.default_rng(0).normal(size=(4, 16)).astype(np.float32))
     trainer16 = Trainer(lm16, params, method_for(obj.VBoNConfig(n=4), samples_per_prompt=4),
-                        _reward, max_new_tokens=8, ref_rewards=refs,
+                        token_residue_reward, max_new_tokens=8, ref_rewards=refs,
                         optimizer=OptimizerConfig(epochs=1))
     state16, metrics = trainer16.step(trainer16.init_state(jax.random.key(2)), *_prompts(lm))
     assert np.isfinite(float(metrics["loss"]))  # a bf16 step keeps float32 master weights

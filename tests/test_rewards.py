@@ -25,6 +25,7 @@ from bonjax.rewards import (
     default_reward_dir,
     load_sentiment_reward,
     save_sentiment_classifier,
+    token_residue_reward,
     train_sentiment_classifier,
     vader_compound,
     vader_reward,
@@ -229,3 +230,11 @@ def test_trained_sentiment_reward_separates_held_out_reviews(gpt2):
     labels = test.labels[pick]
     assert ((r > 0) == (labels == 1)).mean() >= 0.8
     assert r[labels == 1].mean() > r[labels == 0].mean() + 2.0
+
+
+def test_token_residue_reward_sums_the_real_tokens_mod_7():
+    tokens_BxSxT = jnp.asarray([[[7, 8, 13], [1, 2, 3]]])
+    mask_BxSxT = jnp.asarray([[[True, True, False], [True, True, True]]])
+    reward_BxS = token_residue_reward(None, None, tokens_BxSxT, mask_BxSxT)
+    assert reward_BxS.dtype == jnp.float32
+    np.testing.assert_array_equal(np.asarray(reward_BxS), [[0 + 1, 1 + 2 + 3]])

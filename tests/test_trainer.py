@@ -11,6 +11,7 @@ from _adam_tolerance import adam_step_atol
 from bonjax import objectives as obj
 from bonjax import sharding as shd
 from bonjax.models import DecoderLM, Gemma3Config
+from bonjax.rewards.synthetic import token_residue_reward
 from bonjax.toy import ToyProblem
 from bonjax.training.algorithms import PolicyGradient, PreferencePairs
 from bonjax.training.reference import reference_store
@@ -110,7 +111,7 @@ def test_scoring_in_chunks_cuts_the_updates_compiled_memory():
     tokens = jnp.full((4, 6), 5, jnp.int32)
     mask = jnp.ones((4, 6), jnp.bool_)
     trainer = Trainer(lm, params, method_for(obj.KLRLConfig(beta=0.1), samples_per_prompt=4),
-                      lambda p, pm, t, m: jnp.sum(t % 7, axis=-1).astype(jnp.float32),
+                      token_residue_reward,
                       max_new_tokens=32, optimizer=OptimizerConfig(epochs=1))
     state = trainer.init_state(jax.random.key(1))
     batch, _ = trainer.collect(state, tokens, mask, jnp.arange(4), jax.random.key(2))

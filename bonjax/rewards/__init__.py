@@ -25,6 +25,7 @@ from bonjax.rewards.sentiment import (
     save_sentiment_classifier,
     train_sentiment_classifier,
 )
+from bonjax.rewards.synthetic import token_residue_reward
 
 __all__ = [
     "DEFAULT_REWARD_DIR",
@@ -43,6 +44,7 @@ __all__ = [
     "load_sentiment_classifier",
     "load_sentiment_reward",
     "save_sentiment_classifier",
+    "token_residue_reward",
     "token_reward",
     "train_sentiment_classifier",
     "vader_compound",
