@@ -77,6 +77,18 @@ def sharded_params(config, mesh, rules):
     return lm, _with_shardings(abstract, shd.param_shardings(abstract, mesh, rules))
 
 
+def _trainable(lm, params, lora: LoRAConfig | None, train_top: int | None):
+    """``({"params": ..., ["lora": adapters]}, frozen)`` as ``Trainer.init_state`` splits them
+    (shapes only): LoRA adapters and what ``LoRAConfig.train_in_full`` names, the top
+    ``train_top`` blocks, or every parameter."""
+    train, frozen = split_trainable(params, trained_in_full(params, lora) if lora
+                                    else lm.top_blocks_filter(train_top))
+    if lora is None:
+        return {"params": train}, frozen
+    adapters = jax.eval_shape(lambda: init_lora(params, lora, jax.random.key(0)))
+    return {"params": train, ADAPTERS: adapters}, frozen
+
+
 def update_memory(lm, params, mesh, rules, *, lora: LoRAConfig | None, B: int, P: int, K: int,
                   T: int, method=None, batch=None, train_top: int | None = None,
                   score_chunks: int = 1) -> dict:
@@ -88,13 +100,11 @@ def update_memory(lm, params, mesh, rules, *, lora: LoRAConfig | None, B: int, P
     trainer = Trainer(lm, params, method, _unused_reward, max_new_tokens=T, optimizer=optimizer,
                       mesh=mesh, rules=rules, score_chunks=score_chunks)
     replicated = shd.replicated(mesh)
-    train, frozen = split_trainable(params, trained_in_full(params, lora) if lora
-                                    else lm.top_blocks_filter(train_top))
-    extra = {}
-    if lora is not None:
-        adapters = jax.eval_shape(lambda: init_lora(params, lora, jax.random.key(0)))
-        extra[ADAPTERS] = jax.tree.map(
-            lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=replicated), adapters)
+    trainable, frozen = _trainable(lm, params, lora, train_top)
+    train = trainable["params"]  # sharded as the parameters are; the adapters replicated
+    extra = {name: jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype,
+                                                               sharding=replicated), tree)
+             for name, tree in trainable.items() if name != "params"}
     trainable = {"params": train, **extra}
     opt_state = jax.eval_shape(trainer.tx.init, trainable)
     opt_shardings = optax.tree_map_params(
@@ -115,13 +125,9 @@ def update_memory(lm, params, mesh, rules, *, lora: LoRAConfig | None, B: int, P
 
 def state_bytes(lm, params, lora: LoRAConfig | None, train_top: int | None) -> dict:
     """Whole-model GiB of the parameters and of AdamW's state (two moments, in the trainable
-    leaves' dtype) for what trains: LoRA adapters (float32), the top ``train_top`` blocks, or
-    every parameter."""
+    leaves' dtype) for what trains (``_trainable``; LoRA adapters in float32)."""
     tx = OptimizerConfig().make()
-    if lora is not None:
-        trainable = jax.eval_shape(lambda: init_lora(params, lora, jax.random.key(0)))
-    else:
-        trainable = split_trainable(params, lm.top_blocks_filter(train_top))[0]
+    trainable, _ = _trainable(lm, params, lora, train_top)
     gib = 2.0 ** 30
 
     def size(tree):
