@@ -21,24 +21,22 @@ import json
 import time
 
 from bonjax.models.decoder import DecoderLM
-from bonjax.models.lora import LoRAConfig
+from bonjax.models.lora import LoRAConfig, lora_targets
 from bonjax.toy import ToyProblem, train_on_toy
 
 _IN_FULL = ("ln_f", "wte", "wpe")
 
 
+@dataclasses.dataclass(frozen=True)
 class _BlockMatricesLM(DecoderLM):
-    """The toy's model, whose "top blocks" are every block weight matrix (an ``embed`` axis and
-    two or more dimensions): the parameters LoRA adapts by default."""
+    """The toy's model whose "top blocks" are ``matrices``, the dotted paths of the weights LoRA
+    adapts by default (``lora_targets``): every block matrix, and nothing else."""
+
+    matrices: frozenset[str] = frozenset()
 
     def top_blocks_filter(self, train_top):
         del train_top
-
-        def selected(path) -> bool:
-            names = [str(getattr(k, "key", k)) for k in path]
-            return names[0] == "blocks" and names[-1] in self.matrices
-
-        return selected
+        return lambda path: ".".join(str(getattr(k, "key", k)) for k in path) in self.matrices
 
 
 def _run(variant: str, seed: int, steps: int, learning_rate: float) -> dict:
@@ -53,13 +51,9 @@ def _run(variant: str, seed: int, steps: int, learning_rate: float) -> dict:
     elif variant == "top2":
         kw["train_top"] = 2
     elif variant == "block_matrices":
-        from bonjax.models.lora import lora_targets
-
-        lm = _BlockMatricesLM(**{f.name: getattr(toy.lm, f.name)
-                                 for f in dataclasses.fields(toy.lm)})
-        object.__setattr__(lm, "matrices", {name.split(".")[-1] for name in
-                                            lora_targets(toy.ref_params, LoRAConfig())})
-        object.__setattr__(toy, "lm", lm)
+        matrices = frozenset(lora_targets(toy.ref_params, LoRAConfig()))
+        # The same weights and reference; only which of them train differs.
+        object.__setattr__(toy, "lm", _BlockMatricesLM(toy.lm.config, toy.lm.graphdef, matrices))
         kw["train_top"] = 1  # any value: the filter above ignores it
     elif variant != "full":
         raise ValueError(f"unknown variant {variant!r}; choose from {', '.join(VARIANTS)}")
